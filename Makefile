@@ -1,0 +1,44 @@
+# satrouter: every target creates .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit proto bench-upstream serve emulator clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "satrouter needs Python 3.11 or newer")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/satrouter demo
+
+test: lint typecheck unit
+
+lint: $(STAMP)
+	$(BIN)/ruff check service billing tests benchmarks
+	$(BIN)/ruff format --check service billing tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+proto: $(STAMP)
+	$(BIN)/python -m billing.lightning.protogen
+
+bench-upstream: $(STAMP)
+	$(BIN)/python benchmarks/upstream.py --write docs/benchmarks.md
+
+serve: $(STAMP)
+	$(BIN)/satrouter serve
+
+emulator: $(STAMP)
+	$(BIN)/satrouter emulator
+
+clean:
+	rm -rf $(VENV) .venv-lnbits .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,187 @@
+"""Quotes and charges.
+
+A *quote* is the most a request can cost, fixed before the agent pays:
+
+    cost_max = prompt_bound x prompt_price + max_tokens x completion_price + request_price  (USD)
+    cost_msat = cost_max at the current BTC/USD rate, rounded up
+    total = cost_msat + markup (rounded up) + fixed fee, rounded up to a whole sat
+
+The invoice is for ``total``. After the call, the *charge* recomputes the same formula from the
+actual cost (from OpenRouter's ``/generation``) at the quote's rate, capped at what was paid; the
+rest is the agent's change. Every rounding goes the operator's way, and never by more than one
+unit per step.
+
+A model whose price is variable or unknown has no :class:`ModelPrice` and cannot be quoted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+from fractions import Fraction
+
+from .money import Msat, NanoUsd, Rounding, nusd_to_msat, round_fraction
+from .rates import Rate
+
+#: Tokens added per message (role, separators) and per request on top of the text's bytes.
+MESSAGE_OVERHEAD_TOKENS = 8
+REQUEST_OVERHEAD_TOKENS = 16
+
+
+class QuoteError(Exception):
+    """The request cannot be priced (variable price, no completion limit, ...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTier:
+    """Prices that apply from ``min_prompt_tokens`` prompt tokens on (OpenRouter ``overrides``)."""
+
+    min_prompt_tokens: int
+    prompt: Decimal
+    completion: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPrice:
+    """Exact USD prices of one model: per prompt token, per completion token, per request."""
+
+    prompt: Decimal
+    completion: Decimal
+    request: Decimal = Decimal(0)
+    tiers: tuple[PriceTier, ...] = ()
+
+    def token_prices(self, prompt_tokens: int) -> tuple[Decimal, Decimal]:
+        """The highest (prompt, completion) prices that may apply for this many prompt tokens."""
+        prompt, completion = self.prompt, self.completion
+        for tier in self.tiers:
+            if prompt_tokens >= tier.min_prompt_tokens:
+                prompt = max(prompt, tier.prompt)
+                completion = max(completion, tier.completion)
+        return prompt, completion
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> NanoUsd:
+        """Cost of a call with these token counts, rounded up to the nano-dollar."""
+        if prompt_tokens < 0 or completion_tokens < 0:
+            raise ValueError("token counts cannot be negative")
+        prompt, completion = self.token_prices(prompt_tokens)
+        usd = (
+            Fraction(prompt) * prompt_tokens
+            + Fraction(completion) * completion_tokens
+            + Fraction(self.request)
+        )
+        return NanoUsd(round_fraction(usd * 1_000_000_000, Rounding.UP))
+
+
+def prompt_tokens_upper_bound(texts: Iterable[str], messages: int) -> int:
+    """An upper bound on prompt tokens for any byte-level tokenizer: one token per UTF-8 byte
+    at most, plus per-message and per-request overhead."""
+    return (
+        sum(len(t.encode("utf-8")) for t in texts)
+        + messages * MESSAGE_OVERHEAD_TOKENS
+        + REQUEST_OVERHEAD_TOKENS
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PricingPolicy:
+    """The operator's terms: a markup in basis points on cost and a fixed fee per request."""
+
+    markup_bps: int = 2000
+    fee: Msat = Msat(1000)  # noqa: RUF009 (immutable value object)
+
+    def __post_init__(self) -> None:
+        if self.markup_bps < 0 or self.fee < Msat(0):
+            raise ValueError("markup and fee cannot be negative")
+
+    def markup_on(self, cost: Msat) -> Msat:
+        return cost.mul_ratio(self.markup_bps, 10_000, Rounding.UP)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """The maximum price of one request, with everything needed to audit it later."""
+
+    model: str
+    prompt_tokens_max: int
+    completion_tokens_max: int
+    cost_max: NanoUsd
+    rate: Rate
+    cost_msat: Msat
+    markup: Msat
+    fee: Msat
+    total: Msat  # the invoice amount: whole sats
+
+    @property
+    def markup_bps(self) -> int:
+        return 0 if not self.cost_msat else round(self.markup.value * 10_000 / self.cost_msat.value)
+
+
+def quote(
+    model: str,
+    price: ModelPrice | None,
+    *,
+    prompt_tokens_max: int,
+    completion_tokens_max: int | None,
+    rate: Rate,
+    policy: PricingPolicy,
+) -> Quote:
+    """The maximum price of one request. Raises :class:`QuoteError` if it cannot be priced."""
+    if price is None:
+        raise QuoteError(f"{model} has a variable or unknown price and cannot be quoted")
+    if completion_tokens_max is None or completion_tokens_max <= 0:
+        raise QuoteError(f"{model}: set max_tokens; the model publishes no completion limit")
+    cost_max = price.cost(prompt_tokens_max, completion_tokens_max)
+    cost_msat = nusd_to_msat(cost_max, rate.usd_per_btc, Rounding.UP)
+    markup = policy.markup_on(cost_msat)
+    total = (cost_msat + markup + policy.fee).round_to_sat(Rounding.UP)
+    return Quote(
+        model=model,
+        prompt_tokens_max=prompt_tokens_max,
+        completion_tokens_max=completion_tokens_max,
+        cost_max=cost_max,
+        rate=rate,
+        cost_msat=cost_msat,
+        markup=markup,
+        fee=policy.fee,
+        total=total,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What a reconciled request costs the agent, and the change it gets back."""
+
+    cost: NanoUsd
+    cost_msat: Msat
+    markup: Msat
+    fee: Msat
+    total: Msat  # what the agent pays: revenue
+    change: Msat  # paid - total
+    capped: bool  # the actual cost exceeded the quote; the operator absorbs the difference
+
+    @property
+    def margin(self) -> Msat:
+        """Revenue less the cost of the call at the quote's rate."""
+        return self.total - self.cost_msat
+
+
+def charge(actual_cost: NanoUsd, *, paid: Msat, rate: Rate, policy: PricingPolicy) -> Charge:
+    """The final charge for an actual cost at the quote's rate, capped at what was paid."""
+    if actual_cost < NanoUsd(0):
+        raise ValueError("a cost cannot be negative")
+    cost_msat = nusd_to_msat(actual_cost, rate.usd_per_btc, Rounding.UP)
+    markup = policy.markup_on(cost_msat)
+    total = cost_msat + markup + policy.fee
+    capped = total > paid
+    if capped:
+        total = paid
+    return Charge(
+        cost=actual_cost,
+        cost_msat=cost_msat,
+        markup=markup,
+        fee=policy.fee,
+        total=total,
+        change=paid - total,
+        capped=capped,
+    )

@@ -1,0 +1,99 @@
+"""The ``satrouter`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from decimal import Decimal
+
+from aiohttp import web
+
+from .config import ConfigError, load_settings
+
+
+def _emulator(args: argparse.Namespace) -> int:
+    from .emulator.app import STATE, EmulatorConfig, create_app
+    from .emulator.faults import parse_fault
+
+    config = EmulatorConfig(
+        generation_delay=args.generation_delay,
+        ttft=args.ttft,
+        tokens_per_second=args.tokens_per_second,
+        credits=Decimal(args.credits),
+        seed=args.seed,
+    )
+    app = create_app(config)
+    try:
+        faults = [parse_fault(spec) for spec in args.fault]
+    except ValueError as exc:
+        print(f"satrouter emulator: {exc}", file=sys.stderr)
+        return 2
+    for model, fault in faults:
+        app[STATE].faults.set(model, fault)
+    print(
+        f"OpenRouter emulator on http://{args.host}:{args.port}/api/v1 "
+        f"(local models on /local/v1, control on /_emulator)",
+        flush=True,
+    )
+    web.run_app(app, host=args.host, port=args.port, print=None)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return asyncio.run(run_demo())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="satrouter", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    emulator = commands.add_parser("emulator", help="serve the offline OpenRouter emulator")
+    emulator.add_argument("--host", default="127.0.0.1")
+    emulator.add_argument("--port", type=int, default=8090)
+    emulator.add_argument(
+        "--generation-delay",
+        type=float,
+        default=1.0,
+        help="seconds /generation answers 404 after a completion",
+    )
+    emulator.add_argument("--ttft", type=float, default=0.0, help="seconds to first token")
+    emulator.add_argument("--tokens-per-second", type=float, default=0.0, help="0: instant")
+    emulator.add_argument("--credits", default="100", help="OpenRouter credits, USD")
+    emulator.add_argument("--seed", type=int, default=0, help="seed for fault rates")
+    emulator.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="MODEL=KIND[:RATE]",
+        help="inject a fault (repeatable), e.g. openai/gpt-4o=rate_limit:0.5",
+    )
+    emulator.set_defaults(run=_emulator)
+
+    demo = commands.add_parser("demo", help="run the scripted demo on embedded defaults")
+    demo.set_defaults(run=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        load_settings()
+    except ConfigError as exc:
+        print(f"satrouter: {exc}", file=sys.stderr)
+        return 2
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

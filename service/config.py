@@ -1,0 +1,173 @@
+"""Settings: the environment, or a TOML file named by ``SATROUTER_CONFIG``.
+
+Every setting has one environment name (as the README lists them). The TOML file may use that
+name or the short field name (``port = 8080`` or ``SATROUTER_PORT = 8080``). Environment
+variables win over the file. Unknown settings stop start-up: a typo in ``SATROUTER_PORTT``
+must not silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+
+#: Prefixes that mark an environment variable as one of ours.
+_OWN_PREFIXES = ("SATROUTER_", "OPENROUTER_", "LNBITS_", "LND_")
+
+
+class ConfigError(Exception):
+    """A setting is unknown or invalid; the message names it."""
+
+
+class Settings(BaseSettings):
+    """All of satrouter's settings. Secrets are ``SecretStr`` so they never print."""
+
+    model_config = SettingsConfigDict(
+        extra="forbid", case_sensitive=False, populate_by_name=True, frozen=True
+    )
+
+    database_url: str = Field(
+        "sqlite:///var/satrouter.db",
+        validation_alias=AliasChoices("database_url", "SATROUTER_DATABASE_URL"),
+    )
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("host", "SATROUTER_HOST"))
+    port: int = Field(8080, ge=0, le=65535, validation_alias=AliasChoices("port", "SATROUTER_PORT"))
+    admin_token: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("admin_token", "SATROUTER_ADMIN_TOKEN")
+    )
+
+    # OpenRouter
+    openrouter_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("openrouter_api_key", "OPENROUTER_API_KEY")
+    )
+    openrouter_base_url: str = Field(
+        DEFAULT_OPENROUTER_BASE_URL,
+        validation_alias=AliasChoices("openrouter_base_url", "OPENROUTER_BASE_URL"),
+    )
+    openrouter_management_key: SecretStr | None = Field(
+        None,
+        validation_alias=AliasChoices("openrouter_management_key", "OPENROUTER_MANAGEMENT_KEY"),
+    )
+    openrouter_referer: str = Field(
+        "https://satrouter.invalid",
+        validation_alias=AliasChoices("openrouter_referer", "OPENROUTER_REFERER"),
+    )
+    openrouter_title: str = Field(
+        "satrouter", validation_alias=AliasChoices("openrouter_title", "OPENROUTER_TITLE")
+    )
+    openrouter_timeout: float = Field(
+        120.0, gt=0, validation_alias=AliasChoices("openrouter_timeout", "OPENROUTER_TIMEOUT")
+    )
+    catalog_ttl: float = Field(
+        3600.0, gt=0, validation_alias=AliasChoices("catalog_ttl", "SATROUTER_CATALOG_TTL")
+    )
+    catalog_cache: Path = Field(
+        Path("var/models.json"),
+        validation_alias=AliasChoices("catalog_cache", "SATROUTER_CATALOG_CACHE"),
+    )
+
+    # Lightning
+    lightning: Literal["lnbits", "lnd"] = Field(
+        "lnbits", validation_alias=AliasChoices("lightning", "SATROUTER_LIGHTNING")
+    )
+    lnbits_url: str | None = Field(None, validation_alias=AliasChoices("lnbits_url", "LNBITS_URL"))
+    lnbits_admin_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("lnbits_admin_key", "LNBITS_ADMIN_KEY")
+    )
+    lnbits_invoice_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("lnbits_invoice_key", "LNBITS_INVOICE_KEY")
+    )
+    lnd_grpc_host: str | None = Field(
+        None, validation_alias=AliasChoices("lnd_grpc_host", "LND_GRPC_HOST")
+    )
+    lnd_tls_cert: Path | None = Field(
+        None, validation_alias=AliasChoices("lnd_tls_cert", "LND_TLS_CERT")
+    )
+    lnd_macaroon: Path | None = Field(
+        None, validation_alias=AliasChoices("lnd_macaroon", "LND_MACAROON")
+    )
+
+    # Money
+    btc_usd: Decimal | None = Field(
+        None, gt=0, validation_alias=AliasChoices("btc_usd", "SATROUTER_BTC_USD")
+    )
+    rate_max_age: float = Field(
+        600.0, gt=0, validation_alias=AliasChoices("rate_max_age", "SATROUTER_RATE_MAX_AGE")
+    )
+    markup_bps: int = Field(
+        2000, ge=0, le=100_000, validation_alias=AliasChoices("markup_bps", "SATROUTER_MARKUP_BPS")
+    )
+    fee_msat: int = Field(
+        1000, ge=0, validation_alias=AliasChoices("fee_msat", "SATROUTER_FEE_MSAT")
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("SATROUTER_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+def _known_env_names() -> set[str]:
+    names = {"SATROUTER_CONFIG"}
+    for field in Settings.model_fields.values():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(c).upper() for c in alias.choices if str(c).isupper())
+    return names
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load settings or raise :class:`ConfigError` naming every bad setting."""
+    known = _known_env_names()
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.upper().startswith(_OWN_PREFIXES) and name.upper() not in known
+    )
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
+    config_file = os.environ.get("SATROUTER_CONFIG")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"SATROUTER_CONFIG names a file that does not exist: {config_file}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = ".".join(str(p) for p in err["loc"]) or "settings"
+            problems.append(f"{_display_name(name)}: {err['msg']}")
+        raise ConfigError("invalid settings: " + "; ".join(problems)) from None
+    except (OSError, ValueError) as exc:  # unreadable or malformed TOML
+        raise ConfigError(f"cannot read settings from {config_file}: {exc}") from None
+
+
+def _display_name(name: str) -> str:
+    """The environment name of a field, so the message matches what the operator typed."""
+    field = Settings.model_fields.get(name)
+    if field is not None and isinstance(field.validation_alias, AliasChoices):
+        for choice in field.validation_alias.choices:
+            if str(choice).isupper():
+                return str(choice)
+    return name

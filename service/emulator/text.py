@@ -1,0 +1,84 @@
+"""Deterministic tokens and replies, so tests can predict usage and cost exactly.
+
+A token is a run of word characters or a single other non-space character (``\\w+|[^\\w\\s]``).
+That is never more tokens than UTF-8 bytes, so satrouter's quote bound (one token per byte plus
+overhead) always holds against the emulator, as it does against real tokenizers.
+
+Directives in the last user message steer the reply for tests and demos:
+``[[tokens=N]]`` asks for exactly N completion tokens (capped by ``max_tokens``);
+``[[reply:TEXT]]`` asks for TEXT as the reply.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+_TOKEN = re.compile(r"\w+|[^\w\s]")
+_TOKENS_DIRECTIVE = re.compile(r"\[\[tokens=(\d{1,6})\]\]")
+_REPLY_DIRECTIVE = re.compile(r"\[\[reply:(.*?)\]\]", re.DOTALL)
+
+#: Per message (role and separators) and per request, as chat templates add them.
+MESSAGE_TOKENS = 4
+REQUEST_TOKENS = 3
+DEFAULT_REPLY_TOKENS = 24
+
+_WORDS = (
+    "Here is the emulated answer . It is deterministic , so usage and cost can be "
+    "predicted exactly by tests and demos ; every word counts as one token ."
+).split()
+
+
+def count_tokens(text: str) -> int:
+    return len(_TOKEN.findall(text))
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text of a chat message whose content is a string or a list of parts."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", ""))
+            for part in content
+            if isinstance(part, Mapping) and part.get("type") == "text"
+        )
+    return ""
+
+
+def prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
+    return REQUEST_TOKENS + sum(MESSAGE_TOKENS + count_tokens(message_text(m)) for m in messages)
+
+
+def reply_tokens(messages: Sequence[Mapping[str, Any]], max_tokens: int | None) -> list[str]:
+    """The reply as a list of tokens, each to be sent as one stream chunk."""
+    last_user = next((message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+    if reply := _REPLY_DIRECTIVE.search(last_user):
+        tokens = _TOKEN.findall(reply.group(1))
+    else:
+        wanted = _TOKENS_DIRECTIVE.search(last_user)
+        n = int(wanted.group(1)) if wanted else DEFAULT_REPLY_TOKENS
+        tokens = list(_cycle(_WORDS, n))
+    if max_tokens is not None:
+        tokens = tokens[: max(0, max_tokens)]
+    return tokens
+
+
+def _cycle(words: Sequence[str], n: int) -> Iterable[str]:
+    for i in range(n):
+        yield words[i % len(words)]
+
+
+def join_tokens(tokens: Sequence[str]) -> str:
+    """Tokens back to text: words separated by spaces, punctuation attached."""
+    return "".join(piece(tokens, i) for i in range(len(tokens)))
+
+
+def piece(tokens: Sequence[str], i: int) -> str:
+    """The text of token ``i`` as a stream delta, so that joining the deltas gives the reply."""
+    token = tokens[i]
+    if i == 0 or (not token[0].isalnum() and token not in "(["):
+        return token
+    return " " + token

@@ -1,0 +1,131 @@
+"""OpenRouter's response shapes, as pydantic models.
+
+Models allow extra fields: OpenRouter adds fields often, and a response we pass on to an agent
+must lose nothing. Amounts of money are ``Decimal``; JSON is parsed with ``parse_float=Decimal``
+(see :func:`loads`) so a cost like ``0.0001335`` is never rounded through a binary float.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+def loads(data: str | bytes) -> Any:
+    """Parse JSON keeping every non-integer number as an exact ``Decimal``."""
+    return json.loads(data, parse_float=Decimal)
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Usage(_Open):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    cost: Decimal | None = None
+    is_byok: bool | None = None
+    prompt_tokens_details: dict[str, Any] | None = None
+    completion_tokens_details: dict[str, Any] | None = None
+    cost_details: dict[str, Any] | None = None
+
+
+class Message(_Open):
+    role: str = "assistant"
+    content: str | None = None
+
+
+class Choice(_Open):
+    index: int = 0
+    message: Message
+    finish_reason: str | None = None
+
+
+class ChatCompletion(_Open):
+    id: str
+    model: str
+    provider: str | None = None
+    choices: list[Choice]
+    usage: Usage | None = None
+
+    @property
+    def text(self) -> str:
+        return (self.choices[0].message.content or "") if self.choices else ""
+
+
+class ChunkChoice(_Open):
+    index: int = 0
+    delta: dict[str, Any] = {}
+    finish_reason: str | None = None
+
+
+class ChatChunk(_Open):
+    id: str | None = None
+    model: str | None = None
+    choices: list[ChunkChoice] = []
+    usage: Usage | None = None
+
+    @property
+    def text(self) -> str:
+        content = self.choices[0].delta.get("content") if self.choices else None
+        return content if isinstance(content, str) else ""
+
+
+class ProviderResponse(_Open):
+    provider_name: str | None = None
+    status: int | None = None
+    latency: Decimal | None = None
+
+
+class Generation(_Open):
+    """``GET /generation`` ``data``: the authoritative cost of one completion."""
+
+    id: str
+    total_cost: Decimal
+    usage: Decimal | None = None
+    cache_discount: Decimal | None = None
+    upstream_inference_cost: Decimal | None = None
+    model: str | None = None
+    provider_name: str | None = None
+    created_at: str | None = None
+    latency: Decimal | None = None
+    generation_time: Decimal | None = None
+    finish_reason: str | None = None
+    native_finish_reason: str | None = None
+    tokens_prompt: int | None = None
+    tokens_completion: int | None = None
+    native_tokens_prompt: int | None = None
+    native_tokens_completion: int | None = None
+    native_tokens_reasoning: int | None = None
+    native_tokens_cached: int | None = None
+    streamed: bool | None = None
+    cancelled: bool | None = None
+    is_byok: bool | None = None
+    provider_responses: list[ProviderResponse] | None = None
+
+
+class Credits(_Open):
+    total_credits: Decimal
+    total_usage: Decimal
+
+    @property
+    def balance(self) -> Decimal:
+        return self.total_credits - self.total_usage
+
+
+class KeyInfo(_Open):
+    label: str | None = None
+    limit: Decimal | None = None
+    limit_remaining: Decimal | None = None
+    limit_reset: str | None = None
+    usage: Decimal = Decimal(0)
+    usage_daily: Decimal | None = None
+    usage_weekly: Decimal | None = None
+    usage_monthly: Decimal | None = None
+    is_free_tier: bool | None = None
+    is_management_key: bool | None = None
+    expires_at: str | None = None
