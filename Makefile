@@ -32,7 +32,7 @@ proto: $(STAMP)
 	$(BIN)/python -m billing.lightning.protogen
 
 bench-upstream: $(STAMP)
-	$(BIN)/python benchmarks/upstream.py --write docs/benchmarks.md
+	$(BIN)/python -m benchmarks.upstream --write docs/benchmarks.md
 
 serve: $(STAMP)
 	$(BIN)/satrouter serve

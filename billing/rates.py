@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class RateOracle:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: aiohttp.ClientSession,
         sources: Sequence[PriceSource] = DEFAULT_SOURCES,
         *,
         refresh: float = 60.0,
@@ -159,10 +159,14 @@ class RateOracle:
         return Rate(Decimal(median), "median(" + ",".join(answered) + ")", time.time())
 
     async def _ask(self, source: PriceSource) -> Decimal | None:
+        timeout = aiohttp.ClientTimeout(total=self._timeout)
         try:
-            response = await self._http.get(source.url, timeout=self._timeout)
-            response.raise_for_status()
-            return source.parse(json.loads(response.content, parse_float=Decimal))
-        except (httpx.HTTPError, ValueError, KeyError, TypeError, IndexError, AttributeError) as e:
-            log.warning("rate source %s failed: %s", source.name, type(e).__name__)
-            return None
+            async with self._http.get(source.url, timeout=timeout) as response:
+                response.raise_for_status()
+                body = await response.read()
+            return source.parse(json.loads(body, parse_float=Decimal))
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.warning("rate source %s unreachable: %s", source.name, type(exc).__name__)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            log.warning("rate source %s answered badly: %s", source.name, exc)
+        return None

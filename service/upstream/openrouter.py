@@ -1,8 +1,9 @@
 """Async client for OpenRouter's API (and anything that speaks its shapes, e.g. the emulator).
 
-One :class:`OpenRouterClient` per app: it owns a pooled ``httpx.AsyncClient``. Request bodies
-are passed through as given (``models`` fallback arrays, ``provider`` preferences and any other
-field OpenRouter accepts), so the client never lags behind the API. Every failure is a typed
+One :class:`OpenRouterClient` per app, on one pooled ``aiohttp.ClientSession`` (aiohttp rather
+than httpx, by measurement: see docs/dependencies.md). Request bodies are passed through as
+given (``models`` fallback arrays, ``provider`` preferences and any other field OpenRouter
+accepts), so the client never lags behind the API. Every failure is a typed
 :class:`~service.upstream.errors.UpstreamError`.
 
     async with OpenRouterClient(base_url=..., api_key=...) as client:
@@ -17,16 +18,18 @@ field OpenRouter accepts), so the client never lags behind the API. Every failur
 from __future__ import annotations
 
 import asyncio
+import codecs
 import json
 import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, cast
 
+import aiohttp
 import httpx
-from httpx_sse import EventSource
+from httpx_sse import EventSource, SSEError
 
 from . import errors
 from .errors import Forbidden, NotFound, TransportError, UpstreamError
@@ -65,7 +68,7 @@ class OpenRouterClient:
         title: str | None = None,
         timeout: float = 120.0,
         max_connections: int = 512,
-        http: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self._api_key = api_key
         self._management_key = management_key
@@ -75,14 +78,15 @@ class OpenRouterClient:
         if title:
             headers["X-OpenRouter-Title"] = title
             headers["X-Title"] = title  # older name, still read by OpenRouter
-        self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout, connect=10.0),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-        )
-        self._base = base_url.rstrip("/")
         self._headers = headers
+        self._base = base_url.rstrip("/")
+        # A read timeout, not a total one: a long stream is fine while tokens keep coming.
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=timeout)
+        self._own_session = session is None
+        self._session = session or aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max_connections),
+            timeout=self._timeout,
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -96,7 +100,8 @@ class OpenRouterClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._own_session:
+            await self._session.close()
 
     # -- requests -------------------------------------------------------------------------
 
@@ -116,39 +121,40 @@ class OpenRouterClient:
         params: Mapping[str, str] | None = None,
         management: bool = False,
         model: str | None = None,
-    ) -> httpx.Response:
+    ) -> Any:
+        """Send one request; the parsed JSON body, or the typed error."""
         try:
-            response = await self._http.request(
+            async with self._session.request(
                 method,
                 self._base + path,
                 json=json_body,
                 params=params,
                 headers=self._auth(management=management),
-            )
-        except httpx.TimeoutException as exc:
+                timeout=self._timeout,
+            ) as response:
+                body = await response.read()
+                if response.status >= 400:
+                    raise _error_from_response(response.status, response.headers, body, model=model)
+                return _json(body, path, response.status), response.headers
+        except TimeoutError as exc:
             raise TransportError(
                 f"{path}: timed out", error_type="timeout", model=model, code=408
             ) from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise TransportError(f"{path}: {type(exc).__name__}: {exc}", model=model) from exc
-        if response.status_code >= 400:
-            raise _error_from_response(response, model=model)
-        return response
 
     async def chat(self, body: Mapping[str, Any]) -> ChatResult:
         """``POST /chat/completions`` without streaming."""
         payload = {**body, "stream": False}
-        response = await self._request(
-            "POST", "/chat/completions", json_body=payload, model=_model_of(payload)
+        model = _model_of(payload)
+        raw, headers = await self._request(
+            "POST", "/chat/completions", json_body=payload, model=model
         )
-        raw = _json(response)
         if isinstance(raw, Mapping) and "error" in raw and "choices" not in raw:
             # OpenRouter may answer 200 with an error body when the provider failed late.
-            raise errors.error_from_body(
-                _code_as_status(raw), raw, model=_model_of(payload), stream=True
-            )
+            raise errors.error_from_body(_code_as_status(raw), raw, model=model, stream=True)
         completion = ChatCompletion.model_validate(raw)
-        generation_id = response.headers.get("X-Generation-Id") or completion.id
+        generation_id = headers.get("X-Generation-Id") or completion.id
         return ChatResult(completion, raw, generation_id)
 
     def stream_chat(self, body: Mapping[str, Any]) -> ChatStream:
@@ -157,7 +163,8 @@ class OpenRouterClient:
 
     async def models(self) -> Any:
         """``GET /models``: the raw body (see :class:`~service.upstream.catalog.Catalog`)."""
-        return _json(await self._request("GET", "/models"))
+        body, _ = await self._request("GET", "/models")
+        return body
 
     async def generation(
         self,
@@ -176,7 +183,7 @@ class OpenRouterClient:
         delay = initial_delay
         while True:
             try:
-                response = await self._request("GET", "/generation", params={"id": generation_id})
+                body, _ = await self._request("GET", "/generation", params={"id": generation_id})
             except NotFound as exc:
                 left = give_up - time.monotonic()
                 if left <= 0:
@@ -188,13 +195,12 @@ class OpenRouterClient:
                 await asyncio.sleep(min(left, delay * random.uniform(0.5, 1.0)))
                 delay = min(delay * 2, max_delay)
                 continue
-            body = _json(response)
             return Generation.model_validate(body.get("data", body))
 
     async def credits(self) -> Credits:
         """``GET /credits``: needs a management key (a normal key gets 403)."""
         try:
-            response = await self._request("GET", "/credits", management=True)
+            body, _ = await self._request("GET", "/credits", management=True)
         except Forbidden as exc:
             hint = (
                 "set OPENROUTER_MANAGEMENT_KEY"
@@ -207,15 +213,15 @@ class OpenRouterClient:
                 error_type=exc.error_type or "management_key_required",
                 metadata=exc.metadata,
             ) from exc
-        return Credits.model_validate(_json(response)["data"])
+        return Credits.model_validate(body["data"])
 
     async def key(self) -> KeyInfo:
         """``GET /key`` (older deployments: ``/auth/key``): limits and usage of the key."""
         try:
-            response = await self._request("GET", "/key")
+            body, _ = await self._request("GET", "/key")
         except NotFound:
-            response = await self._request("GET", "/auth/key")
-        return KeyInfo.model_validate(_json(response)["data"])
+            body, _ = await self._request("GET", "/auth/key")
+        return KeyInfo.model_validate(body["data"])
 
 
 class ChatStream:
@@ -226,7 +232,7 @@ class ChatStream:
         self._client = client
         self._payload = payload
         self._model = _model_of(payload)
-        self._response: httpx.Response | None = None
+        self._response: aiohttp.ClientResponse | None = None
         self.usage: Usage | None = None
         self.generation_id: str | None = None
         self.model: str | None = None
@@ -234,31 +240,30 @@ class ChatStream:
 
     async def __aenter__(self) -> Self:
         client = self._client
-        request = client._http.build_request(
-            "POST",
-            client._base + "/chat/completions",
-            json=self._payload,
-            headers={**client._auth(), "Accept": "text/event-stream"},
-        )
         try:
-            response = await client._http.send(request, stream=True)
-        except httpx.TimeoutException as exc:
+            response = await client._session.post(
+                client._base + "/chat/completions",
+                json=self._payload,
+                headers={**client._auth(), "Accept": "text/event-stream"},
+                timeout=client._timeout,
+            )
+            if response.status >= 400:
+                try:
+                    body = await response.read()
+                finally:
+                    response.release()
+                raise _error_from_response(
+                    response.status, response.headers, body, model=self._model
+                )
+        except TimeoutError as exc:
             raise TransportError(
                 "stream: timed out before the first byte",
                 error_type="timeout",
                 code=408,
                 model=self._model,
             ) from exc
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             raise TransportError(f"stream: {type(exc).__name__}", model=self._model) from exc
-        if response.status_code >= 400:
-            try:
-                await response.aread()
-            except httpx.HTTPError:
-                pass
-            finally:
-                await response.aclose()
-            raise _error_from_response(response, model=self._model)
         self._response = response
         self.generation_id = response.headers.get("X-Generation-Id")
         return self
@@ -269,50 +274,75 @@ class ChatStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        self.aclose()
 
-    async def aclose(self) -> None:
-        if self._response is not None:
-            await self._response.aclose()
+    def aclose(self) -> None:
+        """Release a finished stream to the pool; close the connection of an unfinished one."""
+        if self._response is None:
+            return
+        if self.done:
+            self._response.release()
+        else:
+            self._response.close()
 
     def __aiter__(self) -> AsyncIterator[ChatChunk]:
         return self._chunks()
 
     async def _chunks(self) -> AsyncIterator[ChatChunk]:
         assert self._response is not None, "use `async with client.stream_chat(...)`"
-        # EventSource implements the SSE grammar: `:` comment lines (OpenRouter's keep-alive
+        # httpx-sse implements the SSE grammar: `:` comment lines (OpenRouter's keep-alive
         # `: OPENROUTER PROCESSING`) never become events.
-        events = EventSource(self._response).aiter_sse()
+        source = EventSource(cast(httpx.Response, _SSEBody(self._response)))
         try:
-            async for event in events:
+            async for event in source.aiter_sse():
                 if event.data == "[DONE]":
                     self.done = True
                     return
                 if not event.data:
                     continue
-                try:
-                    data = loads(event.data)
-                except json.JSONDecodeError as exc:
-                    raise TransportError(
-                        "stream: malformed chunk", model=self._model, error_type="bad_chunk"
-                    ) from exc
-                if isinstance(data, Mapping) and "error" in data:
-                    raise errors.error_from_body(
-                        _code_as_status(data), data, model=self.model or self._model, stream=True
-                    )
-                chunk = ChatChunk.model_validate(data)
-                self.generation_id = self.generation_id or chunk.id
-                self.model = chunk.model or self.model
-                if chunk.usage is not None:
-                    self.usage = chunk.usage
-                yield chunk
-        except httpx.TimeoutException as exc:
+                yield self._chunk(event.data)
+        except TimeoutError as exc:
             raise TransportError(
                 "stream: timed out", model=self._model, error_type="timeout", code=408
             ) from exc
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, SSEError) as exc:
             raise TransportError(f"stream broke: {type(exc).__name__}", model=self._model) from exc
         raise TransportError("stream ended without [DONE]", model=self._model)
+
+    def _chunk(self, data: str) -> ChatChunk:
+        try:
+            parsed = loads(data)
+        except json.JSONDecodeError as exc:
+            raise TransportError(
+                "stream: malformed chunk", model=self._model, error_type="bad_chunk"
+            ) from exc
+        if isinstance(parsed, Mapping) and "error" in parsed:
+            raise errors.error_from_body(
+                _code_as_status(parsed), parsed, model=self.model or self._model, stream=True
+            )
+        chunk = ChatChunk.model_validate(parsed)
+        self.generation_id = self.generation_id or chunk.id
+        self.model = chunk.model or self.model
+        if chunk.usage is not None:
+            self.usage = chunk.usage
+        return chunk
+
+
+class _SSEBody:
+    """The two things httpx-sse's ``EventSource`` reads from a response (``headers`` and
+    ``aiter_text``), served from an aiohttp response."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.headers = response.headers
+        self._content = response.content
+
+    async def aiter_text(self) -> AsyncIterator[str]:
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        async for data in self._content.iter_any():
+            if text := decoder.decode(data):
+                yield text
+        if tail := decoder.decode(b"", final=True):
+            yield tail
 
 
 def _model_of(payload: Mapping[str, Any]) -> str | None:
@@ -325,13 +355,12 @@ def _model_of(payload: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _json(response: httpx.Response) -> Any:
+def _json(body: bytes, path: str, status: int) -> Any:
     try:
-        return loads(response.content)
+        return loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise TransportError(
-            f"{response.request.url.path}: answer is not JSON (HTTP {response.status_code})",
-            error_type="bad_response",
+            f"{path}: answer is not JSON (HTTP {status})", error_type="bad_response"
         ) from exc
 
 
@@ -342,10 +371,12 @@ def _code_as_status(body: Mapping[str, Any]) -> int:
     return code if isinstance(code, int) and not isinstance(code, bool) else 500
 
 
-def _error_from_response(response: httpx.Response, *, model: str | None) -> UpstreamError:
+def _error_from_response(
+    status: int, headers: Mapping[str, str], body: bytes, *, model: str | None
+) -> UpstreamError:
     try:
-        body = loads(response.content)
+        parsed = loads(body)
     except (json.JSONDecodeError, UnicodeDecodeError):
-        body = {"error": {"message": response.text[:200] or response.reason_phrase}}
-    retry_after = errors.parse_retry_after(response.headers.get("Retry-After"))
-    return errors.error_from_body(response.status_code, body, retry_after=retry_after, model=model)
+        parsed = {"error": {"message": body[:200].decode("utf-8", "replace") or f"HTTP {status}"}}
+    retry_after = errors.parse_retry_after(headers.get("Retry-After"))
+    return errors.error_from_body(status, parsed, retry_after=retry_after, model=model)

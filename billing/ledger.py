@@ -1,0 +1,352 @@
+"""The double-entry ledger: every movement of money is one balanced journal entry.
+
+Accounts hold one currency each (``msat`` or ``nusd``). A posting's amount is signed: debits
+positive, credits negative. Invariants, each enforced where it can be and proven by :func:`check`:
+
+1. Every entry balances per currency: its postings in each currency sum to zero (enforced when an
+   :class:`Entry` is built; checked again over the stored journal).
+2. An account's balance is the sum of its postings (the stored balance is a cache, updated in the
+   same transaction as the postings; :func:`check` recomputes it).
+3. Agent balances and escrows (liabilities flagged ``no_overdraft``) never go below zero (enforced
+   by :func:`post` inside the writer's transaction, so concurrent reservations cannot together
+   exceed a balance).
+4. An idempotency key posts at most once: a replay of the same entry posts nothing; a different
+   entry under a used key is an error.
+
+Agent money is a liability (``liabilities:agent:*``, ``liabilities:escrow:*``); only realised
+margin (``income:revenue`` less costs) is the operator's to spend.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .money import Msat, NanoUsd
+from .store import LedgerTotals, PostingRow, Tx
+
+
+class Currency(enum.StrEnum):
+    MSAT = "msat"
+    NUSD = "nusd"
+
+
+class AccountType(enum.StrEnum):
+    ASSET = "asset"
+    LIABILITY = "liability"
+    INCOME = "income"
+    EXPENSE = "expense"
+    EQUITY = "equity"
+
+    @property
+    def credit_normal(self) -> bool:
+        return self in (AccountType.LIABILITY, AccountType.INCOME, AccountType.EQUITY)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    code: str
+    currency: Currency
+    type: AccountType
+    no_overdraft: bool = False
+
+
+# The chart of accounts.
+LIGHTNING = Account("assets:lightning", Currency.MSAT, AccountType.ASSET)
+OPENROUTER_CREDITS = Account("assets:openrouter", Currency.NUSD, AccountType.ASSET)
+REVENUE = Account("income:revenue", Currency.MSAT, AccountType.INCOME)
+LLM_COST = Account("expenses:llm", Currency.NUSD, AccountType.EXPENSE)
+LIGHTNING_FEES = Account("expenses:lightning_fees", Currency.MSAT, AccountType.EXPENSE)
+FX_MSAT = Account("equity:fx:msat", Currency.MSAT, AccountType.EQUITY)
+FX_NUSD = Account("equity:fx:nusd", Currency.NUSD, AccountType.EQUITY)
+OWNER_NUSD = Account("equity:owner:nusd", Currency.NUSD, AccountType.EQUITY)
+
+
+def agent_account(agent_id: str) -> Account:
+    """What satrouter owes an agent: its spendable credit."""
+    return Account(f"liabilities:agent:{agent_id}", Currency.MSAT, AccountType.LIABILITY, True)
+
+
+def escrow_account(ref: str) -> Account:
+    """Money paid or reserved for one task, held until the task is settled or refunded."""
+    return Account(f"liabilities:escrow:{ref}", Currency.MSAT, AccountType.LIABILITY, True)
+
+
+class LedgerError(Exception):
+    pass
+
+
+class UnbalancedEntry(LedgerError, ValueError):
+    pass
+
+
+class IdempotencyConflict(LedgerError):
+    """A different entry was already posted under this idempotency key."""
+
+
+class InsufficientFunds(LedgerError):
+    def __init__(self, account: str, balance: int, needed: int) -> None:
+        super().__init__(f"{account}: balance {balance} msat, needs {needed} msat")
+        self.account = account
+        self.balance = balance
+        self.needed = needed
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    account: Account
+    amount: int  # debit > 0, credit < 0, in the account's currency
+
+
+def _units(account: Account, amount: Msat | NanoUsd) -> int:
+    expected = Msat if account.currency is Currency.MSAT else NanoUsd
+    if type(amount) is not expected:
+        raise TypeError(f"{account.code} holds {account.currency}, got {type(amount).__name__}")
+    if amount.value <= 0:
+        raise ValueError(f"posting to {account.code} must be positive, got {amount}")
+    return amount.value
+
+
+def debit(account: Account, amount: Msat | NanoUsd) -> Posting:
+    return Posting(account, _units(account, amount))
+
+
+def credit(account: Account, amount: Msat | NanoUsd) -> Posting:
+    return Posting(account, -_units(account, amount))
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A balanced journal entry. Zero-amount legs are dropped by the constructors below."""
+
+    kind: str
+    idempotency_key: str
+    postings: tuple[Posting, ...]
+    ref: str | None = None
+    memo: str | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.postings) < 2:
+            raise UnbalancedEntry(f"{self.kind}: an entry needs at least two postings")
+        sums: dict[Currency, int] = defaultdict(int)
+        for posting in self.postings:
+            if posting.amount == 0:
+                raise UnbalancedEntry(f"{self.kind}: zero posting to {posting.account.code}")
+            sums[posting.account.currency] += posting.amount
+        unbalanced = {c: s for c, s in sums.items() if s != 0}
+        if unbalanced:
+            raise UnbalancedEntry(f"{self.kind}: does not balance: {unbalanced}")
+
+    def digest(self) -> str:
+        legs = sorted(f"{p.account.code}:{p.amount}" for p in self.postings)
+        canonical = "|".join([self.kind, self.ref or "", *legs])
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+async def post(tx: Tx, entry: Entry, *, now: float | None = None) -> bool:
+    """Post ``entry`` inside ``tx``. False if this exact entry was already posted (a replay).
+
+    Raises :class:`InsufficientFunds` if a no-overdraft account would go below zero, and
+    :class:`IdempotencyConflict` if the key was used for a different entry.
+    """
+    now = time.time() if now is None else now
+    digest = entry.digest()
+    existing = await tx.journal_by_key(entry.idempotency_key)
+    if existing is not None:
+        if existing.digest != digest:
+            raise IdempotencyConflict(f"{entry.idempotency_key} was posted with other postings")
+        return False
+    deltas: dict[Account, int] = defaultdict(int)
+    for posting in entry.postings:
+        deltas[posting.account] += posting.amount
+    for account, delta in deltas.items():
+        await tx.ensure_account(
+            account.code, account.currency, account.type, account.no_overdraft, now
+        )
+        if account.no_overdraft and delta != 0:
+            row = await tx.account(account.code)
+            assert row is not None
+            after = row.balance + delta
+            normal = -after if account.type.credit_normal else after
+            if normal < 0:
+                current = -row.balance if account.type.credit_normal else row.balance
+                raise InsufficientFunds(account.code, current, abs(delta))
+    await tx.insert_journal(
+        entry.idempotency_key,
+        entry.kind,
+        entry.ref,
+        entry.memo,
+        digest,
+        [PostingRow(p.account.code, p.account.currency, p.amount) for p in entry.postings],
+        now,
+    )
+    return True
+
+
+async def balance(tx: Tx, account: Account) -> int:
+    """The account's balance on its normal side (what an agent has; what revenue is)."""
+    row = await tx.account(account.code)
+    if row is None:
+        return 0
+    return -row.balance if account.type.credit_normal else row.balance
+
+
+async def agent_balance(tx: Tx, agent_id: str) -> Msat:
+    return Msat(await balance(tx, agent_account(agent_id)))
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerCheck:
+    """The result of :func:`check`: ``ok`` and, when not, what is wrong."""
+
+    problems: tuple[str, ...]
+    totals: LedgerTotals
+    checked_at: float = field(default_factory=time.time)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+async def check(tx: Tx) -> LedgerCheck:
+    """Prove the books balance: invariants 1-3 over the whole stored journal."""
+    totals = await tx.ledger_totals()
+    problems: list[str] = []
+    for currency, total in totals.by_currency.items():
+        if total != 0:
+            problems.append(f"postings in {currency} sum to {total}, not 0")
+    problems += [f"journal entry {i} does not balance" for i in totals.unbalanced_entries]
+    problems += [
+        f"{code}: stored balance {stored} != sum of postings {derived}"
+        for code, stored, derived in totals.drifted_accounts
+    ]
+    problems += [f"{code} is overdrawn: {normal}" for code, normal in totals.overdrawn]
+    return LedgerCheck(tuple(problems), totals)
+
+
+# -- the entries each event posts -----------------------------------------------------------
+
+
+def _entry(
+    kind: str, key: str, ref: str | None, *legs: Posting | None, memo: str | None = None
+) -> Entry:
+    return Entry(kind, key, tuple(p for p in legs if p is not None), ref=ref, memo=memo)
+
+
+def _credit_if(account: Account, amount: Msat | NanoUsd) -> Posting | None:
+    return credit(account, amount) if amount.value > 0 else None
+
+
+def _debit_if(account: Account, amount: Msat | NanoUsd) -> Posting | None:
+    return debit(account, amount) if amount.value > 0 else None
+
+
+def deposit(agent_id: str, amount: Msat, payment_hash: str) -> Entry:
+    """An agent's deposit invoice settled: the wallet grows, and so does what we owe the agent."""
+    return _entry(
+        "deposit",
+        f"deposit:{payment_hash}",
+        agent_id,
+        debit(LIGHTNING, amount),
+        credit(agent_account(agent_id), amount),
+    )
+
+
+def invoice_paid_into_escrow(ref: str, amount: Msat, payment_hash: str) -> Entry:
+    """A task's (or L402 token's) invoice settled: the payment is held in escrow for ``ref``."""
+    return _entry(
+        "escrow_paid",
+        f"paid:{payment_hash}",
+        ref,
+        debit(LIGHTNING, amount),
+        credit(escrow_account(ref), amount),
+    )
+
+
+def reserve(agent_id: str, ref: str, amount: Msat) -> Entry:
+    """Move an agent's maximum price into escrow before running its request."""
+    return _entry(
+        "reserve",
+        f"reserve:{ref}",
+        ref,
+        debit(agent_account(agent_id), amount),
+        credit(escrow_account(ref), amount),
+    )
+
+
+def settle(ref: str, payer_id: str, held: Msat, revenue: Msat, cost: NanoUsd) -> Entry:
+    """A reconciled call: escrow splits into revenue and change; the dollar cost is booked
+    against the OpenRouter credits it consumed."""
+    if revenue > held:
+        raise UnbalancedEntry(f"revenue {revenue} exceeds what was held ({held})")
+    return _entry(
+        "settle",
+        f"settle:{ref}",
+        ref,
+        debit(escrow_account(ref), held),
+        _credit_if(REVENUE, revenue),
+        _credit_if(agent_account(payer_id), held - revenue),
+        _debit_if(LLM_COST, cost),
+        _credit_if(OPENROUTER_CREDITS, cost),
+    )
+
+
+def refund(ref: str, payer_id: str, held: Msat) -> Entry:
+    """A task that could not run: everything held goes back to the payer's credit."""
+    return _entry(
+        "refund",
+        f"refund:{ref}",
+        ref,
+        debit(escrow_account(ref), held),
+        credit(agent_account(payer_id), held),
+    )
+
+
+def withdrawal_reserve(agent_id: str, ref: str, amount: Msat, fee_limit: Msat) -> Entry:
+    """Hold a withdrawal's amount and its maximum routing fee before paying out."""
+    return _entry(
+        "withdrawal_reserve",
+        f"withdraw-reserve:{ref}",
+        ref,
+        debit(agent_account(agent_id), amount + fee_limit),
+        credit(escrow_account(ref), amount + fee_limit),
+    )
+
+
+def withdrawal_paid(agent_id: str, ref: str, amount: Msat, fee_limit: Msat, fee: Msat) -> Entry:
+    """The payout succeeded: the wallet pays amount and fee; the unused fee limit returns."""
+    if fee > fee_limit:
+        raise UnbalancedEntry("routing fee exceeds the fee limit")
+    return _entry(
+        "withdrawal",
+        f"withdraw:{ref}",
+        ref,
+        debit(escrow_account(ref), amount + fee_limit),
+        credit(LIGHTNING, amount + fee),
+        _credit_if(agent_account(agent_id), fee_limit - fee),
+    )
+
+
+def withdrawal_failed(agent_id: str, ref: str, amount: Msat, fee_limit: Msat) -> Entry:
+    return _entry(
+        "withdrawal_failed",
+        f"withdraw-failed:{ref}",
+        ref,
+        debit(escrow_account(ref), amount + fee_limit),
+        credit(agent_account(agent_id), amount + fee_limit),
+    )
+
+
+def credits_funded(amount: NanoUsd, key: str, memo: str | None = None) -> Entry:
+    """The operator put dollars into OpenRouter credits from outside (an opening balance)."""
+    return _entry(
+        "credits_funded",
+        f"funded:{key}",
+        None,
+        debit(OPENROUTER_CREDITS, amount),
+        credit(OWNER_NUSD, amount),
+        memo=memo,
+    )

@@ -1,0 +1,176 @@
+"""Storage: one async interface for the ledger, invoices, tasks, accounts and the event outbox.
+
+Everything that must change together happens inside one :meth:`Store.transaction`: a task's state
+change, the ledger entry it causes and the outbox event that announces it commit together or not
+at all. Writers are serialized (SQLite: one writer and ``BEGIN IMMEDIATE``; PostgreSQL: row locks),
+which is what makes balance checks and reservations atomic.
+
+The interface speaks in rows (plain dataclasses) and small verbs, never SQL, so that a PostgreSQL
+engine can stand beside :mod:`billing.store.sqlite` without touching the callers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class StoreError(Exception):
+    """The database refused an operation (constraint, unknown engine, bad URL)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRow:
+    code: str
+    currency: str
+    type: str
+    no_overdraft: bool
+    balance: int  # debits minus credits
+
+
+@dataclass(frozen=True, slots=True)
+class PostingRow:
+    account: str
+    currency: str
+    amount: int  # debit > 0, credit < 0
+
+
+@dataclass(frozen=True, slots=True)
+class JournalRow:
+    id: int
+    idempotency_key: str
+    kind: str
+    ref: str | None
+    memo: str | None
+    digest: str
+    created_at: float
+    postings: tuple[PostingRow, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceRow:
+    payment_hash: str
+    bolt11: str
+    amount_msat: int
+    purpose: str
+    ref: str
+    status: str  # open | settled | expired | cancelled
+    created_at: float
+    expires_at: float
+    settled_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class EventRow:
+    id: int
+    topic: str
+    key: str
+    payload: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    id: str
+    state: str
+    agent: str | None
+    data: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTotals:
+    """What :meth:`Tx.ledger_totals` reads for the ledger check."""
+
+    by_currency: dict[str, int]  # sum of all postings per currency: must be 0
+    unbalanced_entries: list[int]  # journal ids whose postings do not sum to 0 per currency
+    drifted_accounts: list[tuple[str, int, int]]  # (code, stored balance, sum of postings)
+    overdrawn: list[tuple[str, int]]  # (code, normal-side balance < 0) of no-overdraft accounts
+    entries: int = 0
+    postings: int = 0
+    accounts: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Tx(Protocol):
+    """The verbs available inside one transaction (or one read snapshot)."""
+
+    # ledger
+    async def ensure_account(
+        self, code: str, currency: str, type: str, no_overdraft: bool, now: float
+    ) -> None: ...
+    async def account(self, code: str) -> AccountRow | None: ...
+    async def accounts(self, prefix: str = "") -> list[AccountRow]: ...
+    async def journal_by_key(self, idempotency_key: str) -> JournalRow | None: ...
+    async def journal_by_ref(self, ref: str) -> list[JournalRow]: ...
+    async def insert_journal(
+        self,
+        idempotency_key: str,
+        kind: str,
+        ref: str | None,
+        memo: str | None,
+        digest: str,
+        postings: Sequence[PostingRow],
+        now: float,
+    ) -> int: ...
+    async def ledger_totals(self) -> LedgerTotals: ...
+
+    # invoices
+    async def insert_invoice(self, invoice: InvoiceRow) -> None: ...
+    async def invoice(self, payment_hash: str) -> InvoiceRow | None: ...
+    async def open_invoices(self) -> list[InvoiceRow]: ...
+    async def set_invoice_status(
+        self, payment_hash: str, status: str, settled_at: float | None
+    ) -> bool: ...
+
+    # outbox
+    async def append_event(
+        self, topic: str, key: str, payload: dict[str, Any], now: float
+    ) -> int: ...
+    async def events_after(self, position: int, limit: int = 100) -> list[EventRow]: ...
+    async def events_for(self, key: str) -> list[EventRow]: ...
+    async def cursor(self, consumer: str) -> int: ...
+    async def set_cursor(self, consumer: str, position: int) -> None: ...
+
+    # tasks
+    async def insert_task(self, task: TaskRow) -> None: ...
+    async def task(self, task_id: str) -> TaskRow | None: ...
+    async def update_task(
+        self,
+        task_id: str,
+        *,
+        state: str,
+        data: dict[str, Any],
+        expected_state: str,
+        now: float,
+    ) -> bool: ...
+    async def tasks_in_states(self, states: Sequence[str]) -> list[TaskRow]: ...
+
+    # API accounts, L402 root keys, small values
+    async def insert_api_account(self, account_id: str, key_hash: str, now: float) -> None: ...
+    async def api_account_by_key_hash(self, key_hash: str) -> str | None: ...
+    async def put_root_key(self, id_hash: str, root_key: bytes, now: float) -> None: ...
+    async def root_key(self, id_hash: str) -> bytes | None: ...
+    async def get_value(self, key: str) -> str | None: ...
+    async def set_value(self, key: str, value: str) -> None: ...
+
+
+class Store(Protocol):
+    """A database: serialized write transactions and consistent read snapshots."""
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+    def read(self) -> AbstractAsyncContextManager[Tx]: ...
+    async def close(self) -> None: ...
+
+
+async def open_store(url: str) -> Store:
+    """Open (and migrate) the database named by ``SATROUTER_DATABASE_URL``."""
+    if url.startswith("sqlite:///") or url == "sqlite://:memory:":
+        from .sqlite import SqliteStore
+
+        path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ":memory:"
+        return await SqliteStore.open(path)
+    raise StoreError(f"unsupported database URL {url.split(':', 1)[0]}:... (use sqlite:///path)")

@@ -1,0 +1,444 @@
+"""The SQLite engine (aiosqlite, WAL): the embedded default, one process per database file.
+
+Writes go through one connection under an asyncio lock with ``BEGIN IMMEDIATE``, so a check
+followed by a write (a balance before a reservation) cannot interleave with another writer.
+Reads use a second connection: WAL gives them a consistent snapshot that never sees a writer's
+uncommitted rows. Migrations in ``migrations/NNNN_*.sql`` run on open, tracked by
+``PRAGMA user_version``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from . import (
+    AccountRow,
+    EventRow,
+    InvoiceRow,
+    JournalRow,
+    LedgerTotals,
+    PostingRow,
+    StoreError,
+    TaskRow,
+)
+
+_CREDIT_NORMAL = ("liability", "income", "equity")
+
+
+def migrations() -> list[tuple[int, str]]:
+    """``(version, sql)`` for every shipped migration, in order."""
+    folder = resources.files("billing.store").joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), entry.read_text()))
+    return sorted(found)
+
+
+async def _connect(path: str, *, readonly: bool = False) -> aiosqlite.Connection:
+    if readonly and path != ":memory:":
+        conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    else:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    await conn.execute("PRAGMA busy_timeout = 10000")
+    await conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+class SqliteStore:
+    def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self.path = path
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str) -> SqliteStore:
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        writer = await _connect(path)
+        await writer.execute("PRAGMA journal_mode = WAL")
+        await writer.execute("PRAGMA synchronous = NORMAL")
+        await cls._migrate(writer)
+        # In memory there is no second connection to the same database: share the writer.
+        reader = writer if path == ":memory:" else await _connect(path, readonly=True)
+        return cls(path, writer, reader)
+
+    @staticmethod
+    async def _migrate(conn: aiosqlite.Connection) -> None:
+        async with conn.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        current = int(row[0]) if row else 0
+        for version, sql in migrations():
+            if version <= current:
+                continue
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                # executescript would commit implicitly; run statements one by one instead.
+                for statement in _statements(sql):
+                    await conn.execute(statement)
+                await conn.execute(f"PRAGMA user_version = {version}")
+                await conn.execute("COMMIT")
+            except BaseException:
+                await conn.execute("ROLLBACK")
+                raise
+
+    async def schema_version(self) -> int:
+        async with self._writer.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SqliteTx]:
+        async with self._write_lock:
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield SqliteTx(self._writer)
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            else:
+                await self._writer.execute("COMMIT")
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[SqliteTx]:
+        if self._reader is self._writer:  # in memory: reads wait for writers
+            async with self._write_lock:
+                yield SqliteTx(self._reader)
+            return
+        async with self._read_lock:
+            await self._reader.execute("BEGIN")
+            try:
+                yield SqliteTx(self._reader)
+            finally:
+                await self._reader.execute("ROLLBACK")
+
+    async def close(self) -> None:
+        if self._reader is not self._writer:
+            await self._reader.close()
+        await self._writer.close()
+
+
+def _statements(sql: str) -> list[str]:
+    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+class SqliteTx:
+    """One transaction or read snapshot on SQLite. See :class:`billing.store.Tx`."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        async with self._conn.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        async with self._conn.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        try:
+            async with self._conn.execute(sql, params) as cursor:
+                return int(cursor.rowcount)
+        except sqlite3.IntegrityError as exc:
+            raise StoreError(str(exc)) from exc
+
+    # -- ledger ---------------------------------------------------------------------------
+
+    async def ensure_account(
+        self, code: str, currency: str, type: str, no_overdraft: bool, now: float
+    ) -> None:
+        await self._run(
+            "INSERT INTO accounts (code, currency, type, no_overdraft, balance, created_at) "
+            "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (code) DO NOTHING",
+            (code, currency, type, int(no_overdraft), now),
+        )
+
+    async def account(self, code: str) -> AccountRow | None:
+        row = await self._one(
+            "SELECT code, currency, type, no_overdraft, balance FROM accounts WHERE code = ?",
+            (code,),
+        )
+        return AccountRow(row[0], row[1], row[2], bool(row[3]), row[4]) if row else None
+
+    async def accounts(self, prefix: str = "") -> list[AccountRow]:
+        rows = await self._all(
+            "SELECT code, currency, type, no_overdraft, balance FROM accounts "
+            "WHERE code >= ? AND code < ? ORDER BY code",
+            (prefix, prefix + "\uffff"),
+        )
+        return [AccountRow(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
+
+    async def _journal(self, where: str, params: Sequence[Any]) -> list[JournalRow]:
+        rows = await self._all(
+            "SELECT id, idempotency_key, kind, ref, memo, digest, created_at FROM journal "
+            f"WHERE {where} ORDER BY id",
+            params,
+        )
+        out = []
+        for r in rows:
+            postings = await self._all(
+                "SELECT account, currency, amount FROM postings WHERE journal_id = ? "
+                "ORDER BY rowid",
+                (r[0],),
+            )
+            out.append(
+                JournalRow(
+                    r[0],
+                    r[1],
+                    r[2],
+                    r[3],
+                    r[4],
+                    r[5],
+                    r[6],
+                    tuple(PostingRow(p[0], p[1], p[2]) for p in postings),
+                )
+            )
+        return out
+
+    async def journal_by_key(self, idempotency_key: str) -> JournalRow | None:
+        rows = await self._journal("idempotency_key = ?", (idempotency_key,))
+        return rows[0] if rows else None
+
+    async def journal_by_ref(self, ref: str) -> list[JournalRow]:
+        return await self._journal("ref = ?", (ref,))
+
+    async def insert_journal(
+        self,
+        idempotency_key: str,
+        kind: str,
+        ref: str | None,
+        memo: str | None,
+        digest: str,
+        postings: Sequence[PostingRow],
+        now: float,
+    ) -> int:
+        async with self._conn.execute(
+            "INSERT INTO journal (idempotency_key, kind, ref, memo, digest, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (idempotency_key, kind, ref, memo, digest, now),
+        ) as cursor:
+            journal_id = cursor.lastrowid
+        assert journal_id is not None
+        await self._conn.executemany(
+            "INSERT INTO postings (journal_id, account, currency, amount) VALUES (?, ?, ?, ?)",
+            [(journal_id, p.account, p.currency, p.amount) for p in postings],
+        )
+        await self._conn.executemany(
+            "UPDATE accounts SET balance = balance + ? WHERE code = ?",
+            [(p.amount, p.account) for p in postings],
+        )
+        return journal_id
+
+    async def ledger_totals(self) -> LedgerTotals:
+        by_currency = {
+            r[0]: r[1]
+            for r in await self._all("SELECT currency, SUM(amount) FROM postings GROUP BY 1")
+        }
+        unbalanced = [
+            r[0]
+            for r in await self._all(
+                "SELECT journal_id FROM postings GROUP BY journal_id, currency "
+                "HAVING SUM(amount) != 0"
+            )
+        ]
+        drifted = [
+            (r[0], r[1], r[2])
+            for r in await self._all(
+                "SELECT a.code, a.balance, COALESCE(SUM(p.amount), 0) AS derived "
+                "FROM accounts a LEFT JOIN postings p ON p.account = a.code "
+                "GROUP BY a.code HAVING a.balance != derived"
+            )
+        ]
+        overdrawn = [
+            (r[0], r[1])
+            for r in await self._all(
+                "SELECT code, CASE WHEN type IN (?, ?, ?) THEN -balance ELSE balance END AS normal "
+                "FROM accounts WHERE no_overdraft = 1 AND normal < 0",
+                _CREDIT_NORMAL,
+            )
+        ]
+        counts = await self._one(
+            "SELECT (SELECT COUNT(*) FROM journal), (SELECT COUNT(*) FROM postings), "
+            "(SELECT COUNT(*) FROM accounts)"
+        )
+        return LedgerTotals(
+            by_currency, unbalanced, drifted, overdrawn, counts[0], counts[1], counts[2]
+        )
+
+    # -- invoices --------------------------------------------------------------------------
+
+    async def insert_invoice(self, invoice: InvoiceRow) -> None:
+        await self._run(
+            "INSERT INTO invoices (payment_hash, bolt11, amount_msat, purpose, ref, status, "
+            "created_at, expires_at, settled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                invoice.payment_hash,
+                invoice.bolt11,
+                invoice.amount_msat,
+                invoice.purpose,
+                invoice.ref,
+                invoice.status,
+                invoice.created_at,
+                invoice.expires_at,
+                invoice.settled_at,
+            ),
+        )
+
+    _INVOICE_COLUMNS = (
+        "payment_hash, bolt11, amount_msat, purpose, ref, status, created_at, expires_at, "
+        "settled_at"
+    )
+
+    async def invoice(self, payment_hash: str) -> InvoiceRow | None:
+        row = await self._one(
+            f"SELECT {self._INVOICE_COLUMNS} FROM invoices WHERE payment_hash = ?",
+            (payment_hash,),
+        )
+        return InvoiceRow(*row) if row else None
+
+    async def open_invoices(self) -> list[InvoiceRow]:
+        rows = await self._all(
+            f"SELECT {self._INVOICE_COLUMNS} FROM invoices WHERE status = 'open' "
+            "ORDER BY created_at"
+        )
+        return [InvoiceRow(*r) for r in rows]
+
+    async def set_invoice_status(
+        self, payment_hash: str, status: str, settled_at: float | None
+    ) -> bool:
+        changed = await self._run(
+            "UPDATE invoices SET status = ?, settled_at = ? "
+            "WHERE payment_hash = ? AND status = 'open'",
+            (status, settled_at, payment_hash),
+        )
+        return changed == 1
+
+    # -- outbox ----------------------------------------------------------------------------
+
+    async def append_event(self, topic: str, key: str, payload: dict[str, Any], now: float) -> int:
+        async with self._conn.execute(
+            "INSERT INTO outbox (topic, key, payload, created_at) VALUES (?, ?, ?, ?)",
+            (topic, key, json.dumps(payload, separators=(",", ":")), now),
+        ) as cursor:
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+    async def events_after(self, position: int, limit: int = 100) -> list[EventRow]:
+        rows = await self._all(
+            "SELECT id, topic, key, payload, created_at FROM outbox WHERE id > ? "
+            "ORDER BY id LIMIT ?",
+            (position, limit),
+        )
+        return [EventRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    async def events_for(self, key: str) -> list[EventRow]:
+        rows = await self._all(
+            "SELECT id, topic, key, payload, created_at FROM outbox WHERE key = ? ORDER BY id",
+            (key,),
+        )
+        return [EventRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    async def cursor(self, consumer: str) -> int:
+        row = await self._one("SELECT position FROM cursors WHERE consumer = ?", (consumer,))
+        return int(row[0]) if row else 0
+
+    async def set_cursor(self, consumer: str, position: int) -> None:
+        await self._run(
+            "INSERT INTO cursors (consumer, position) VALUES (?, ?) "
+            "ON CONFLICT (consumer) DO UPDATE SET position = excluded.position",
+            (consumer, position),
+        )
+
+    # -- tasks -----------------------------------------------------------------------------
+
+    async def insert_task(self, task: TaskRow) -> None:
+        await self._run(
+            "INSERT INTO tasks (id, state, agent, data, created_at, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                task.id,
+                task.state,
+                task.agent,
+                json.dumps(task.data),
+                task.created_at,
+                task.updated_at,
+            ),
+        )
+
+    async def task(self, task_id: str) -> TaskRow | None:
+        row = await self._one(
+            "SELECT id, state, agent, data, created_at, updated_at FROM tasks WHERE id = ?",
+            (task_id,),
+        )
+        return TaskRow(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5]) if row else None
+
+    async def update_task(
+        self,
+        task_id: str,
+        *,
+        state: str,
+        data: dict[str, Any],
+        expected_state: str,
+        now: float,
+    ) -> bool:
+        changed = await self._run(
+            "UPDATE tasks SET state = ?, data = ?, updated_at = ? WHERE id = ? AND state = ?",
+            (state, json.dumps(data), now, task_id, expected_state),
+        )
+        return changed == 1
+
+    async def tasks_in_states(self, states: Sequence[str]) -> list[TaskRow]:
+        marks = ",".join("?" * len(states))
+        rows = await self._all(
+            "SELECT id, state, agent, data, created_at, updated_at FROM tasks "
+            f"WHERE state IN ({marks}) ORDER BY created_at",
+            tuple(states),
+        )
+        return [TaskRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+
+    # -- API accounts, root keys, values ---------------------------------------------------
+
+    async def insert_api_account(self, account_id: str, key_hash: str, now: float) -> None:
+        await self._run(
+            "INSERT INTO api_accounts (id, key_hash, created_at) VALUES (?, ?, ?)",
+            (account_id, key_hash, now),
+        )
+
+    async def api_account_by_key_hash(self, key_hash: str) -> str | None:
+        row = await self._one("SELECT id FROM api_accounts WHERE key_hash = ?", (key_hash,))
+        return str(row[0]) if row else None
+
+    async def put_root_key(self, id_hash: str, root_key: bytes, now: float) -> None:
+        await self._run(
+            "INSERT INTO l402_root_keys (id_hash, root_key, created_at) VALUES (?, ?, ?)",
+            (id_hash, root_key, now),
+        )
+
+    async def root_key(self, id_hash: str) -> bytes | None:
+        row = await self._one("SELECT root_key FROM l402_root_keys WHERE id_hash = ?", (id_hash,))
+        return bytes(row[0]) if row else None
+
+    async def get_value(self, key: str) -> str | None:
+        row = await self._one("SELECT value FROM kv WHERE key = ?", (key,))
+        return str(row[0]) if row else None
+
+    async def set_value(self, key: str, value: str) -> None:
+        await self._run(
+            "INSERT INTO kv (key, value) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )

@@ -1,0 +1,86 @@
+"""Settings: environment and TOML, unknown or invalid settings named at start-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.config import ConfigError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("SATROUTER_", "OPENROUTER_", "LNBITS_", "LND_")):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SATROUTER_PORT", "9001")
+    monkeypatch.setenv("OPENROUTER_API_KEY", "sk-or-secret")
+    monkeypatch.setenv("SATROUTER_BTC_USD", "97000.50")
+    settings = load_settings()
+    assert settings.port == 9001
+    assert settings.openrouter_base_url == "https://openrouter.ai/api/v1"
+    assert settings.openrouter_api_key is not None
+    assert settings.openrouter_api_key.get_secret_value() == "sk-or-secret"
+    assert "sk-or-secret" not in repr(settings)
+    assert str(settings.btc_usd) == "97000.50"
+
+
+def test_unknown_environment_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SATROUTER_PORTT", "1")
+    with pytest.raises(ConfigError, match="SATROUTER_PORTT"):
+        load_settings()
+
+
+def test_invalid_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SATROUTER_PORT", "eighty")
+    with pytest.raises(ConfigError, match="SATROUTER_PORT"):
+        load_settings()
+    monkeypatch.setenv("SATROUTER_PORT", "80")
+    monkeypatch.setenv("SATROUTER_LIGHTNING", "paypal")
+    with pytest.raises(ConfigError, match="SATROUTER_LIGHTNING"):
+        load_settings()
+
+
+def test_toml_file_with_environment_winning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "satrouter.toml"
+    config.write_text('port = 7000\nSATROUTER_HOST = "0.0.0.0"\nlnbits_url = "http://x"\n')
+    monkeypatch.setenv("SATROUTER_CONFIG", str(config))
+    settings = load_settings()
+    assert (settings.port, settings.host, settings.lnbits_url) == (7000, "0.0.0.0", "http://x")
+    monkeypatch.setenv("SATROUTER_PORT", "7001")
+    assert load_settings().port == 7001
+
+
+def test_unknown_key_in_toml_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    config = tmp_path / "satrouter.toml"
+    config.write_text("prot = 7000\n")
+    monkeypatch.setenv("SATROUTER_CONFIG", str(config))
+    with pytest.raises(ConfigError, match="prot"):
+        load_settings()
+
+
+def test_missing_or_malformed_toml_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("SATROUTER_CONFIG", str(tmp_path / "missing.toml"))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("port = = 1\n")
+    monkeypatch.setenv("SATROUTER_CONFIG", str(bad))
+    with pytest.raises(ConfigError, match="bad.toml"):
+        load_settings()
+
+
+def test_cli_refuses_to_start_on_a_bad_setting(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    monkeypatch.setenv("SATROUTER_PORTT", "1")
+    assert main(["demo"]) == 2
+    assert "SATROUTER_PORTT" in capsys.readouterr().err

@@ -1,0 +1,94 @@
+"""Emulator behaviour the client tests do not already show."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from service.emulator import text
+from service.emulator.faults import Fault, FaultTable, parse_fault
+from service.upstream.errors import parse_retry_after
+
+from .conftest import Emulator
+
+
+def test_token_counting_is_deterministic_and_within_the_byte_bound() -> None:
+    assert text.count_tokens("Hello there, agent!") == 5
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi 🙂"}]
+    assert text.prompt_tokens(messages) == 3 + (4 + 3) + (4 + 2)
+    assert text.count_tokens("naïve café — ok") <= len("naïve café — ok".encode())
+
+
+def test_reply_directives() -> None:
+    user = [{"role": "user", "content": "[[reply:The answer is 42.]]"}]
+    assert text.join_tokens(text.reply_tokens(user, None)) == "The answer is 42."
+    assert len(text.reply_tokens([{"role": "user", "content": "[[tokens=7]]"}], None)) == 7
+    assert len(text.reply_tokens([{"role": "user", "content": "[[tokens=70]]"}], 5)) == 5
+
+
+def test_fault_rate_is_seeded_and_count_is_consumed() -> None:
+    def draws(seed: int) -> list[bool]:
+        table = FaultTable(seed)
+        table.set("m", Fault(kind="bad_gateway", rate=0.5))
+        return [table.draw("m") is not None for _ in range(200)]
+
+    assert draws(1) == draws(1)
+    assert 70 < sum(draws(1)) < 130
+    table = FaultTable()
+    table.set("m", Fault(kind="rate_limit", count=2))
+    assert [table.draw("m") is not None for _ in range(4)] == [True, True, False, False]
+    table.set("*", Fault(kind="unavailable"))
+    assert table.draw("other") is not None
+
+
+def test_fault_specs_are_validated() -> None:
+    assert parse_fault("openai/gpt-4o=rate_limit:0.25")[1].rate == 0.25
+    with pytest.raises(ValueError, match="unknown fault kind"):
+        parse_fault("m=explode")
+    with pytest.raises(ValueError, match="MODEL=KIND"):
+        parse_fault("nothing")
+    with pytest.raises(ValueError, match="rate"):
+        Fault(kind="slow", rate=2)
+
+
+def test_retry_after_accepts_seconds_and_http_dates() -> None:
+    assert parse_retry_after("12") == 12.0
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == 10.0
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after(None) is None
+
+
+async def test_control_api_validates_and_applies(emulator: Emulator) -> None:
+    async with httpx.AsyncClient(base_url=emulator.url) as http:
+        bad = await http.post("/_emulator/faults", json={"model": "m", "kind": "explode"})
+        assert bad.status_code == 400
+        bad = await http.post("/_emulator/config", json={"nonsense": 1})
+        assert bad.status_code == 400
+        bad = await http.post("/_emulator/credits", json={"amount": "-5"})
+        assert bad.status_code == 400
+        ok = await http.post("/_emulator/credits", json={"amount": "2.5"})
+        assert ok.json()["credits"] == 102.5
+        ok = await http.post("/_emulator/faults", json={"model": "m", "kind": "slow", "delay": 1})
+        assert ok.json()["faults"]["m"]["kind"] == "slow"
+        cleared = await http.delete("/_emulator/faults")
+        assert cleared.json()["faults"] == {}
+        state = (await http.get("/_emulator/state")).json()
+        assert "management_key" not in state["config"]
+
+
+async def test_bad_requests_get_openrouter_shaped_errors(emulator: Emulator) -> None:
+    headers = {"Authorization": "Bearer sk-or-v1-test"}
+    async with httpx.AsyncClient(base_url=emulator.base_url, headers=headers) as http:
+        response = await http.post("/chat/completions", content=b"{not json")
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == 400
+        response = await http.post("/chat/completions", json={"model": "x", "messages": []})
+        assert response.status_code == 400
+        response = await http.post(
+            "/chat/completions",
+            json={"model": "openai/gpt-4o", "messages": [{"role": "user"}], "max_tokens": -1},
+        )
+        assert response.status_code == 400
+        response = await http.get("/generation", params={"id": "gen-nope"})
+        assert response.status_code == 404
+        assert response.json()["error"]["message"] == "Generation not found"
