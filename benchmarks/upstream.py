@@ -92,12 +92,13 @@ async def run(base: str, seconds: float) -> list[tuple[str, str, int, float, flo
         for mode in ("json", "stream"):
             for concurrency in (1, 16, 128):
                 for lib in ("aiohttp", "httpx"):
-                    rps, p50, p99, n = await _measure(
-                        calls[(lib, mode)], concurrency, seconds
-                    )
+                    rps, p50, p99, n = await _measure(calls[(lib, mode)], concurrency, seconds)
                     rows.append((lib, mode, concurrency, rps, p50, p99, n))
-                    print(f"{lib:8} {mode:6} c={concurrency:<4} {rps:8.0f} req/s "
-                          f"p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  (n={n})", flush=True)
+                    print(
+                        f"{lib:8} {mode:6} c={concurrency:<4} {rps:8.0f} req/s "
+                        f"p50 {p50:7.2f} ms  p99 {p99:7.2f} ms  (n={n})",
+                        flush=True,
+                    )
     return rows
 
 
@@ -111,8 +112,10 @@ def main() -> None:
     table = [
         "| client | mode | concurrency | req/s | p50 ms | p99 ms | requests |",
         "|---|---|---:|---:|---:|---:|---:|",
-        *(f"| {lib} | {mode} | {c} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {n} |"
-          for lib, mode, c, rps, p50, p99, n in rows),
+        *(
+            f"| {lib} | {mode} | {c} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {n} |"
+            for lib, mode, c, rps, p50, p99, n in rows
+        ),
     ]
     body = (
         "## Upstream client: aiohttp (OpenRouterClient) vs httpx\n\n"

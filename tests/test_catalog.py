@@ -59,7 +59,9 @@ def test_shipped_catalog_has_about_twenty_models_across_tiers() -> None:
     assert min(priced) == 0 and max(priced) >= Decimal("0.00007")
 
 
-@pytest.mark.parametrize("name", ["openrouter-models-2025-05.json", "openrouter-models-2026-07.json"])
+@pytest.mark.parametrize(
+    "name", ["openrouter-models-2025-05.json", "openrouter-models-2026-07.json"]
+)
 def test_real_openrouter_responses_parse_completely(name: str) -> None:
     path = SHARED_DATA / name
     if not path.is_file():

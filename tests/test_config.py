@@ -47,7 +47,9 @@ def test_invalid_setting_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
 
 
-def test_toml_file_with_environment_winning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_toml_file_with_environment_winning(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     config = tmp_path / "satrouter.toml"
     config.write_text('port = 7000\nSATROUTER_HOST = "0.0.0.0"\nlnbits_url = "http://x"\n')
     monkeypatch.setenv("SATROUTER_CONFIG", str(config))

@@ -244,9 +244,7 @@ async def test_generation_gives_up_at_the_deadline() -> None:
         await runner.cleanup()
 
 
-async def test_credits_need_a_management_key(
-    client: OpenRouterClient, emulator: Emulator
-) -> None:
+async def test_credits_need_a_management_key(client: OpenRouterClient, emulator: Emulator) -> None:
     await client.chat({"model": CHEAP, "messages": HELLO})
     credits = await client.credits()
     assert credits.total_credits == Decimal(100)

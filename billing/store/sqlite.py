@@ -131,8 +131,19 @@ class SqliteStore:
 
 
 def _statements(sql: str) -> list[str]:
-    lines = [line for line in sql.splitlines() if not line.strip().startswith("--")]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+    """Split a script into statements, letting SQLite decide where each ends (comments may
+    contain semicolons)."""
+    statements, buffer = [], ""
+    for line in sql.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip() and not all(
+        part.strip().startswith("--") or not part.strip() for part in buffer.splitlines()
+    ):
+        raise ValueError(f"incomplete SQL statement at the end of a migration: {buffer[:60]!r}")
+    return statements
 
 
 class SqliteTx:
