@@ -1,9 +1,9 @@
 """``make bench-upstream``: satrouter's OpenRouter client (aiohttp) against an httpx client.
 
-The httpx side does the same work with httpx and httpx-sse (the design card's first choice),
-so the table shows what the choice of HTTP library costs. Both talk to the emulator (zero latency, its own process) over loopback: non-streaming and
-streaming chat completions at concurrency 1, 16 and 128. Reports requests/s and p50/p99
-latency, and writes the table into docs/benchmarks.md.
+The httpx side does the same work with httpx and httpx-sse (the design card's first choice), so
+the table shows what the choice of HTTP library costs. Both talk to the emulator (zero latency,
+its own process) over loopback: non-streaming and streaming chat completions at concurrency 1,
+16 and 128. Reports requests/s and p50/p99 latency, and writes the table to docs/benchmarks.md.
 """
 
 from __future__ import annotations
