@@ -1,0 +1,1 @@
+"""LND gRPC stubs generated from proto/ by `make proto`."""
