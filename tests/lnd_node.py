@@ -1,0 +1,225 @@
+"""A stand-in LND node for tests: a grpc.aio server implementing the Lightning and Router
+services from the same generated stubs satrouter uses, over TLS with macaroon auth."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import hashlib
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import bolt11
+import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from billing.lightning.lndrpc import lightning_pb2 as ln
+from billing.lightning.lndrpc import lightning_pb2_grpc as ln_grpc
+from billing.lightning.lndrpc import router_pb2_grpc as router_grpc
+
+NODE_KEY = "c" * 64  # secp256k1 private key the node signs its invoices with
+ROUTING_FEE_MSAT = 1_000
+
+
+def self_signed_cert() -> tuple[bytes, bytes]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+
+
+def make_invoice(payment_hash: str, amount_msat: int | None, memo: str, expiry: int) -> str:
+    tags = [
+        bolt11.Tag(bolt11.TagChar.payment_hash, payment_hash),
+        bolt11.Tag(bolt11.TagChar.description, memo),
+        bolt11.Tag(bolt11.TagChar.expire_time, expiry),
+        bolt11.Tag(bolt11.TagChar.payment_secret, secrets.token_hex(32)),
+    ]
+    invoice = bolt11.Bolt11(
+        currency="bcrt",
+        date=int(time.time()),
+        amount_msat=bolt11.MilliSatoshi(amount_msat) if amount_msat else None,
+        tags=bolt11.Tags(tags),
+    )
+    return str(bolt11.encode(invoice, NODE_KEY))
+
+
+@dataclass
+class _Invoice:
+    preimage: bytes
+    value_msat: int
+    memo: str
+    expiry: int
+    payment_request: str
+    add_index: int
+    state: int = ln.Invoice.OPEN
+    settle_index: int = 0
+    settle_date: int = 0
+
+    def message(self) -> ln.Invoice:
+        return ln.Invoice(
+            memo=self.memo,
+            r_preimage=self.preimage,
+            r_hash=hashlib.sha256(self.preimage).digest(),
+            value_msat=self.value_msat,
+            payment_request=self.payment_request,
+            expiry=self.expiry,
+            add_index=self.add_index,
+            settle_index=self.settle_index,
+            settle_date=self.settle_date,
+            state=self.state,
+            amt_paid_msat=self.value_msat if self.state == ln.Invoice.SETTLED else 0,
+        )
+
+
+@dataclass
+class FakeLnd(ln_grpc.LightningServicer, router_grpc.RouterServicer):
+    macaroon: str
+    invoices: dict[str, _Invoice] = field(default_factory=dict)
+    external: dict[str, bytes] = field(default_factory=dict)  # hash -> preimage, payable
+    settled: int = 0
+    subscribers: list[asyncio.Queue[ln.Invoice | None]] = field(default_factory=list)
+    payments: list[str] = field(default_factory=list)
+    server: Any = None
+    tls: tuple[bytes, bytes] = (b"", b"")
+    address: str = ""
+
+    async def _auth(self, context: grpc.aio.ServicerContext) -> None:
+        metadata = dict(context.invocation_metadata() or ())
+        if metadata.get("macaroon") != self.macaroon:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "verification failed")
+
+    # -- test controls --
+    def settle(self, payment_hash: str) -> None:
+        invoice = self.invoices[payment_hash]
+        self.settled += 1
+        invoice.state = ln.Invoice.SETTLED
+        invoice.settle_index = self.settled
+        invoice.settle_date = int(time.time())
+        for queue in self.subscribers:
+            queue.put_nowait(invoice.message())
+
+    def drop_subscriptions(self) -> None:
+        """End every invoice subscription with UNAVAILABLE, as a restarting node does."""
+        for queue in self.subscribers:
+            queue.put_nowait(None)
+
+    def external_invoice(self, amount_msat: int | None) -> str:
+        preimage = secrets.token_bytes(32)
+        payment_hash = hashlib.sha256(preimage).hexdigest()
+        self.external[payment_hash] = preimage
+        return make_invoice(payment_hash, amount_msat, "withdrawal", 600)
+
+    # -- Lightning --
+    async def AddInvoice(self, request: ln.Invoice, context: Any) -> ln.AddInvoiceResponse:
+        await self._auth(context)
+        preimage = secrets.token_bytes(32)
+        payment_hash = hashlib.sha256(preimage).hexdigest()
+        bolt = make_invoice(payment_hash, request.value_msat, request.memo, request.expiry)
+        self.invoices[payment_hash] = _Invoice(
+            preimage,
+            request.value_msat,
+            request.memo,
+            request.expiry,
+            bolt,
+            add_index=len(self.invoices) + 1,
+        )
+        return ln.AddInvoiceResponse(
+            r_hash=bytes.fromhex(payment_hash),
+            payment_request=bolt,
+            add_index=len(self.invoices),
+        )
+
+    async def LookupInvoice(self, request: ln.PaymentHash, context: Any) -> ln.Invoice:
+        await self._auth(context)
+        invoice = self.invoices.get(bytes(request.r_hash).hex())
+        if invoice is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "unable to locate invoice")
+        assert invoice is not None
+        return invoice.message()
+
+    async def SubscribeInvoices(
+        self, request: ln.InvoiceSubscription, context: Any
+    ) -> AsyncIterator[ln.Invoice]:
+        await self._auth(context)
+        queue: asyncio.Queue[ln.Invoice | None] = asyncio.Queue()
+        self.subscribers.append(queue)
+        try:
+            missed = sorted(
+                (
+                    i
+                    for i in self.invoices.values()
+                    if request.settle_index and i.settle_index > request.settle_index
+                ),
+                key=lambda i: i.settle_index,
+            )
+            for invoice in missed:
+                yield invoice.message()
+            while True:
+                invoice = await queue.get()
+                if invoice is None:  # drop_subscriptions()
+                    await context.abort(grpc.StatusCode.UNAVAILABLE, "node restarting")
+                yield invoice
+        finally:
+            self.subscribers.remove(queue)
+
+    # -- Router --
+    async def SendPaymentV2(self, request: Any, context: Any) -> AsyncIterator[ln.Payment]:
+        await self._auth(context)
+        decoded = bolt11.decode(request.payment_request)
+        preimage = self.external.get(decoded.payment_hash)
+        yield ln.Payment(payment_hash=decoded.payment_hash, status=ln.Payment.IN_FLIGHT)
+        if preimage is None or request.fee_limit_msat < ROUTING_FEE_MSAT:
+            yield ln.Payment(
+                payment_hash=decoded.payment_hash,
+                status=ln.Payment.FAILED,
+                failure_reason=ln.FAILURE_REASON_NO_ROUTE,
+            )
+            return
+        self.payments.append(decoded.payment_hash)
+        yield ln.Payment(
+            payment_hash=decoded.payment_hash,
+            status=ln.Payment.SUCCEEDED,
+            payment_preimage=preimage.hex(),
+            value_msat=int(decoded.amount_msat),
+            fee_msat=ROUTING_FEE_MSAT,
+        )
+
+
+async def serve(node: FakeLnd, address: str, tls: tuple[bytes, bytes]) -> grpc.aio.Server:
+    cert, key = tls
+    server = grpc.aio.server()
+    ln_grpc.add_LightningServicer_to_server(node, server)
+    router_grpc.add_RouterServicer_to_server(node, server)
+    port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+    await server.start()
+    node.server, node.tls, node.address = server, tls, f"127.0.0.1:{port}"
+    return server
+
+
+async def start_node(macaroon: str) -> tuple[FakeLnd, str, bytes]:
+    node = FakeLnd(macaroon)
+    await serve(node, "127.0.0.1:0", self_signed_cert())
+    return node, node.address, node.tls[0]
