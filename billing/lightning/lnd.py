@@ -85,7 +85,7 @@ def lnd_channel(
         grpc.ssl_channel_credentials(root_certificates=tls_cert),
         grpc.metadata_call_credentials(_MacaroonAuth(macaroon_hex)),
     )
-    options = [("grpc.max_receive_message_length", 50 * 1024 * 1024)]
+    options: list[tuple[str, str | int]] = [("grpc.max_receive_message_length", 50 * 1024 * 1024)]
     if server_name:
         options.append(("grpc.ssl_target_name_override", server_name))
     return grpc.aio.secure_channel(host, credentials, options=options)
@@ -98,8 +98,8 @@ class LndBackend:
         self, channel: grpc.aio.Channel, index: IndexStore, *, max_backoff: float = 30.0
     ) -> None:
         self._channel = channel
-        self._lightning = ln_grpc.LightningStub(channel)
-        self._router = router_grpc.RouterStub(channel)
+        self._lightning = ln_grpc.LightningStub(channel)  # type: ignore[no-untyped-call]
+        self._router = router_grpc.RouterStub(channel)  # type: ignore[no-untyped-call]
         self._index = index
         self._max_backoff = max_backoff
 
