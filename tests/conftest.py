@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,8 @@ from service.emulator.app import (
     create_app,
 )
 from service.upstream.openrouter import OpenRouterClient
+
+from .lnbits_server import LnbitsServer
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -72,3 +74,12 @@ async def client(emulator: Emulator) -> AsyncIterator[OpenRouterClient]:
         timeout=10,
     ) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def lnbits() -> Iterator[LnbitsServer]:
+    """A real LNbits server (FakeWallet) for the whole session."""
+    server = LnbitsServer()
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,153 @@
+"""The LNbits backend against a real LNbits server (FakeWallet) over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from billing.lightning import InvoiceState, PaymentFailed
+from billing.lightning.bolt11 import decode_invoice
+from billing.lightning.lnbits import LnbitsBackend
+from billing.lightning.settlement import confirmed_settlements
+from billing.money import Msat
+
+from .lnbits_server import LnbitsServer, Wallet
+
+pytestmark = pytest.mark.lnbits
+
+
+@pytest.fixture
+def wallets(lnbits: LnbitsServer) -> tuple[Wallet, Wallet]:
+    service = lnbits.create_wallet("satrouter")
+    agent = lnbits.create_wallet("agent")
+    lnbits.fund(agent, 100_000)
+    return service, agent
+
+
+@pytest.fixture
+async def backend(
+    lnbits: LnbitsServer, wallets: tuple[Wallet, Wallet]
+) -> AsyncIterator[LnbitsBackend]:
+    service, _ = wallets
+    b = LnbitsBackend(
+        lnbits.url, invoice_key=service.inkey, admin_key=service.adminkey, max_backoff=0.5
+    )
+    yield b
+    await b.close()
+
+
+async def test_invoice_paid_by_an_agent_is_confirmed_with_its_preimage(
+    lnbits: LnbitsServer, wallets: tuple[Wallet, Wallet], backend: LnbitsBackend
+) -> None:
+    _, agent = wallets
+    created = await backend.create_invoice(Msat(21_000), "task t1", 600)
+    assert decode_invoice(created.bolt11).amount == Msat(21_000)
+    assert not hasattr(created, "preimage")
+    status = await backend.invoice_status(created.payment_hash)
+    assert status.state is InvoiceState.OPEN
+    assert status.preimage is None  # LNbits has it already; it must not come out before payment
+
+    async def open_hashes() -> list[str]:
+        return [created.payment_hash]
+
+    settlements = confirmed_settlements(backend, open_hashes)
+    first = asyncio.ensure_future(anext(settlements))
+    await asyncio.sleep(0.5)  # the websocket is connected and the open invoice checked
+    assert not first.done()
+    paid = await asyncio.to_thread(lnbits.pay, agent, created.bolt11)
+    assert paid.status_code < 300, paid.text
+    confirmed = await asyncio.wait_for(first, 10)
+    await settlements.aclose()
+    assert confirmed.payment_hash == created.payment_hash
+    assert confirmed.amount_paid == Msat(21_000)
+    assert confirmed.preimage is not None
+    assert hashlib.sha256(bytes.fromhex(confirmed.preimage)).hexdigest() == created.payment_hash
+
+
+async def test_forged_websocket_push_is_not_a_payment(
+    lnbits: LnbitsServer, wallets: tuple[Wallet, Wallet], backend: LnbitsBackend
+) -> None:
+    service, agent = wallets
+    forged_target = await backend.create_invoice(Msat(5_000), "never paid", 600)
+    real = await backend.create_invoice(Msat(3_000), "paid", 600)
+
+    async def nothing_open() -> list[str]:
+        return []
+
+    settlements = confirmed_settlements(backend, nothing_open)
+    first = asyncio.ensure_future(anext(settlements))
+    await asyncio.sleep(0.5)
+    fake = {
+        "wallet_balance": 1,
+        "payment": {
+            "payment_hash": forged_target.payment_hash,
+            "amount": 5_000,
+            "status": "success",
+        },
+    }
+    async with httpx.AsyncClient() as http:  # anyone can post to a wallet's websocket
+        sent = await http.post(
+            f"{lnbits.url}/api/v1/ws/{service.inkey}", params={"data": json.dumps(fake)}
+        )
+    assert sent.status_code == 200
+    await asyncio.sleep(0.5)
+    assert not first.done()  # the forged push was checked and refused
+    await asyncio.to_thread(lnbits.pay, agent, real.bolt11)
+    confirmed = await asyncio.wait_for(first, 10)
+    await settlements.aclose()
+    assert confirmed.payment_hash == real.payment_hash
+    assert (await backend.invoice_status(forged_target.payment_hash)).state is InvoiceState.OPEN
+
+
+async def test_payments_missed_while_away_are_found_on_connect(
+    lnbits: LnbitsServer, wallets: tuple[Wallet, Wallet], backend: LnbitsBackend
+) -> None:
+    _, agent = wallets
+    created = await backend.create_invoice(Msat(2_000), "paid while offline", 600)
+    await asyncio.to_thread(lnbits.pay, agent, created.bolt11)  # nobody is listening
+
+    async def open_hashes() -> list[str]:
+        return [created.payment_hash]
+
+    settlements = confirmed_settlements(backend, open_hashes)
+    confirmed = await asyncio.wait_for(anext(settlements), 10)
+    await settlements.aclose()
+    assert confirmed.payment_hash == created.payment_hash
+
+
+async def test_paying_out_and_insufficient_balance(
+    lnbits: LnbitsServer, wallets: tuple[Wallet, Wallet], backend: LnbitsBackend
+) -> None:
+    service, agent = wallets
+    agent_backend = LnbitsBackend(lnbits.url, invoice_key=agent.inkey)
+    try:
+        withdrawal = await agent_backend.create_invoice(Msat(4_000), "withdrawal", 600)
+        with pytest.raises(PaymentFailed):  # the service wallet is empty
+            await backend.pay_invoice(withdrawal.bolt11, fee_limit=Msat(1_000))
+        lnbits.fund(service, 10)
+        payment = await backend.pay_invoice(withdrawal.bolt11, fee_limit=Msat(1_000))
+        assert payment.amount == Msat(4_000)
+        assert payment.fee <= Msat(1_000)
+        assert hashlib.sha256(bytes.fromhex(payment.preimage)).hexdigest() == (
+            withdrawal.payment_hash
+        )
+        assert (await agent_backend.invoice_status(withdrawal.payment_hash)).settled
+    finally:
+        await agent_backend.close()
+
+
+async def test_amounts_are_whole_sats_and_keys_stay_private(
+    wallets: tuple[Wallet, Wallet], backend: LnbitsBackend
+) -> None:
+    service, _ = wallets
+    with pytest.raises(ValueError, match="whole sats"):
+        await backend.create_invoice(Msat(1_500), "x", 60)
+    assert service.inkey not in repr(backend)
+    assert service.adminkey not in repr(backend)
+    with pytest.raises(ValueError, match="hex"):
+        await backend.invoice_status("not-a-hash")
