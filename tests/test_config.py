@@ -86,3 +86,11 @@ def test_cli_refuses_to_start_on_a_bad_setting(
     monkeypatch.setenv("SATROUTER_PORTT", "1")
     assert main(["demo"]) == 2
     assert "SATROUTER_PORTT" in capsys.readouterr().err
+
+
+def test_the_example_config_in_deploy_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    example = Path(__file__).resolve().parents[1] / "deploy" / "satrouter.example.toml"
+    monkeypatch.setenv("SATROUTER_CONFIG", str(example))
+    settings = load_settings()
+    assert settings.lightning == "lnbits"
+    assert settings.markup_bps == 2000
