@@ -92,3 +92,49 @@ async def test_bad_requests_get_openrouter_shaped_errors(emulator: Emulator) -> 
         response = await http.get("/generation", params={"id": "gen-nope"})
         assert response.status_code == 404
         assert response.json()["error"]["message"] == "Generation not found"
+
+
+def test_the_emulator_command_serves_with_start_up_faults() -> None:
+    import subprocess
+    import sys
+    import time
+
+    from benchmarks._report import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "emulator",
+            "--port",
+            str(port),
+            "--fault",
+            "openai/gpt-4o=rate_limit",
+            "--generation-delay",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                models = httpx.get(base + "/api/v1/models", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert models.status_code == 200
+        assert len(models.json()["data"]) >= 18
+        limited = httpx.post(
+            base + "/api/v1/chat/completions",
+            json={"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+            headers={"Authorization": "Bearer sk-or-v1-x"},
+        )
+        assert limited.status_code == 429
+        assert limited.headers["Retry-After"] == "1"
+    finally:
+        proc.terminate()
+        proc.wait(10)

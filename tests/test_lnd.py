@@ -200,3 +200,17 @@ def _normalised(text: str) -> str:
 
 def test_grpc_is_the_real_library() -> None:
     assert hasattr(grpc, "aio")
+
+
+async def test_settle_index_is_kept_in_the_database(tmp_path: Path) -> None:
+    from billing.lightning.lnd import StoredIndex
+    from billing.store import open_store
+
+    store = await open_store(f"sqlite:///{tmp_path}/idx.db")
+    try:
+        index = StoredIndex(store)
+        assert await index.get() == 0
+        await index.set(42)
+        assert await StoredIndex(store).get() == 42
+    finally:
+        await store.close()
