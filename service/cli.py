@@ -42,6 +42,15 @@ def _emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .app import create_app
+
+    settings = load_settings()
+    print(f"satrouter on http://{settings.host}:{settings.port}", flush=True)
+    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -74,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject a fault (repeatable), e.g. openai/gpt-4o=rate_limit:0.5",
     )
     emulator.set_defaults(run=_emulator)
+
+    serve = commands.add_parser("serve", help="run the satrouter service")
+    serve.set_defaults(run=_serve)
 
     demo = commands.add_parser("demo", help="run the scripted demo on embedded defaults")
     demo.set_defaults(run=_demo)

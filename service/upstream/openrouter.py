@@ -237,6 +237,8 @@ class ChatStream:
         self.generation_id: str | None = None
         self.model: str | None = None
         self.done = False
+        #: The last chunk exactly as received, for passing on unchanged.
+        self.last_raw: str = ""
 
     async def __aenter__(self) -> Self:
         client = self._client
@@ -310,6 +312,7 @@ class ChatStream:
         raise TransportError("stream ended without [DONE]", model=self._model)
 
     def _chunk(self, data: str) -> ChatChunk:
+        self.last_raw = data
         try:
             parsed = loads(data)
         except json.JSONDecodeError as exc:

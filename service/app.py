@@ -1,0 +1,121 @@
+"""The aiohttp application: routes, the shared clients, and the engine's workers.
+
+``create_app(settings)`` wires everything from settings; every long-lived resource lives in a
+``cleanup_ctx`` so it is opened on start-up and closed on shutdown in reverse order: one HTTP
+``ClientSession`` (OpenRouter, LNbits, price sources), the database, the Lightning backend, the
+catalog refresher, and the engine's workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from billing.l402 import L402Authority
+from billing.lightning import LightningBackend
+from billing.lightning.lnbits import LnbitsBackend
+from billing.lightning.lnd import LndBackend, StoredIndex, lnd_channel, macaroon_hex
+from billing.money import Msat
+from billing.pricing import PricingPolicy
+from billing.rates import FixedRate, RateOracle, RateProvider
+from billing.store import Store, open_store
+
+from .config import ConfigError, Settings
+from .http import accounts, agents, chat, health
+from .http.keys import ENGINE, L402, SETTINGS, STORE
+from .http.problems import problem_middleware
+from .tasks.engine import Engine, EngineConfig
+from .upstream.catalog import CatalogCache
+from .upstream.openrouter import OpenRouterClient
+
+MAX_BODY = 1024 * 1024  # 1 MiB: larger requests get a 413 problem
+
+
+def _lightning(
+    settings: Settings, session: aiohttp.ClientSession, store: Store
+) -> LightningBackend:
+    if settings.lightning == "lnbits":
+        if not settings.lnbits_url or not settings.lnbits_invoice_key:
+            raise ConfigError("SATROUTER_LIGHTNING=lnbits needs LNBITS_URL and LNBITS_INVOICE_KEY")
+        admin = settings.lnbits_admin_key.get_secret_value() if settings.lnbits_admin_key else None
+        return LnbitsBackend(
+            settings.lnbits_url,
+            invoice_key=settings.lnbits_invoice_key.get_secret_value(),
+            admin_key=admin,
+            session=session,
+        )
+    if not (settings.lnd_grpc_host and settings.lnd_tls_cert and settings.lnd_macaroon):
+        raise ConfigError("SATROUTER_LIGHTNING=lnd needs LND_GRPC_HOST, LND_TLS_CERT, LND_MACAROON")
+    channel = lnd_channel(
+        settings.lnd_grpc_host,
+        Path(settings.lnd_tls_cert).read_bytes(),
+        macaroon_hex(Path(settings.lnd_macaroon).read_bytes()),
+    )
+    return LndBackend(channel, StoredIndex(store))
+
+
+def create_app(
+    settings: Settings,
+    *,
+    lightning: LightningBackend | None = None,
+    rates: RateProvider | None = None,
+    engine_config: EngineConfig | None = None,
+) -> web.Application:
+    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY)
+    app[SETTINGS] = settings
+    for module in (agents, chat, accounts, health):
+        app.router.add_routes(module.routes)
+
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=512))
+            )
+            store = await open_store(settings.database_url)
+            stack.push_async_callback(store.close)
+            backend = lightning or _lightning(settings, session, store)
+            if lightning is None:
+                stack.push_async_callback(backend.close)
+            key = settings.openrouter_api_key
+            management = settings.openrouter_management_key
+            upstream = OpenRouterClient(
+                base_url=settings.openrouter_base_url,
+                api_key=key.get_secret_value() if key else None,
+                management_key=management.get_secret_value() if management else None,
+                referer=settings.openrouter_referer,
+                title=settings.openrouter_title,
+                timeout=settings.openrouter_timeout,
+                session=session,
+            )
+            catalog = CatalogCache(
+                upstream.models, path=settings.catalog_cache, ttl=settings.catalog_ttl
+            )
+            price_source = rates or (
+                FixedRate(settings.btc_usd)
+                if settings.btc_usd
+                else RateOracle(session, max_age=settings.rate_max_age)
+            )
+            engine = Engine(
+                store=store,
+                lightning=backend,
+                upstream=upstream,
+                catalog=catalog,
+                rates=price_source,
+                policy=PricingPolicy(settings.markup_bps, Msat(settings.fee_msat)),
+                config=engine_config,
+            )
+            app[STORE] = store
+            app[ENGINE] = engine
+            app[L402] = L402Authority(store)
+            refresher = asyncio.create_task(catalog.run())
+            stack.callback(refresher.cancel)
+            await stack.enter_async_context(engine.running())
+            yield
+
+    app.cleanup_ctx.append(resources)
+    return app

@@ -1,0 +1,66 @@
+"""Who is paying: an API key (prepaid account) or a task token, from ``Authorization: Bearer``.
+
+API keys are ``sk-sat-...`` and stored only as their sha256. Task tokens are
+``tt_<task id>.<secret>``, checked against the hash kept on the task. Either names a *payer*:
+the ledger account whose credit pays (``acct_<id>`` or ``task_<id>``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+from aiohttp import web
+
+from billing.store import Store
+
+from .problems import Problem
+
+API_KEY_PREFIX = "sk-sat-"
+TASK_TOKEN_PREFIX = "tt_"
+
+
+def key_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def bearer(request: web.Request) -> str | None:
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+async def payer_of(store: Store, secret: str) -> str:
+    """The payer a bearer secret stands for, or a 401 problem."""
+    if secret.startswith(API_KEY_PREFIX):
+        async with store.read() as tx:
+            account = await tx.api_account_by_key_hash(key_hash(secret))
+        if account is not None:
+            return account
+    elif secret.startswith(TASK_TOKEN_PREFIX) and "." in secret:
+        task_id = secret[len(TASK_TOKEN_PREFIX) :].split(".", 1)[0]
+        async with store.read() as tx:
+            task = await tx.task(task_id)
+        if task is not None and hmac.compare_digest(
+            str(task.data.get("token_hash", "")), key_hash(secret)
+        ):
+            return task_id
+    raise Problem(
+        401,
+        "invalid_credentials",
+        "unknown API key or task token",
+        headers={"WWW-Authenticate": 'Bearer realm="satrouter"'},
+    )
+
+
+async def require_payer(request: web.Request, store: Store) -> str:
+    secret = bearer(request)
+    if secret is None:
+        raise Problem(
+            401,
+            "credentials_required",
+            "send Authorization: Bearer <API key>",
+            headers={"WWW-Authenticate": 'Bearer realm="satrouter"'},
+        )
+    return await payer_of(store, secret)

@@ -1,0 +1,224 @@
+"""``POST /v1/chat/completions``: OpenAI-compatible, paid by API key or by L402.
+
+- ``Authorization: Bearer <API key or task token>``: the maximum price is reserved from that
+  credit, the call runs, and the reconciler settles the actual cost later.
+- No credential: HTTP 402 with ``WWW-Authenticate: L402 macaroon=..., invoice=...`` (and the
+  ``LSAT`` form) for this exact request's maximum price.
+- ``Authorization: L402 <macaroon>:<preimage>``: the paid request runs once; repeating it returns
+  the same answer without running it again. The token's change is credit for later requests
+  with the same credential (which run only if that credit covers their maximum price) and can be
+  withdrawn.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from aiohttp import web
+
+from billing.l402 import L402Error, challenge, request_digest
+from billing.money import Msat
+from billing.store import InvoiceRow
+
+from ..tasks.engine import Engine, Priced, State
+from ..upstream.errors import UpstreamError
+from .auth import payer_of
+from .keys import ENGINE, L402, STORE
+from .problems import Problem
+from .schemas import ChatRequest, parse
+from .views import price_view
+
+routes = web.RouteTableDef()
+
+
+@routes.post("/v1/chat/completions")
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    engine = request.app[ENGINE]
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise Problem(400, "malformed_json", "the request body is not valid JSON") from None
+    chat = parse(ChatRequest, data)
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    scheme = scheme.upper()
+    if scheme in ("L402", "LSAT"):
+        return await _l402_paid(request, engine, chat, raw)
+    if scheme == "BEARER" and credential.strip():
+        payer = await payer_of(request.app[STORE], credential.strip())
+        priced = await engine.price(chat)
+        task = await engine.reserve(payer, priced, kind="prepaid")
+        return await _run(request, engine, task.id, priced, chat.stream)
+    raise await _l402_challenge(request, engine, chat, raw)
+
+
+async def _run(
+    request: web.Request, engine: Engine, task_id: str, priced: Priced, stream: bool
+) -> web.StreamResponse:
+    async with engine.store.read() as tx:
+        task = await tx.task(task_id)
+    assert task is not None
+    headers = {
+        "X-Satrouter-Task": task.id,
+        "X-Satrouter-Max-Price-Msat": str(priced.quote.total.value),
+    }
+    if stream:
+        return await _stream(request, engine, task, headers)
+    done = await engine.execute(task)
+    if done.state != State.COMPLETED:
+        raise Problem(
+            502,
+            "upstream_failed",
+            f"every model failed; nothing was charged ({done.data.get('error')})",
+            headers=headers,
+        )
+    return web.json_response(done.data["result"], headers=headers)
+
+
+async def _stream(
+    request: web.Request, engine: Engine, task: object, headers: dict[str, str]
+) -> web.StreamResponse:
+    from billing.store import TaskRow
+
+    assert isinstance(task, TaskRow)
+    try:
+        stream = engine.upstream.stream_chat(task.data["request"])
+        await stream.__aenter__()
+    except UpstreamError as exc:
+        await engine.fail(task, f"{type(exc).__name__}: {exc.message}")
+        raise Problem(
+            502, "upstream_failed", "every model failed; nothing was charged", headers=headers
+        ) from None
+    response = web.StreamResponse(
+        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    try:
+        await response.prepare(request)
+        try:
+            async for _ in stream:
+                await response.write(b"data: " + stream.last_raw.encode() + b"\n\n")
+            await response.write(b"data: [DONE]\n\n")
+        except UpstreamError as exc:
+            # After the first bytes the caller is told honestly; what ran is still billed.
+            error = {
+                "error": {"code": exc.code, "message": exc.message},
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
+            }
+            await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+    finally:
+        stream.aclose()
+        await engine.complete(
+            task, None, usage=stream.usage, model=stream.model, generation_id=stream.generation_id
+        )
+    await response.write_eof()
+    return response
+
+
+# -- L402 --------------------------------------------------------------------------------------
+
+
+async def _l402_challenge(
+    request: web.Request, engine: Engine, chat: ChatRequest, raw: bytes
+) -> Problem:
+    priced = await engine.price(chat)
+    total = priced.quote.total
+    try:
+        invoice = await engine.lightning.create_invoice(
+            total, "satrouter L402", engine.config.invoice_expiry
+        )
+    except Exception as exc:
+        raise Problem(503, "lightning_unavailable", str(exc)) from None
+    macaroon, token_id = await request.app[L402].mint(
+        invoice.payment_hash,
+        digest=request_digest(raw),
+        max_price=total,
+        valid_for=engine.config.invoice_expiry + 86_400,
+    )
+    now = time.time()
+    async with engine.store.transaction() as tx:
+        await tx.insert_invoice(
+            InvoiceRow(
+                invoice.payment_hash,
+                invoice.bolt11,
+                total.value,
+                "l402",
+                f"l402_{token_id}",
+                "open",
+                now,
+                invoice.expires_at,
+            )
+        )
+    return Problem(
+        402,
+        "payment_required",
+        f"pay {total.value // 1000} sat and repeat the request with "
+        "Authorization: L402 <macaroon>:<preimage>",
+        header_lists={"WWW-Authenticate": challenge(macaroon, invoice.bolt11)},
+        extra={
+            "price": price_view(_quote_json(priced)).model_dump(),
+            "invoice": invoice.bolt11,
+            "macaroon": macaroon,
+        },
+    )
+
+
+def _quote_json(priced: Priced) -> dict[str, object]:
+    from ..tasks.engine import _quote_data
+
+    return _quote_data(priced.quote)
+
+
+async def _l402_paid(
+    request: web.Request, engine: Engine, chat: ChatRequest, raw: bytes
+) -> web.StreamResponse:
+    authority = request.app[L402]
+    header = request.headers["Authorization"]
+    bound = True
+    try:
+        grant = await authority.verify(
+            header, digest=request_digest(raw), is_settled=engine.confirm
+        )
+    except L402Error as exc:
+        if exc.reason != "wrong_request":
+            raise _refusal(exc) from None
+        try:  # another request: it may run on the credit left on the token
+            grant = await authority.verify(header, digest=None, is_settled=engine.confirm)
+        except L402Error as again:
+            raise _refusal(again) from None
+        bound = False
+    payer = f"l402_{grant.token_id}"
+    if bound:
+        async with engine.store.read() as tx:
+            served = await tx.get_value(f"l402:served:{grant.token_id}")
+        if served is not None:  # a repeat of the paid request: same answer, nothing runs
+            async with engine.store.read() as tx:
+                task = await tx.task(served)
+            if task is not None and task.data.get("result") is not None:
+                return web.json_response(
+                    task.data["result"],
+                    headers={"X-Satrouter-Task": task.id, "X-Satrouter-Replay": "true"},
+                )
+            raise Problem(409, "l402_already_used", "this request was already run")
+    priced = await engine.price(chat)
+    task = await engine.reserve(
+        payer, _capped(priced, grant.max_price if bound else None), kind="l402"
+    )
+    if bound:
+        async with engine.store.transaction() as tx:
+            await tx.set_value(f"l402:served:{grant.token_id}", task.id)
+    return await _run(request, engine, task.id, priced, chat.stream)
+
+
+def _capped(priced: Priced, paid: Msat | None) -> Priced:
+    """The paid request holds at most what was paid for it (the rate may have moved since)."""
+    if paid is None or priced.quote.total <= paid:
+        return priced
+    from dataclasses import replace
+
+    return Priced(replace(priced.quote, total=paid), priced.body)
+
+
+def _refusal(exc: L402Error) -> Problem:
+    status = 402 if exc.reason == "unpaid" else 401
+    return Problem(status, f"l402_{exc.reason}", exc.detail)

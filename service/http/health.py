@@ -1,0 +1,150 @@
+"""Liveness, readiness and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel
+
+from billing.rates import RateUnavailable
+
+from ..upstream.catalog import CatalogUnavailable
+from . import schemas
+from .keys import ENGINE, STORE
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    engine = request.app[ENGINE]
+    checks: dict[str, str] = {}
+    try:
+        async with request.app[STORE].read() as tx:
+            await tx.get_value("ready")
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        catalog = await engine.catalog.get()
+        checks["catalog"] = f"ok ({len(catalog)} models, {catalog.age():.0f} s old)"
+    except CatalogUnavailable as exc:
+        checks["catalog"] = f"error: {exc}"
+    try:
+        rate = await engine.rates.current()
+        checks["rate"] = f"ok ({rate.source})"
+    except RateUnavailable as exc:
+        checks["rate"] = f"error: {exc}"
+    ready = all(v.startswith("ok") for v in checks.values())
+    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
+
+#: (method, path, request model, response model, summary)
+OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None, str]] = [
+    ("get", "/v1/models", None, schemas.ModelView, "Models with prices in msat"),
+    ("post", "/v1/quote", schemas.TaskRequest, schemas.PriceBreakdown, "Quote a request"),
+    (
+        "post",
+        "/v1/chat/completions",
+        schemas.ChatRequest,
+        None,
+        "OpenAI-compatible chat completion, paid by API key or L402",
+    ),
+    (
+        "post",
+        "/v1/tasks",
+        schemas.TaskRequest,
+        schemas.TaskCreated,
+        "Create a task and its invoice",
+    ),
+    ("get", "/v1/tasks/{task_id}", None, schemas.TaskView, "Read a task"),
+    ("get", "/v1/tasks/{task_id}/events", None, None, "A task's state changes (SSE)"),
+    ("post", "/v1/accounts", None, schemas.AccountCreated, "Create a prepaid account"),
+    ("get", "/v1/accounts/me", None, schemas.AccountView, "The account's balance"),
+    (
+        "post",
+        "/v1/accounts/deposits",
+        schemas.DepositRequest,
+        schemas.InvoiceView,
+        "An invoice that credits the account",
+    ),
+    (
+        "post",
+        "/v1/accounts/withdrawals",
+        schemas.WithdrawalRequest,
+        schemas.WithdrawalView,
+        "Pay the agent's invoice from its balance",
+    ),
+    ("get", "/healthz", None, None, "Liveness"),
+    ("get", "/readyz", None, None, "Readiness"),
+    ("get", "/openapi.json", None, None, "This document"),
+]
+
+
+def openapi() -> dict[str, Any]:
+    """The OpenAPI 3.1 document, generated from the pydantic models."""
+    components: dict[str, Any] = {
+        "Problem": {
+            "type": "object",
+            "properties": {
+                k: {"type": t}
+                for k, t in (
+                    ("type", "string"),
+                    ("title", "string"),
+                    ("status", "integer"),
+                    ("detail", "string"),
+                )
+            },
+        }
+    }
+    paths: dict[str, Any] = {}
+    for method, path, request_model, response_model, summary in OPERATIONS:
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "responses": {
+                "default": {
+                    "description": "error",
+                    "content": {
+                        "application/problem+json": {
+                            "schema": {"$ref": "#/components/schemas/Problem"}
+                        }
+                    },
+                }
+            },
+        }
+        for model, slot in ((request_model, "request"), (response_model, "response")):
+            if model is None:
+                continue
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(schema.pop("$defs", {}))
+            components[model.__name__] = schema
+            ref = {"$ref": f"#/components/schemas/{model.__name__}"}
+            if slot == "request":
+                operation["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": ref}},
+                }
+            else:
+                operation["responses"]["200"] = {
+                    "description": "ok",
+                    "content": {"application/json": {"schema": ref}},
+                }
+        operation["responses"].setdefault("200", {"description": "ok"})
+        paths.setdefault(path, {})[method] = operation
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "satrouter", "version": "0.1.0"},
+        "paths": paths,
+        "components": {"schemas": components},
+    }
+
+
+@routes.get("/openapi.json")
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi())

@@ -1,0 +1,129 @@
+"""RFC 9457 problem responses. Every error satrouter answers is ``application/problem+json``
+with a stable ``type`` (a URN under ``urn:satrouter:problem:``) that clients can branch on.
+
+Handlers raise :class:`Problem`; the middleware turns it (and aiohttp's own HTTP errors, bodies
+that are too large, and anything unexpected) into a problem response. An unexpected exception
+is logged with a reference and answered 500 without internal details.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/problem+json"
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    402: "Payment Required",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    410: "Gone",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+class Problem(Exception):
+    """An error answer: ``status``, a stable ``kind`` (the type's last segment) and details."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+        header_lists: Mapping[str, list[str]] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.kind = kind
+        self.detail = detail
+        self.headers = dict(headers or {})
+        self.header_lists = dict(header_lists or {})
+        self.extra = dict(extra or {})
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "type": f"urn:satrouter:problem:{self.kind}",
+            "title": _TITLES.get(self.status, "Error"),
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            body["instance"] = instance
+        body.update(self.extra)
+        return body
+
+    def response(self, instance: str | None = None) -> web.Response:
+        response = web.Response(
+            status=self.status,
+            text=json.dumps(self.body(instance), default=str),
+            content_type=CONTENT_TYPE,
+            headers=self.headers,
+        )
+        for name, values in self.header_lists.items():
+            for value in values:
+                response.headers.add(name, value)
+        return response
+
+
+_AIOHTTP_KINDS = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Problem as problem:
+        return problem.response(request.path)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        kind = _AIOHTTP_KINDS.get(exc.status, "http_error")
+        detail = exc.reason if exc.status != 413 else "request body is too large"
+        return Problem(exc.status, kind, detail).response(request.path)
+    except Exception:
+        reference = secrets.token_hex(6)
+        log.exception(
+            "unexpected error (reference %s) on %s %s", reference, request.method, request.path
+        )
+        return Problem(
+            500, "internal", f"an unexpected error occurred (reference {reference})"
+        ).response(request.path)
+
+
+async def read_json(request: web.Request) -> Any:
+    """The request body as JSON, or a 400/415 problem."""
+    if request.content_type not in ("application/json", "") and not request.content_type.endswith(
+        "+json"
+    ):
+        raise Problem(415, "unsupported_media_type", "send JSON (Content-Type: application/json)")
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise Problem(400, "malformed_json", "the request body is not valid JSON") from None

@@ -1,0 +1,170 @@
+"""Request and response bodies of the public API (pydantic: validated at the edge, and the
+source of ``/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+
+from .problems import Problem
+
+_M = TypeVar("_M", bound=BaseModel)
+
+MAX_MESSAGES = 512
+MAX_MODELS = 8
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class ChatRequest(BaseModel):
+    """An OpenAI-compatible chat completion request. Unknown fields are passed to OpenRouter."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(None, min_length=1, max_length=200)
+    models: list[str] | None = Field(None, max_length=MAX_MODELS)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    max_completion_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    stream: bool = False
+    provider: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _needs_a_model(self) -> ChatRequest:
+        if not self.model and not self.models:
+            raise ValueError("set model (or models)")
+        return self
+
+    @property
+    def chain(self) -> list[str]:
+        out: list[str] = []
+        for model in [self.model, *(self.models or [])]:
+            if model and model not in out:
+                out.append(model)
+        return out
+
+    @property
+    def completion_limit(self) -> int | None:
+        return self.max_tokens or self.max_completion_tokens
+
+
+class TaskRequest(BaseModel):
+    """``POST /v1/tasks`` and ``POST /v1/quote``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
+    model: str | None = Field(None, min_length=1, max_length=200)
+    models: list[str] | None = Field(None, max_length=MAX_MODELS)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    callback_url: HttpUrl | None = None
+
+    def chat(self, default_model: str) -> ChatRequest:
+        return ChatRequest(
+            model=self.model or (None if self.models else default_model),
+            models=self.models,
+            messages=self.messages,
+            max_tokens=self.max_tokens,
+        )
+
+
+class DepositRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount_sat: int = Field(ge=1, le=10_000_000)
+
+
+class WithdrawalRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    invoice: str = Field(min_length=10, max_length=4096)
+    fee_limit_msat: int | None = Field(None, ge=0, le=100_000_000)
+
+
+class PriceBreakdown(BaseModel):
+    model: str
+    prompt_tokens_max: int
+    completion_tokens_max: int
+    cost_max_usd: str
+    btc_usd: str
+    rate_source: str
+    rate_at: float
+    cost_msat: int
+    markup_msat: int
+    fee_msat: int
+    total_msat: int
+
+
+class InvoiceView(BaseModel):
+    payment_hash: str
+    bolt11: str
+    amount_msat: int
+    expires_at: float
+
+
+class TaskView(BaseModel):
+    id: str
+    status: str
+    created_at: float
+    updated_at: float
+    model: str | None = None
+    price: PriceBreakdown | None = None
+    invoice: InvoiceView | None = None
+    result: dict[str, Any] | None = None
+    charge_msat: int | None = None
+    change_msat: int | None = None
+    provisional: bool | None = None
+    error: str | None = None
+
+
+class TaskCreated(TaskView):
+    task_token: str
+    callback_secret: str | None = None
+
+
+class AccountCreated(BaseModel):
+    id: str
+    api_key: str
+    balance_msat: int
+
+
+class AccountView(BaseModel):
+    id: str
+    balance_msat: int
+
+
+class WithdrawalView(BaseModel):
+    payment_hash: str
+    amount_msat: int
+    fee_msat: int
+    preimage: str
+    balance_msat: int
+
+
+class ModelView(BaseModel):
+    id: str
+    name: str
+    context_length: int | None
+    max_completion_tokens: int | None
+    prompt_msat_per_mtok: int | None
+    completion_msat_per_mtok: int | None
+    request_msat: int | None
+    variable_price: bool
+
+
+def parse(model: type[_M], data: Any) -> _M:
+    """Validate ``data`` as ``model`` or raise a 400 problem that lists what is wrong."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors()[:10]:
+            where = ".".join(str(p) for p in err["loc"]) or "body"
+            problems.append(f"{where}: {err['msg']}")
+        raise Problem(400, "invalid_request", "; ".join(problems)) from None

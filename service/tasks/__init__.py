@@ -1,0 +1,1 @@
+"""The paid-task engine: states, settlement, running, reconciliation, recovery."""

@@ -1,0 +1,616 @@
+"""The paid-task engine.
+
+States: ``awaiting_payment -> paid -> running -> completed -> reconciled``, with exits
+``expired`` (never paid) and ``failed -> refunded``. Every transition is a compare-and-set on the
+task's state, written in one transaction with its ledger entry and its outbox event, so a crash
+at any point leaves either the old state or the new one, never half of each, and replaying a step
+posts nothing twice (ledger idempotency keys).
+
+Work is found by state, not by remembering it: the runner takes ``paid`` tasks, the reconciler
+``completed`` ones, the expiry sweep ``awaiting_payment`` ones past their invoice's expiry. On
+start-up a task found ``running`` was interrupted mid-call: it is failed and refunded rather than
+run again (a call may already have reached OpenRouter; running it twice is what must never
+happen).
+
+Who pays: a task paid by invoice is paid by ``task_<id>`` (change and refunds become credit the
+task token can withdraw); a prepaid call by its account ``acct_<id>``; an L402 call by its token
+``l402_<token id>``. Money moves only through :mod:`billing.ledger`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hashlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from billing import ledger
+from billing.lightning import InvoiceStatus, LightningBackend, LightningError
+from billing.lightning.settlement import confirmed_settlements
+from billing.money import Msat, NanoUsd, Rounding, nusd_to_msat
+from billing.pricing import (
+    PricingPolicy,
+    Quote,
+    QuoteError,
+    charge,
+    prompt_tokens_upper_bound,
+    quote,
+)
+from billing.rates import Rate, RateProvider, RateUnavailable
+from billing.store import InvoiceRow, Store, TaskRow, Tx
+
+from ..http.problems import Problem
+from ..http.schemas import ChatRequest
+from ..upstream.catalog import CatalogCache, CatalogUnavailable
+from ..upstream.errors import UpstreamError
+from ..upstream.openrouter import ChatResult, GenerationNotReady, OpenRouterClient
+from ..upstream.schemas import Usage
+
+log = logging.getLogger(__name__)
+
+
+class State(enum.StrEnum):
+    AWAITING_PAYMENT = "awaiting_payment"
+    PAID = "paid"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    RECONCILED = "reconciled"
+    EXPIRED = "expired"
+    FAILED = "failed"
+    REFUNDED = "refunded"
+
+
+TERMINAL = frozenset({State.RECONCILED, State.EXPIRED, State.REFUNDED})
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    invoice_expiry: int = 600
+    default_max_tokens: int = 1024
+    generation_deadline: float = 30.0
+    sweep_interval: float = 1.0
+    max_concurrent_runs: int = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Priced:
+    """A request with its quote and the exact body to send upstream."""
+
+    quote: Quote
+    body: dict[str, Any]
+
+
+def _quote_data(q: Quote) -> dict[str, Any]:
+    return {
+        "model": q.model,
+        "prompt_tokens_max": q.prompt_tokens_max,
+        "completion_tokens_max": q.completion_tokens_max,
+        "cost_max_nusd": q.cost_max.value,
+        "btc_usd": str(q.rate.usd_per_btc),
+        "rate_source": q.rate.source,
+        "rate_at": q.rate.at,
+        "cost_msat": q.cost_msat.value,
+        "markup_msat": q.markup.value,
+        "fee_msat": q.fee.value,
+        "total_msat": q.total.value,
+    }
+
+
+def _rate_of(data: dict[str, Any]) -> Rate:
+    q = data["quote"]
+    return Rate(Decimal(q["btc_usd"]), q["rate_source"], q["rate_at"])
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Engine:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        lightning: LightningBackend,
+        upstream: OpenRouterClient,
+        catalog: CatalogCache,
+        rates: RateProvider,
+        policy: PricingPolicy,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.store = store
+        self.lightning = lightning
+        self.upstream = upstream
+        self.catalog = catalog
+        self.rates = rates
+        self.policy = policy
+        self.config = config or EngineConfig()
+        self._wake = asyncio.Event()
+        self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
+        self._running: set[str] = set()
+        self._reconciling: set[str] = set()
+        self._slots = asyncio.Semaphore(self.config.max_concurrent_runs)
+        self.dispatch_times: list[float] = []  # settlement confirmed -> upstream request sent
+
+    # -- pricing --------------------------------------------------------------------------
+
+    async def price(self, request: ChatRequest) -> Priced:
+        """Quote the most this request can cost, across its whole fallback chain."""
+        try:
+            catalog = await self.catalog.get()
+        except CatalogUnavailable as exc:
+            raise Problem(503, "catalog_unavailable", str(exc)) from None
+        try:
+            rate = await self.rates.current()
+        except RateUnavailable as exc:
+            raise Problem(503, "rate_unavailable", str(exc)) from None
+        texts = [
+            m.content if isinstance(m.content, str) else str(m.content or "")
+            for m in request.messages
+        ]
+        prompt_max = prompt_tokens_upper_bound(texts, len(request.messages))
+        requested = request.completion_limit
+        worst: Quote | None = None
+        completion_max = requested or self.config.default_max_tokens
+        for model_id in request.chain:
+            info = catalog.get(model_id)
+            if info is None:
+                raise Problem(400, "unknown_model", f"{model_id} is not a model satrouter offers")
+            if info.context_length and prompt_max > info.context_length * 4:
+                raise Problem(400, "prompt_too_long", f"the prompt is too long for {model_id}")
+            limit = completion_max
+            if info.max_completion_tokens:
+                limit = min(limit, info.max_completion_tokens)
+            try:
+                q = quote(
+                    model_id,
+                    info.price,
+                    prompt_tokens_max=prompt_max,
+                    completion_tokens_max=limit,
+                    rate=rate,
+                    policy=self.policy,
+                )
+            except QuoteError as exc:
+                raise Problem(400, "unpriceable_model", str(exc)) from None
+            if worst is None or q.total > worst.total:
+                worst = q
+        assert worst is not None
+        body = request.model_dump(exclude_none=True, exclude={"max_completion_tokens"})
+        chain = request.chain
+        body["model"] = chain[0]
+        if len(chain) > 1:
+            body["models"] = chain
+        # Never let the call produce more than was paid for.
+        body["max_tokens"] = worst.completion_tokens_max
+        body.pop("stream", None)
+        return Priced(worst, body)
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def _move(
+        self,
+        tx: Tx,
+        task: TaskRow,
+        to: State,
+        *,
+        updates: dict[str, Any] | None = None,
+        event: dict[str, Any] | None = None,
+    ) -> TaskRow | None:
+        """Compare-and-set ``task`` from its state to ``to``; None if someone moved it first."""
+        now = time.time()
+        data = {**task.data, **(updates or {})}
+        if not await tx.update_task(
+            task.id, state=to, data=data, expected_state=task.state, now=now
+        ):
+            return None
+        await tx.append_event(
+            f"task.{to}", task.id, {"task": task.id, "status": str(to), **(event or {})}, now
+        )
+        return TaskRow(task.id, to, task.agent, data, task.created_at, now)
+
+    def _announce(self, task: TaskRow) -> None:
+        """After commit: wake the workers and the task's live listeners."""
+        self._wake.set()
+        for queue in self._listeners.get(task.id, ()):
+            queue.put_nowait({"status": task.state, "at": task.updated_at})
+
+    @contextlib.contextmanager
+    def listen(self, task_id: str) -> Any:
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._listeners.setdefault(task_id, set()).add(queue)
+        try:
+            yield queue
+        finally:
+            self._listeners[task_id].discard(queue)
+            if not self._listeners[task_id]:
+                del self._listeners[task_id]
+
+    # -- creating work --------------------------------------------------------------------
+
+    async def create_invoice_task(
+        self,
+        request: ChatRequest,
+        *,
+        callback_url: str | None,
+        idempotency_key: str | None,
+    ) -> tuple[TaskRow, str, str | None]:
+        """A task paid by its own invoice: ``(task, task token, callback secret)``."""
+        priced = await self.price(request)
+        fingerprint = hashlib.sha256(repr((priced.body, callback_url)).encode()).hexdigest()
+        if idempotency_key:
+            async with self.store.read() as tx:
+                existing = await tx.get_value(f"idem:{token_hash(idempotency_key)}")
+            if existing:
+                task_id, seen_fingerprint, token, secret = existing.split("|")
+                if seen_fingerprint != fingerprint:
+                    raise Problem(
+                        409,
+                        "idempotency_conflict",
+                        "this Idempotency-Key was used for a different request",
+                    )
+                async with self.store.read() as tx:
+                    task = await tx.task(task_id)
+                assert task is not None
+                return task, token, secret or None
+        task_id = "task_" + secrets.token_hex(12)
+        token = f"tt_{task_id}.{secrets.token_urlsafe(24)}"
+        callback_secret = secrets.token_urlsafe(32) if callback_url else None
+        try:
+            invoice = await self.lightning.create_invoice(
+                priced.quote.total, f"satrouter {task_id}", self.config.invoice_expiry
+            )
+        except LightningError as exc:
+            raise Problem(503, "lightning_unavailable", str(exc)) from None
+        now = time.time()
+        data = {
+            "kind": "invoice",
+            "payer": task_id,
+            "request": priced.body,
+            "quote": _quote_data(priced.quote),
+            "invoice": {
+                "payment_hash": invoice.payment_hash,
+                "bolt11": invoice.bolt11,
+                "amount_msat": invoice.amount.value,
+                "expires_at": invoice.expires_at,
+            },
+            "callback_url": callback_url,
+            "callback_secret": callback_secret,
+            "token_hash": token_hash(token),
+        }
+        task = TaskRow(task_id, State.AWAITING_PAYMENT, task_id, data, now, now)
+        async with self.store.transaction() as tx:
+            await tx.insert_task(task)
+            await tx.insert_invoice(
+                InvoiceRow(
+                    invoice.payment_hash,
+                    invoice.bolt11,
+                    invoice.amount.value,
+                    "task",
+                    task_id,
+                    "open",
+                    now,
+                    invoice.expires_at,
+                )
+            )
+            await tx.append_event(
+                "task.awaiting_payment",
+                task_id,
+                {"task": task_id, "status": "awaiting_payment"},
+                now,
+            )
+            if idempotency_key:
+                await tx.set_value(
+                    f"idem:{token_hash(idempotency_key)}",
+                    f"{task_id}|{fingerprint}|{token}|{secret or ''}",
+                )
+        return task, token, secret
+
+    async def reserve(self, payer: str, priced: Priced, *, kind: str) -> TaskRow:
+        """A call paid from ``payer``'s credit: its maximum price moves into escrow now."""
+        task_id = "task_" + secrets.token_hex(12)
+        now = time.time()
+        data = {
+            "kind": kind,
+            "payer": payer,
+            "request": priced.body,
+            "quote": _quote_data(priced.quote),
+            "held_msat": priced.quote.total.value,
+        }
+        task = TaskRow(task_id, State.RUNNING, payer, data, now, now)
+        try:
+            async with self.store.transaction() as tx:
+                await tx.insert_task(task)
+                await ledger.post(tx, ledger.reserve(payer, task_id, priced.quote.total))
+                await tx.append_event(
+                    "task.running", task_id, {"task": task_id, "status": "running"}, now
+                )
+        except ledger.InsufficientFunds as exc:
+            raise Problem(
+                402,
+                "insufficient_balance",
+                f"this request may cost up to {priced.quote.total.value} msat; the balance is "
+                f"{exc.balance} msat",
+                extra={"price_msat": priced.quote.total.value, "balance_msat": exc.balance},
+            ) from None
+        return task
+
+    # -- payments in ----------------------------------------------------------------------
+
+    async def open_invoice_hashes(self) -> list[str]:
+        async with self.store.read() as tx:
+            return [i.payment_hash for i in await tx.open_invoices()]
+
+    async def on_settled(self, status: InvoiceStatus) -> bool:
+        """Apply one confirmed settlement (idempotent). True if it changed anything."""
+        if not status.settled:
+            return False
+        async with self.store.transaction() as tx:
+            invoice = await tx.invoice(status.payment_hash)
+            if invoice is None or invoice.status != "open":
+                return False
+            if status.amount_paid < Msat(invoice.amount_msat):
+                log.warning(
+                    "invoice %s underpaid: %s", invoice.payment_hash[:16], status.amount_paid
+                )
+                return False
+            await tx.set_invoice_status(invoice.payment_hash, "settled", time.time())
+            paid = status.amount_paid
+            moved: TaskRow | None = None
+            if invoice.purpose == "task":
+                task = await tx.task(invoice.ref)
+                await ledger.post(
+                    tx, ledger.invoice_paid_into_escrow(invoice.ref, paid, invoice.payment_hash)
+                )
+                if task is not None and task.state == State.AWAITING_PAYMENT:
+                    moved = await self._move(
+                        tx,
+                        task,
+                        State.PAID,
+                        updates={"held_msat": paid.value, "paid_at": time.time()},
+                    )
+                else:  # paid after it expired: the money is the payer's credit
+                    await ledger.post(tx, ledger.refund(invoice.ref, invoice.ref, paid))
+            else:  # deposit to an account, or an L402 token's payment
+                await ledger.post(tx, ledger.deposit(invoice.ref, paid, invoice.payment_hash))
+        if moved is not None:
+            self._announce(moved)
+        return True
+
+    async def confirm(self, payment_hash: str) -> bool:
+        """Ask the backend now (used when a client says it paid before the push arrived)."""
+        async with self.store.read() as tx:
+            invoice = await tx.invoice(payment_hash)
+        if invoice is None:
+            return False
+        if invoice.status == "settled":
+            return True
+        try:
+            status = await self.lightning.invoice_status(payment_hash)
+        except LightningError:
+            return False
+        await self.on_settled(status)
+        return status.settled
+
+    # -- running --------------------------------------------------------------------------
+
+    async def start_run(self, task: TaskRow) -> TaskRow | None:
+        """Move a paid task to running (None if another worker took it)."""
+        async with self.store.transaction() as tx:
+            moved = await self._move(tx, task, State.RUNNING)
+        if moved is not None:
+            self._announce(moved)
+        return moved
+
+    async def complete(
+        self,
+        task: TaskRow,
+        result: ChatResult | None,
+        *,
+        usage: Usage | None = None,
+        model: str | None = None,
+        generation_id: str | None = None,
+    ) -> TaskRow:
+        """Record the call's result; the reconciler takes it from here."""
+        usage = usage or (result.usage if result else None)
+        updates = {
+            "result": result.raw if result else None,
+            "generation_id": generation_id or (result.generation_id if result else None),
+            "model_used": model or (result.completion.model if result else None),
+            "inline_cost_usd": str(usage.cost) if usage and usage.cost is not None else None,
+            "usage": usage.model_dump(mode="json") if usage else None,
+            "completed_at": time.time(),
+        }
+        async with self.store.transaction() as tx:
+            current = await tx.task(task.id)
+            assert current is not None
+            moved = await self._move(
+                tx,
+                current,
+                State.COMPLETED,
+                updates=updates,
+                event={"model": updates["model_used"]},
+            )
+        assert moved is not None, f"{task.id} left running while its call ran"
+        self._announce(moved)
+        return moved
+
+    async def fail(self, task: TaskRow, error: str) -> TaskRow:
+        """Every model failed (or the run was interrupted): refund everything held."""
+        async with self.store.transaction() as tx:
+            current = await tx.task(task.id)
+            assert current is not None
+            if current.state in TERMINAL:
+                return current
+            failed = await self._move(tx, current, State.FAILED, updates={"error": error})
+            assert failed is not None
+            held = Msat(int(failed.data.get("held_msat", 0)))
+            if held:
+                await ledger.post(tx, ledger.refund(task.id, failed.data["payer"], held))
+            refunded = await self._move(
+                tx, failed, State.REFUNDED, event={"refund_msat": held.value}
+            )
+        assert refunded is not None
+        self._announce(refunded)
+        return refunded
+
+    async def execute(self, task: TaskRow) -> TaskRow:
+        """Run a ``running`` task's call (non-streaming) and record the outcome."""
+        self.dispatch_times.append(time.time() - float(task.data.get("paid_at", time.time())))
+        try:
+            result = await self.upstream.chat(task.data["request"])
+        except UpstreamError as exc:
+            log.info("%s failed upstream: %r", task.id, exc)
+            return await self.fail(task, f"{type(exc).__name__}: {exc.message}")
+        return await self.complete(task, result)
+
+    # -- reconciling ----------------------------------------------------------------------
+
+    async def reconcile(self, task: TaskRow) -> TaskRow | None:
+        """Settle a completed task from OpenRouter's authoritative cost."""
+        generation_id = task.data.get("generation_id")
+        provisional = False
+        cost_usd: Decimal | None = None
+        if generation_id:
+            try:
+                generation = await self.upstream.generation(
+                    generation_id, deadline=self.config.generation_deadline
+                )
+                cost_usd = generation.total_cost
+            except GenerationNotReady:
+                provisional = True
+            except UpstreamError as exc:
+                log.warning("%s: generation lookup failed: %r", task.id, exc)
+                provisional = True
+        if cost_usd is None:
+            inline = task.data.get("inline_cost_usd")
+            if inline is None and generation_id:
+                # Neither the record nor an inline cost: charge the quoted maximum cost.
+                inline = str(Decimal(task.data["quote"]["cost_max_nusd"]) / 10**9)
+            cost_usd = Decimal(inline) if inline is not None else Decimal(0)
+            provisional = provisional or generation_id is not None
+        cost = NanoUsd.from_usd(cost_usd, Rounding.UP)
+        rate = _rate_of(task.data)
+        held = Msat(int(task.data["held_msat"]))
+        bill = charge(cost, paid=held, rate=rate, policy=self.policy)
+        margin = bill.total - nusd_to_msat(cost, rate.usd_per_btc, Rounding.UP)
+        updates = {
+            "cost_nusd": cost.value,
+            "charge_msat": bill.total.value,
+            "change_msat": bill.change.value,
+            "margin_msat": margin.value,
+            "provisional": provisional,
+            "capped": bill.capped,
+            "reconciled_at": time.time(),
+        }
+        async with self.store.transaction() as tx:
+            current = await tx.task(task.id)
+            if current is None or current.state != State.COMPLETED:
+                return None
+            await ledger.post(
+                tx, ledger.settle(task.id, task.data["payer"], held, bill.total, cost)
+            )
+            moved = await self._move(
+                tx,
+                current,
+                State.RECONCILED,
+                updates=updates,
+                event={"charge_msat": bill.total.value, "change_msat": bill.change.value},
+            )
+        if moved is not None:
+            self._announce(moved)
+        return moved
+
+    # -- workers --------------------------------------------------------------------------
+
+    async def recover(self) -> int:
+        """Start-up: a task left ``running`` was interrupted mid-call; refund it."""
+        async with self.store.read() as tx:
+            interrupted = await tx.tasks_in_states([State.RUNNING])
+        for task in interrupted:
+            await self.fail(task, "interrupted by a restart while running; refunded")
+        return len(interrupted)
+
+    async def settlement_worker(self) -> None:
+        async for status in confirmed_settlements(self.lightning, self.open_invoice_hashes):
+            try:
+                await self.on_settled(status)
+            except Exception:
+                log.exception("applying settlement %s failed", status.payment_hash[:16])
+
+    async def _run_one(self, task: TaskRow) -> None:
+        async with self._slots:
+            try:
+                running = await self.start_run(task)
+                if running is not None:
+                    await self.execute(running)
+            except Exception:
+                log.exception("running %s failed", task.id)
+            finally:
+                self._running.discard(task.id)
+
+    async def _reconcile_one(self, task: TaskRow) -> None:
+        try:
+            await self.reconcile(task)
+        except Exception:
+            log.exception("reconciling %s failed", task.id)
+        finally:
+            self._reconciling.discard(task.id)
+
+    async def work_worker(self) -> None:
+        """Run paid tasks, reconcile completed ones, expire unpaid ones."""
+        background: set[asyncio.Task[None]] = set()
+        while True:
+            self._wake.clear()
+            async with self.store.read() as tx:
+                ready = await tx.tasks_in_states([State.PAID, State.COMPLETED])
+                waiting = await tx.tasks_in_states([State.AWAITING_PAYMENT])
+            for task in ready:
+                if task.state == State.PAID and task.id not in self._running:
+                    self._running.add(task.id)
+                    job = asyncio.create_task(self._run_one(task))
+                elif task.state == State.COMPLETED and task.id not in self._reconciling:
+                    self._reconciling.add(task.id)
+                    job = asyncio.create_task(self._reconcile_one(task))
+                else:
+                    continue
+                background.add(job)
+                job.add_done_callback(background.discard)
+            now = time.time()
+            for task in waiting:
+                if task.data["invoice"]["expires_at"] <= now:
+                    await self._expire(task)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.sweep_interval)
+
+    async def _expire(self, task: TaskRow) -> None:
+        payment_hash = task.data["invoice"]["payment_hash"]
+        if await self.confirm(payment_hash):  # paid at the last moment
+            return
+        async with self.store.transaction() as tx:
+            await tx.set_invoice_status(payment_hash, "expired", None)
+            moved = await self._move(tx, task, State.EXPIRED)
+        if moved is not None:
+            self._announce(moved)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Recover, then run the workers until the block exits."""
+        await self.recover()
+        workers = [
+            asyncio.create_task(self.settlement_worker()),
+            asyncio.create_task(self.work_worker()),
+        ]
+        try:
+            yield
+        finally:
+            for worker in workers:
+                worker.cancel()
+            for worker in workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
