@@ -51,7 +51,7 @@ from ..http.schemas import ChatRequest
 from ..upstream.catalog import CatalogCache, CatalogUnavailable
 from ..upstream.errors import UpstreamError
 from ..upstream.openrouter import ChatResult, GenerationNotReady, OpenRouterClient
-from ..upstream.schemas import Usage
+from ..upstream.schemas import Usage, plain
 
 log = logging.getLogger(__name__)
 
@@ -307,9 +307,9 @@ class Engine:
             if idempotency_key:
                 await tx.set_value(
                     f"idem:{token_hash(idempotency_key)}",
-                    f"{task_id}|{fingerprint}|{token}|{secret or ''}",
+                    f"{task_id}|{fingerprint}|{token}|{callback_secret or ''}",
                 )
-        return task, token, secret
+        return task, token, callback_secret
 
     async def reserve(self, payer: str, priced: Priced, *, kind: str) -> TaskRow:
         """A call paid from ``payer``'s credit: its maximum price moves into escrow now."""
@@ -419,7 +419,7 @@ class Engine:
         """Record the call's result; the reconciler takes it from here."""
         usage = usage or (result.usage if result else None)
         updates = {
-            "result": result.raw if result else None,
+            "result": plain(result.raw) if result else None,
             "generation_id": generation_id or (result.generation_id if result else None),
             "model_used": model or (result.completion.model if result else None),
             "inline_cost_usd": str(usage.cost) if usage and usage.cost is not None else None,

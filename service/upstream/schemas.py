@@ -19,6 +19,18 @@ def loads(data: str | bytes) -> Any:
     return json.loads(data, parse_float=Decimal)
 
 
+def plain(value: Any) -> Any:
+    """A parsed body made JSON-serializable again for passing on (Decimals become numbers);
+    never used for accounting, which reads the Decimals."""
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
 class _Open(BaseModel):
     model_config = ConfigDict(extra="allow")
 

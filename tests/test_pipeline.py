@@ -1,0 +1,379 @@
+"""The paid-task pipeline end to end: real LNbits (FakeWallet), the OpenRouter emulator, a real
+SQLite file and real HTTP over loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+
+from billing import ledger
+from service.app import create_app
+from service.config import Settings
+from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
+from service.emulator.faults import Fault
+from service.http.keys import STORE
+from service.tasks.engine import EngineConfig
+
+from .conftest import Emulator, start_emulator
+from .lnbits_server import LnbitsServer, Wallet
+
+pytestmark = pytest.mark.lnbits
+CHEAP = "meta-llama/llama-3.1-8b-instruct"
+BACKUP = "openai/gpt-4o-mini"
+HELLO = [{"role": "user", "content": "Hello there, agent! [[tokens=10]]"}]
+
+
+@dataclass
+class Service:
+    url: str
+    app: web.Application
+    emulator: Emulator
+    lnbits: LnbitsServer
+    agent: Wallet
+
+    async def check_ledger(self) -> ledger.LedgerCheck:
+        async with self.app[STORE].read() as tx:
+            return await ledger.check(tx)
+
+    async def journal_size(self) -> int:
+        async with self.app[STORE].read() as tx:
+            return (await tx.ledger_totals()).entries
+
+    async def pay(self, bolt11: str) -> dict[str, Any]:
+        response = await asyncio.to_thread(self.lnbits.pay, self.agent, bolt11)
+        assert response.status_code < 300, response.text
+        payment_hash = response.json()["payment_hash"]
+        status = await asyncio.to_thread(
+            httpx.get,
+            f"{self.lnbits.url}/api/v1/payments/{payment_hash}",
+            headers={"X-Api-Key": self.agent.adminkey},
+        )
+        return dict(status.json())
+
+
+@pytest.fixture
+async def service(lnbits: LnbitsServer, tmp_path: Path) -> AsyncIterator[Service]:
+    emulator, emulator_runner = await start_emulator(EmulatorConfig(generation_delay=0.2))
+    wallet = lnbits.create_wallet("satrouter")
+    agent = lnbits.create_wallet("agent")
+    lnbits.fund(agent, 1_000_000)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/satrouter.db",
+        openrouter_base_url=emulator.base_url,
+        openrouter_api_key=DEFAULT_API_KEY,
+        lnbits_url=lnbits.url,
+        lnbits_invoice_key=wallet.inkey,
+        lnbits_admin_key=wallet.adminkey,
+        btc_usd="100000",
+        catalog_cache=tmp_path / "models.json",
+    )
+    app = create_app(
+        settings,
+        engine_config=EngineConfig(generation_deadline=3, sweep_interval=0.1, invoice_expiry=60),
+    )
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield Service(f"http://127.0.0.1:{runner.addresses[0][1]}", app, emulator, lnbits, agent)
+    await runner.cleanup()
+    await emulator_runner.cleanup()
+
+
+async def _until(predicate: Any, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+async def test_task_paid_by_invoice_runs_reconciles_and_returns_change(service: Service) -> None:
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        created = await http.post(
+            "/v1/tasks", json={"messages": HELLO, "model": CHEAP, "max_tokens": 50}
+        )
+        assert created.status_code == 201, created.text
+        task = created.json()
+        assert task["status"] == "awaiting_payment"
+        assert task["invoice"]["amount_msat"] == task["price"]["total_msat"]
+        auth = {"Authorization": f"Bearer {task['task_token']}"}
+        await service.pay(task["invoice"]["bolt11"])
+
+        async def reconciled() -> dict[str, Any] | None:
+            body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
+            return body if body["status"] == "reconciled" else None
+
+        done = await _until(reconciled)
+        assert done["result"]["choices"][0]["message"]["content"].startswith("Here is")
+        assert done["charge_msat"] + done["change_msat"] == task["invoice"]["amount_msat"]
+        assert done["provisional"] is False
+        events = await http.get(f"/v1/tasks/{task['id']}/events", headers=auth)
+        statuses = [
+            json.loads(line[6:])["status"]
+            for line in events.text.splitlines()
+            if line.startswith("data: ")
+        ]
+        assert statuses == ["awaiting_payment", "paid", "running", "completed", "reconciled"]
+        me = (await http.get("/v1/accounts/me", headers=auth)).json()
+        assert me["balance_msat"] == done["change_msat"]  # the change is the payer's credit
+        other = await http.get(
+            f"/v1/tasks/{task['id']}", headers={"Authorization": "Bearer tt_x.y"}
+        )
+        assert other.status_code == 401
+    assert (await service.check_ledger()).ok
+
+
+async def test_idempotency_key_returns_the_same_task(service: Service) -> None:
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        body = {"messages": HELLO, "model": CHEAP}
+        first = await http.post("/v1/tasks", json=body, headers={"Idempotency-Key": "k1"})
+        again = await http.post("/v1/tasks", json=body, headers={"Idempotency-Key": "k1"})
+        assert first.json()["id"] == again.json()["id"]
+        clash = await http.post(
+            "/v1/tasks", json={**body, "max_tokens": 5}, headers={"Idempotency-Key": "k1"}
+        )
+        assert clash.status_code == 409
+        assert clash.headers["Content-Type"].startswith("application/problem+json")
+
+
+async def test_prepaid_account_with_the_openai_sdk(service: Service) -> None:
+    import openai
+
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        account = (await http.post("/v1/accounts")).json()
+        auth = {"Authorization": f"Bearer {account['api_key']}"}
+        deposit = (
+            await http.post("/v1/accounts/deposits", json={"amount_sat": 500}, headers=auth)
+        ).json()
+        await service.pay(deposit["bolt11"])
+
+        async def funded() -> bool:
+            me = (await http.get("/v1/accounts/me", headers=auth)).json()
+            return bool(me["balance_msat"] == 500_000)
+
+        await _until(funded)
+        sdk = openai.AsyncOpenAI(base_url=service.url + "/v1", api_key=account["api_key"])
+        reply = await sdk.chat.completions.create(model=CHEAP, messages=HELLO, max_tokens=20)
+        assert reply.choices[0].message.content
+        assert reply.model == CHEAP
+        pieces = []
+        stream = await sdk.chat.completions.create(
+            model=CHEAP, messages=HELLO, max_tokens=20, stream=True
+        )
+        async for chunk in stream:
+            if chunk.choices:
+                pieces.append(chunk.choices[0].delta.content or "")
+        assert "".join(pieces) == reply.choices[0].message.content
+        await sdk.close()
+
+        async def settled() -> int | None:
+            async with service.app[STORE].read() as tx:
+                left = await tx.tasks_in_states(["running", "completed"])
+            if left:
+                return None
+            me = (await http.get("/v1/accounts/me", headers=auth)).json()
+            return int(me["balance_msat"])
+
+        balance = await _until(settled)
+        assert 0 < balance < 500_000
+        # Withdraw most of it to the agent's own invoice.
+        agent_invoice = await asyncio.to_thread(
+            httpx.post,
+            f"{service.lnbits.url}/api/v1/payments",
+            json={"out": False, "amount": 100, "memo": "withdraw"},
+            headers={"X-Api-Key": service.agent.inkey},
+        )
+        withdrawal = await http.post(
+            "/v1/accounts/withdrawals",
+            headers=auth,
+            json={"invoice": agent_invoice.json()["bolt11"]},
+        )
+        assert withdrawal.status_code == 200, withdrawal.text
+        assert withdrawal.json()["amount_msat"] == 100_000
+        repeat = await http.post(
+            "/v1/accounts/withdrawals",
+            headers=auth,
+            json={"invoice": agent_invoice.json()["bolt11"]},
+        )
+        assert repeat.status_code == 409
+        me = (await http.get("/v1/accounts/me", headers=auth)).json()
+        assert me["balance_msat"] == balance - 100_000 - withdrawal.json()["fee_msat"]
+    assert (await service.check_ledger()).ok
+
+
+async def test_l402_challenge_pay_and_retry(service: Service) -> None:
+    body = json.dumps({"model": CHEAP, "messages": HELLO, "max_tokens": 30}).encode()
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        headers = {"Content-Type": "application/json"}
+        challenge = await http.post("/v1/chat/completions", content=body, headers=headers)
+        assert challenge.status_code == 402
+        assert challenge.headers["Content-Type"].startswith("application/problem+json")
+        schemes = challenge.headers.get_list("WWW-Authenticate")
+        assert [s.split(" ")[0] for s in schemes] == ["LSAT", "L402"]
+        problem = challenge.json()
+        assert problem["price"]["total_msat"] > 0
+        macaroon, invoice = problem["macaroon"], problem["invoice"]
+        unpaid = await http.post(
+            "/v1/chat/completions",
+            content=body,
+            headers={**headers, "Authorization": f"L402 {macaroon}:{'0' * 64}"},
+        )
+        assert unpaid.status_code == 401
+        assert unpaid.json()["type"].endswith("l402_wrong_preimage")
+
+        paid = await service.pay(invoice)
+        credential = {**headers, "Authorization": f"L402 {macaroon}:{paid['preimage']}"}
+        answer = await http.post("/v1/chat/completions", content=body, headers=credential)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["model"] == CHEAP
+        replay = await http.post("/v1/chat/completions", content=body, headers=credential)
+        assert replay.status_code == 200
+        assert replay.headers["X-Satrouter-Replay"] == "true"
+        assert replay.json() == answer.json()
+        assert service.emulator.state.counters["completions"] == 1  # ran once
+
+        bigger = json.dumps(
+            {"model": "anthropic/claude-opus-4", "messages": HELLO, "max_tokens": 4000}
+        ).encode()
+        refused = await http.post("/v1/chat/completions", content=bigger, headers=credential)
+        assert refused.status_code == 402
+        assert refused.json()["type"].endswith("insufficient_balance")
+    assert (await service.check_ledger()).ok
+
+
+async def test_every_model_failing_refunds_in_full(service: Service) -> None:
+    service.emulator.state.faults.set("*", Fault(kind="bad_gateway"))
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        task = (
+            await http.post("/v1/tasks", json={"messages": HELLO, "models": [CHEAP, BACKUP]})
+        ).json()
+        auth = {"Authorization": f"Bearer {task['task_token']}"}
+        await service.pay(task["invoice"]["bolt11"])
+
+        async def refunded() -> dict[str, Any] | None:
+            body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
+            return body if body["status"] == "refunded" else None
+
+        done = await _until(refunded)
+        assert "BadGateway" in done["error"]
+        me = (await http.get("/v1/accounts/me", headers=auth)).json()
+        assert me["balance_msat"] == task["invoice"]["amount_msat"]
+    assert (await service.check_ledger()).ok
+
+
+async def test_fallback_after_a_rate_limit_charges_the_model_that_ran(service: Service) -> None:
+    service.emulator.state.faults.set(CHEAP, Fault(kind="rate_limit"))
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        task = (
+            await http.post("/v1/tasks", json={"messages": HELLO, "models": [CHEAP, BACKUP]})
+        ).json()
+        auth = {"Authorization": f"Bearer {task['task_token']}"}
+        await service.pay(task["invoice"]["bolt11"])
+
+        async def reconciled() -> dict[str, Any] | None:
+            body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
+            return body if body["status"] == "reconciled" else None
+
+        done = await _until(reconciled)
+        assert done["model"] == BACKUP
+        assert done["result"]["model"] == BACKUP
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "kind"),
+    [
+        (b"{not json", 400, "malformed_json"),
+        (b'{"model": "x/y", "messages": "hi"}', 400, "invalid_request"),
+        (
+            b'{"model": "nobody/none", "messages": [{"role": "user", "content": "hi"}]}',
+            400,
+            "unknown_model",
+        ),
+        (
+            b'{"model": "openrouter/auto", "messages": [{"role": "user", "content": "hi"}]}',
+            400,
+            "unpriceable_model",
+        ),
+        (b'{"messages": [{"role": "user", "content": "hi"}]}', 400, "invalid_request"),
+        (
+            b'{"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "'
+            + b"x" * 2_000_000
+            + b'"}]}',
+            413,
+            "body_too_large",
+        ),
+    ],
+)
+async def test_bad_input_is_a_problem_and_changes_nothing(
+    service: Service, body: bytes, status: int, kind: str
+) -> None:
+    before = await service.journal_size()
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        response = await http.post(
+            "/v1/chat/completions", content=body, headers={"Content-Type": "application/json"}
+        )
+    assert response.status_code == status, response.text
+    assert response.headers["Content-Type"].startswith("application/problem+json")
+    assert response.json()["type"] == f"urn:satrouter:problem:{kind}"
+    assert await service.journal_size() == before
+
+
+async def test_short_balance_and_bad_keys(service: Service) -> None:
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        account = (await http.post("/v1/accounts")).json()
+        auth = {"Authorization": f"Bearer {account['api_key']}"}
+        short = await http.post(
+            "/v1/chat/completions", headers=auth, json={"model": CHEAP, "messages": HELLO}
+        )
+        assert short.status_code == 402
+        assert short.json()["type"].endswith("insufficient_balance")
+        bad = await http.post(
+            "/v1/chat/completions",
+            headers={"Authorization": "Bearer sk-sat-forged"},
+            json={"model": CHEAP, "messages": HELLO},
+        )
+        assert bad.status_code == 401
+        wrong = await http.post(
+            "/v1/accounts/withdrawals", headers=auth, json={"invoice": "lnbc1notaninvoice"}
+        )
+        assert wrong.status_code == 400
+        assert wrong.json()["type"].endswith("invalid_invoice")
+        missing = await http.get("/v1/nothing-here")
+        assert missing.status_code == 404
+        assert missing.headers["Content-Type"].startswith("application/problem+json")
+        async with service.app[STORE].read() as tx:
+            assert account["api_key"] not in json.dumps(await tx.accounts())
+
+
+async def test_models_health_and_openapi(service: Service) -> None:
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        models = (await http.get("/v1/models")).json()
+        opus = next(m for m in models["data"] if m["id"] == "anthropic/claude-opus-4")
+        # $15 per million prompt tokens at $100,000/BTC = 15,000 sat = 15,000,000 msat.
+        assert opus["prompt_msat_per_mtok"] == 15_000_000
+        auto = next(m for m in models["data"] if m["id"] == "openrouter/auto")
+        assert auto["variable_price"] is True
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        ready = await http.get("/readyz")
+        assert ready.status_code == 200, ready.text
+        spec = (await http.get("/openapi.json")).json()
+    documented = {(m.upper(), p) for p, ops in spec["paths"].items() for m in ops}
+    served = {
+        (r.method, r.resource.canonical)
+        for r in service.app.router.routes()
+        if r.method != "HEAD" and r.resource is not None
+    }
+    assert documented == served
+    assert "ChatRequest" in spec["components"]["schemas"]
