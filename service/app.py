@@ -29,6 +29,8 @@ from .config import ConfigError, Settings
 from .http import accounts, agents, chat, health
 from .http.keys import ENGINE, L402, SETTINGS, STORE
 from .http.problems import problem_middleware
+from .http.views import task_view
+from .tasks.callbacks import CallbackSender
 from .tasks.engine import Engine, EngineConfig
 from .upstream.catalog import CatalogCache
 from .upstream.openrouter import OpenRouterClient
@@ -108,6 +110,7 @@ def create_app(
                 rates=price_source,
                 policy=PricingPolicy(settings.markup_bps, Msat(settings.fee_msat)),
                 config=engine_config,
+                callbacks=CallbackSender(store, session, lambda t: task_view(t).model_dump()),
             )
             app[STORE] = store
             app[ENGINE] = engine

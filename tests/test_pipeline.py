@@ -377,3 +377,56 @@ async def test_models_health_and_openapi(service: Service) -> None:
     }
     assert documented == served
     assert "ChatRequest" in spec["components"]["schemas"]
+
+
+async def test_callbacks_are_signed_ordered_and_retried(service: Service) -> None:
+    from service.tasks.callbacks import verify
+
+    received: list[tuple[bytes, str]] = []
+    failures = {"left": 1}
+
+    async def hook(request: web.Request) -> web.Response:
+        if failures["left"]:  # the first delivery fails: it must be retried
+            failures["left"] -= 1
+            return web.Response(status=503)
+        received.append((await request.read(), request.headers["X-Satrouter-Signature"]))
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", hook)
+    runner = web.AppRunner(receiver)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    try:
+        async with httpx.AsyncClient(base_url=service.url) as http:
+            task = (
+                await http.post(
+                    "/v1/tasks", json={"messages": HELLO, "model": CHEAP, "callback_url": url}
+                )
+            ).json()
+            secret = task["callback_secret"]
+            assert secret
+            await service.pay(task["invoice"]["bolt11"])
+
+            async def all_delivered() -> bool:
+                return any(json.loads(b)["type"] == "task.reconciled" for b, _ in received)
+
+            await _until(all_delivered, timeout=30)
+    finally:
+        await runner.cleanup()
+    types = [json.loads(body)["type"] for body, _ in received]
+    assert types == [
+        "task.awaiting_payment",
+        "task.paid",
+        "task.running",
+        "task.completed",
+        "task.reconciled",
+    ]
+    for body, signature in received:
+        assert verify(secret, body, signature)
+        assert not verify("wrong-secret", body, signature)
+    final = json.loads(received[-1][0])["task"]
+    assert final["status"] == "reconciled"
+    assert final["result"]["model"] == CHEAP

@@ -52,6 +52,7 @@ from ..upstream.catalog import CatalogCache, CatalogUnavailable
 from ..upstream.errors import UpstreamError
 from ..upstream.openrouter import ChatResult, GenerationNotReady, OpenRouterClient
 from ..upstream.schemas import Usage, plain
+from .callbacks import CallbackSender
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ class Engine:
         rates: RateProvider,
         policy: PricingPolicy,
         config: EngineConfig | None = None,
+        callbacks: CallbackSender | None = None,
     ) -> None:
         self.store = store
         self.lightning = lightning
@@ -131,6 +133,7 @@ class Engine:
         self.rates = rates
         self.policy = policy
         self.config = config or EngineConfig()
+        self.callbacks = callbacks
         self._wake = asyncio.Event()
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._running: set[str] = set()
@@ -217,6 +220,8 @@ class Engine:
     def _announce(self, task: TaskRow) -> None:
         """After commit: wake the workers and the task's live listeners."""
         self._wake.set()
+        if self.callbacks is not None:
+            self.callbacks.wake.set()
         for queue in self._listeners.get(task.id, ()):
             queue.put_nowait({"status": task.state, "at": task.updated_at})
 
@@ -606,6 +611,8 @@ class Engine:
             asyncio.create_task(self.settlement_worker()),
             asyncio.create_task(self.work_worker()),
         ]
+        if self.callbacks is not None:
+            workers.append(asyncio.create_task(self.callbacks.run()))
         try:
             yield
         finally:

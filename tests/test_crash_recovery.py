@@ -1,0 +1,196 @@
+"""Kill the server (SIGKILL) at each stage of a task's life, restart it, and show that every
+paid task ends reconciled or refunded exactly once, and that the books balance."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from benchmarks._report import free_port
+from billing import ledger
+from billing.store import open_store
+from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
+from service.emulator.faults import Fault
+
+from .conftest import Emulator, start_emulator
+from .lnbits_server import LnbitsServer, Wallet
+
+pytestmark = pytest.mark.lnbits
+CHEAP = "meta-llama/llama-3.1-8b-instruct"
+SLOW = "openai/gpt-4o"
+HELLO = [{"role": "user", "content": "Hello there, agent! [[tokens=10]]"}]
+
+
+class Server:
+    """``satrouter serve`` in its own process, restartable on the same port and database."""
+
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.env = env
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient() as http:
+            while time.monotonic() < deadline:
+                try:
+                    if (await http.get(self.url + "/healthz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("satrouter did not start")
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+
+@pytest.fixture
+async def setup(
+    lnbits: LnbitsServer, tmp_path: Path
+) -> AsyncIterator[tuple[Server, Emulator, LnbitsServer, Wallet, Path]]:
+    emulator, runner = await start_emulator(EmulatorConfig(generation_delay=0.1))
+    wallet = lnbits.create_wallet("satrouter")
+    agent = lnbits.create_wallet("agent")
+    lnbits.fund(agent, 1_000_000)
+    port = free_port()
+    db = tmp_path / "satrouter.db"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SATROUTER_", "OPENROUTER_", "LNBITS_", "LND_"))
+    }
+    env.update(
+        {
+            "SATROUTER_DATABASE_URL": f"sqlite:///{db}",
+            "SATROUTER_PORT": str(port),
+            "SATROUTER_BTC_USD": "100000",
+            "SATROUTER_CATALOG_CACHE": str(tmp_path / "models.json"),
+            "OPENROUTER_BASE_URL": emulator.base_url,
+            "OPENROUTER_API_KEY": DEFAULT_API_KEY,
+            "LNBITS_URL": lnbits.url,
+            "LNBITS_INVOICE_KEY": wallet.inkey,
+            "LNBITS_ADMIN_KEY": wallet.adminkey,
+        }
+    )
+    server = Server(env, port)
+    yield server, emulator, lnbits, agent, db
+    if server.proc is not None and server.proc.returncode is None:
+        await server.kill()
+    await runner.cleanup()
+
+
+async def _state(http: httpx.AsyncClient, task: dict[str, Any]) -> str:
+    response = await http.get(
+        f"/v1/tasks/{task['id']}", headers={"Authorization": f"Bearer {task['task_token']}"}
+    )
+    return str(response.json()["status"])
+
+
+async def _wait_state(
+    http: httpx.AsyncClient, task: dict[str, Any], *states: str, timeout: float = 30
+) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = await _state(http, task)
+            if state in states:
+                return state
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{task['id']} never reached {states}")
+
+
+async def test_sigkill_at_every_stage(
+    setup: tuple[Server, Emulator, LnbitsServer, Wallet, Path],
+) -> None:
+    server, emulator, lnbits, agent, db = setup
+    emulator.state.faults.set(SLOW, Fault(kind="slow", delay=3))
+    await server.start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
+
+        async def create(model: str) -> dict[str, Any]:
+            response = await http.post("/v1/tasks", json={"messages": HELLO, "model": model})
+            assert response.status_code == 201, response.text
+            return dict(response.json())
+
+        def pay(task: dict[str, Any]) -> None:
+            response = lnbits.pay(agent, task["invoice"]["bolt11"])
+            assert response.status_code < 300, response.text
+
+        missed, interrupted, reconciling, just_paid = (
+            await create(CHEAP),
+            await create(SLOW),
+            await create(CHEAP),
+            await create(CHEAP),
+        )
+
+        # 1. Killed while a call is running: the task is refunded, never run twice.
+        await asyncio.to_thread(pay, interrupted)
+        await _wait_state(http, interrupted, "running")
+        await server.kill()
+        # 2. Paid while the server is down: the push is lost; start-up re-checks open invoices.
+        await asyncio.to_thread(pay, missed)
+        emulator.state.config.generation_delay = 2.0
+        await server.start()
+        assert await _wait_state(http, interrupted, "refunded") == "refunded"
+        # 3. Killed while waiting for /generation: reconciled once after the restart.
+        await _wait_state(http, missed, "completed")
+        await server.kill()
+        await server.start()
+        assert await _wait_state(http, missed, "reconciled") == "reconciled"
+        # 4. Killed right after a payment, wherever the push was in its handling.
+        await asyncio.to_thread(pay, reconciling)
+        await server.kill()
+        await server.start()
+        await _wait_state(http, reconciling, "completed", "reconciled")
+        await server.kill()
+        emulator.state.config.generation_delay = 0.1
+        await server.start()
+        assert await _wait_state(http, reconciling, "reconciled") == "reconciled"
+        # 5. A payment the moment before a kill, then many restarts in a row.
+        await asyncio.to_thread(pay, just_paid)
+        for _ in range(3):
+            await server.kill()
+            await server.start()
+        assert await _wait_state(http, just_paid, "reconciled", "refunded") in (
+            "reconciled",
+            "refunded",
+        )
+    await server.kill()
+
+    store = await open_store(f"sqlite:///{db}")
+    try:
+        async with store.read() as tx:
+            check = await ledger.check(tx)
+            assert check.ok, check.problems
+            for task in (missed, interrupted, reconciling, just_paid):
+                entries = [j.kind for j in await tx.journal_by_ref(task["id"])]
+                endings = [k for k in entries if k in ("settle", "refund")]
+                assert entries.count("escrow_paid") == 1, (task["id"], entries)
+                assert len(endings) == 1, (task["id"], entries)
+    finally:
+        await store.close()
+    # The interrupted call reached the emulator at most once; none ran twice.
+    assert emulator.state.counters["completions"] <= 4
