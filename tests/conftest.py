@@ -21,7 +21,7 @@ from service.emulator.app import (
 )
 from service.upstream.openrouter import OpenRouterClient
 
-from .lnbits_server import LnbitsServer
+from service.demo.lnbits import LnbitsServer
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -22,7 +22,7 @@ from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
 from service.emulator.faults import Fault
 
 from .conftest import Emulator, start_emulator
-from .lnbits_server import LnbitsServer, Wallet
+from service.demo.lnbits import LnbitsServer, Wallet
 
 pytestmark = pytest.mark.lnbits
 CHEAP = "meta-llama/llama-3.1-8b-instruct"

@@ -16,7 +16,7 @@ from billing.lightning.lnbits import LnbitsBackend
 from billing.lightning.settlement import confirmed_settlements
 from billing.money import Msat
 
-from .lnbits_server import LnbitsServer, Wallet
+from service.demo.lnbits import LnbitsServer, Wallet
 
 pytestmark = pytest.mark.lnbits
 

@@ -24,7 +24,7 @@ from service.http.keys import STORE
 from service.tasks.engine import EngineConfig
 
 from .conftest import Emulator, start_emulator
-from .lnbits_server import LnbitsServer, Wallet
+from service.demo.lnbits import LnbitsServer, Wallet
 
 pytestmark = pytest.mark.lnbits
 CHEAP = "meta-llama/llama-3.1-8b-instruct"

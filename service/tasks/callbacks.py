@@ -11,6 +11,7 @@ drop duplicates).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -71,10 +72,8 @@ class CallbackSender:
                 async with self._store.transaction() as tx:
                     await tx.set_cursor(CONSUMER, event.id)
             if not events:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), 1.0)
-                except TimeoutError:
-                    pass
 
     async def _deliver(self, event: EventRow) -> None:
         async with self._store.read() as tx:

@@ -1,4 +1,4 @@
-"""A real LNbits (FakeWallet funding source) for integration tests and the demo.
+"""A real LNbits (FakeWallet funding source) for the demo and the integration tests.
 
 Installed on first use into ``.venv-lnbits/`` (its own virtualenv: LNbits pins many packages),
 started on a free loopback port with a fresh data folder, set up with a super user so wallets can
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the project folder (an editable install)
 VENV = ROOT / ".venv-lnbits"
 REQUIREMENTS = ("lnbits==1.6.2", "bitstring<5")  # bolt11 needs bitstring 4
 PASSWORD = "operator-pass-1"
