@@ -79,8 +79,8 @@ class Demo:
         assert task is not None
         return task
 
-    async def settled(self, task_id: str, timeout: float = 60) -> TaskRow:
-        deadline = time.monotonic() + timeout
+    async def settled(self, task_id: str, within: float = 60) -> TaskRow:
+        deadline = time.monotonic() + within
         while time.monotonic() < deadline:
             task = await self.task(task_id)
             if task.state in ("reconciled", "refunded", "expired"):
@@ -181,11 +181,16 @@ class Demo:
         _say(f"   deposited 2000 sat; balance {balance['balance_msat'] / 1000:g} sat")
         sdk = openai.AsyncOpenAI(base_url=self.url + "/v1", api_key=account["api_key"])
         pieces: list[str] = []
-        stream = await sdk.chat.completions.with_raw_response.create(
-            model=CHEAP, messages=QUESTION, max_tokens=40, stream=True
-        )  # type: ignore[arg-type]
-        task_id = stream.headers["X-Satrouter-Task"]
-        async for chunk in stream.parse():
+        raw = await sdk.chat.completions.with_raw_response.create(
+            model=CHEAP,
+            messages=QUESTION,
+            max_tokens=40,
+            stream=True,  # type: ignore[arg-type]
+        )
+        task_id = raw.headers["X-Satrouter-Task"]
+        stream = raw.parse()
+        assert isinstance(stream, openai.AsyncStream)
+        async for chunk in stream:
             if chunk.choices:
                 pieces.append(chunk.choices[0].delta.content or "")
         await sdk.close()
