@@ -37,7 +37,7 @@ from .lnbits import LnbitsServer, Wallet
 
 CHEAP = "meta-llama/llama-3.1-8b-instruct"
 BACKUP = "openai/gpt-4o-mini"
-QUESTION = [{"role": "user", "content": "In one sentence: why pay per task over Lightning?"}]
+QUESTION: Any = [{"role": "user", "content": "In one sentence: why pay per task over Lightning?"}]
 
 
 def _say(text: str = "") -> None:
