@@ -11,6 +11,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from service.demo.lnbits import LnbitsServer
 from service.emulator.app import (
     DEFAULT_API_KEY,
     DEFAULT_MANAGEMENT_KEY,
@@ -20,8 +21,6 @@ from service.emulator.app import (
     create_app,
 )
 from service.upstream.openrouter import OpenRouterClient
-
-from service.demo.lnbits import LnbitsServer
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

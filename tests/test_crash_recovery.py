@@ -18,11 +18,11 @@ import pytest
 from benchmarks._report import free_port
 from billing import ledger
 from billing.store import open_store
+from service.demo.lnbits import LnbitsServer, Wallet
 from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
 from service.emulator.faults import Fault
 
 from .conftest import Emulator, start_emulator
-from service.demo.lnbits import LnbitsServer, Wallet
 
 pytestmark = pytest.mark.lnbits
 CHEAP = "meta-llama/llama-3.1-8b-instruct"

@@ -15,7 +15,6 @@ from billing.lightning.bolt11 import decode_invoice
 from billing.lightning.lnbits import LnbitsBackend
 from billing.lightning.settlement import confirmed_settlements
 from billing.money import Msat
-
 from service.demo.lnbits import LnbitsServer, Wallet
 
 pytestmark = pytest.mark.lnbits

@@ -18,13 +18,13 @@ from aiohttp import web
 from billing import ledger
 from service.app import create_app
 from service.config import Settings
+from service.demo.lnbits import LnbitsServer, Wallet
 from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
 from service.emulator.faults import Fault
 from service.http.keys import STORE
 from service.tasks.engine import EngineConfig
 
 from .conftest import Emulator, start_emulator
-from service.demo.lnbits import LnbitsServer, Wallet
 
 pytestmark = pytest.mark.lnbits
 CHEAP = "meta-llama/llama-3.1-8b-instruct"

@@ -185,7 +185,7 @@ class Demo:
             model=CHEAP,
             messages=QUESTION,
             max_tokens=40,
-            stream=True,  # type: ignore[arg-type]
+            stream=True,
         )
         task_id = raw.headers["X-Satrouter-Task"]
         stream = raw.parse()
