@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit proto bench-upstream serve emulator clean
+.PHONY: demo test lint typecheck unit proto bench-upstream bench-pipeline serve emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "satrouter needs Python 3.11 or newer")'
@@ -42,3 +42,6 @@ emulator: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .venv-lnbits .mypy_cache .ruff_cache .pytest_cache
+
+bench-pipeline: $(STAMP)
+	$(BIN)/python -m benchmarks.pipeline --write docs/benchmarks.md

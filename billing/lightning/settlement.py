@@ -20,10 +20,15 @@ OpenHashes = Callable[[], Awaitable[Iterable[str]]]
 
 
 async def confirmed_settlements(
-    backend: LightningBackend, open_hashes: OpenHashes
+    backend: LightningBackend,
+    open_hashes: OpenHashes,
+    *,
+    on_hint: Callable[[str | None], None] | None = None,
 ) -> AsyncIterator[InvoiceStatus]:
     """Settled invoices, each confirmed by ``backend.invoice_status``."""
     async for hint in backend.hints():
+        if on_hint is not None:
+            on_hint(hint)
         hashes = list(await open_hashes()) if hint is None else [hint]
         for payment_hash in hashes:
             try:

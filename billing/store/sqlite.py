@@ -1,4 +1,11 @@
-"""The SQLite engine (aiosqlite, WAL): the embedded default, one process per database file.
+"""The SQLite engine (WAL): the embedded default, one process per database file.
+
+Statements run on the event loop thread. In WAL mode with ``synchronous=NORMAL`` a commit does
+not wait for the disk, so a statement takes microseconds, less than handing it to a worker
+thread (aiosqlite's way) costs: ``make bench-pipeline`` measured the hand-offs as the service's
+bottleneck (docs/dependencies.md). The one step that does wait for the disk, the WAL
+checkpoint, is taken off the loop: automatic checkpoints are off and a background thread runs
+them on its own connection.
 
 Writes go through one connection under an asyncio lock with ``BEGIN IMMEDIATE``, so a check
 followed by a write (a balance before a reservation) cannot interleave with another writer.
@@ -10,15 +17,15 @@ uncommitted rows. Migrations in ``migrations/NNNN_*.sql`` run on open, tracked b
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import aiosqlite
 
 from . import (
     AccountRow,
@@ -31,6 +38,7 @@ from . import (
     TaskRow,
 )
 
+log = logging.getLogger(__name__)
 _CREDIT_NORMAL = ("liability", "income", "equity")
 
 
@@ -45,71 +53,92 @@ def migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
-async def _connect(path: str, *, readonly: bool = False) -> aiosqlite.Connection:
+def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly and path != ":memory:":
-        conn = await aiosqlite.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
+        )
     else:
-        conn = await aiosqlite.connect(path, isolation_level=None)
-    await conn.execute("PRAGMA busy_timeout = 10000")
-    await conn.execute("PRAGMA foreign_keys = ON")
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
     return conn
 
 
 class SqliteStore:
-    def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    def __init__(self, path: str, writer: sqlite3.Connection, reader: sqlite3.Connection):
         self.path = path
         self._writer = writer
         self._reader = reader
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
+        self._checkpointer: asyncio.Task[None] | None = None
+        if path != ":memory:":
+            self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoints())
+
+    async def _checkpoints(self, every: float = 1.0) -> None:
+        """Move the WAL into the database file now and then, in a thread: the disk wait."""
+
+        def checkpoint() -> None:
+            conn = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await asyncio.to_thread(checkpoint)
+            except sqlite3.Error as exc:  # busy: the next round will do it
+                log.debug("checkpoint skipped: %s", exc)
 
     @classmethod
     async def open(cls, path: str) -> SqliteStore:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path)
-        await writer.execute("PRAGMA journal_mode = WAL")
-        await writer.execute("PRAGMA synchronous = NORMAL")
-        await cls._migrate(writer)
+        writer = _connect(path)
+        writer.execute("PRAGMA journal_mode = WAL")
+        writer.execute("PRAGMA synchronous = NORMAL")
+        writer.execute("PRAGMA wal_autocheckpoint = 0")  # see _checkpoints
+        cls._migrate(writer)
         # In memory there is no second connection to the same database: share the writer.
-        reader = writer if path == ":memory:" else await _connect(path, readonly=True)
+        reader = writer if path == ":memory:" else _connect(path, readonly=True)
         return cls(path, writer, reader)
 
     @staticmethod
-    async def _migrate(conn: aiosqlite.Connection) -> None:
-        async with conn.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
+    def _migrate(conn: sqlite3.Connection) -> None:
+        row = conn.execute("PRAGMA user_version").fetchone()
         current = int(row[0]) if row else 0
         for version, sql in migrations():
             if version <= current:
                 continue
-            await conn.execute("BEGIN IMMEDIATE")
+            conn.execute("BEGIN IMMEDIATE")
             try:
                 # executescript would commit implicitly; run statements one by one instead.
                 for statement in _statements(sql):
-                    await conn.execute(statement)
-                await conn.execute(f"PRAGMA user_version = {version}")
-                await conn.execute("COMMIT")
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version = {version}")
+                conn.execute("COMMIT")
             except BaseException:
-                await conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK")
                 raise
 
     async def schema_version(self) -> int:
-        async with self._writer.execute("PRAGMA user_version") as cursor:
-            row = await cursor.fetchone()
+        row = self._writer.execute("PRAGMA user_version").fetchone()
         return int(row[0]) if row else 0
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqliteTx]:
         async with self._write_lock:
-            await self._writer.execute("BEGIN IMMEDIATE")
+            self._writer.execute("BEGIN IMMEDIATE")
             try:
                 yield SqliteTx(self._writer)
             except BaseException:
-                await self._writer.execute("ROLLBACK")
+                self._writer.execute("ROLLBACK")
                 raise
             else:
-                await self._writer.execute("COMMIT")
+                self._writer.execute("COMMIT")
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqliteTx]:
@@ -118,16 +147,20 @@ class SqliteStore:
                 yield SqliteTx(self._reader)
             return
         async with self._read_lock:
-            await self._reader.execute("BEGIN")
+            self._reader.execute("BEGIN")
             try:
                 yield SqliteTx(self._reader)
             finally:
-                await self._reader.execute("ROLLBACK")
+                self._reader.execute("ROLLBACK")
 
     async def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
         if self._reader is not self._writer:
-            await self._reader.close()
-        await self._writer.close()
+            self._reader.close()
+        self._writer.close()
 
 
 def _statements(sql: str) -> list[str]:
@@ -149,21 +182,18 @@ def _statements(sql: str) -> list[str]:
 class SqliteTx:
     """One transaction or read snapshot on SQLite. See :class:`billing.store.Tx`."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
-    async def _all(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
-        async with self._conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+    def _all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self._conn.execute(sql, params).fetchall()
 
-    async def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        async with self._conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+    def _one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._conn.execute(sql, params).fetchone()
 
-    async def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> int:
         try:
-            async with self._conn.execute(sql, params) as cursor:
-                return int(cursor.rowcount)
+            return int(self._conn.execute(sql, params).rowcount)
         except sqlite3.IntegrityError as exc:
             raise StoreError(str(exc)) from exc
 
@@ -172,36 +202,36 @@ class SqliteTx:
     async def ensure_account(
         self, code: str, currency: str, type: str, no_overdraft: bool, now: float
     ) -> None:
-        await self._run(
+        self._run(
             "INSERT INTO accounts (code, currency, type, no_overdraft, balance, created_at) "
             "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (code) DO NOTHING",
             (code, currency, type, int(no_overdraft), now),
         )
 
     async def account(self, code: str) -> AccountRow | None:
-        row = await self._one(
+        row = self._one(
             "SELECT code, currency, type, no_overdraft, balance FROM accounts WHERE code = ?",
             (code,),
         )
         return AccountRow(row[0], row[1], row[2], bool(row[3]), row[4]) if row else None
 
     async def accounts(self, prefix: str = "") -> list[AccountRow]:
-        rows = await self._all(
+        rows = self._all(
             "SELECT code, currency, type, no_overdraft, balance FROM accounts "
             "WHERE code >= ? AND code < ? ORDER BY code",
             (prefix, prefix + "\uffff"),
         )
         return [AccountRow(r[0], r[1], r[2], bool(r[3]), r[4]) for r in rows]
 
-    async def _journal(self, where: str, params: Sequence[Any]) -> list[JournalRow]:
-        rows = await self._all(
+    def _journal(self, where: str, params: Sequence[Any]) -> list[JournalRow]:
+        rows = self._all(
             "SELECT id, idempotency_key, kind, ref, memo, digest, created_at FROM journal "
             f"WHERE {where} ORDER BY id",
             params,
         )
         out = []
         for r in rows:
-            postings = await self._all(
+            postings = self._all(
                 "SELECT account, currency, amount FROM postings WHERE journal_id = ? "
                 "ORDER BY rowid",
                 (r[0],),
@@ -221,11 +251,11 @@ class SqliteTx:
         return out
 
     async def journal_by_key(self, idempotency_key: str) -> JournalRow | None:
-        rows = await self._journal("idempotency_key = ?", (idempotency_key,))
+        rows = self._journal("idempotency_key = ?", (idempotency_key,))
         return rows[0] if rows else None
 
     async def journal_by_ref(self, ref: str) -> list[JournalRow]:
-        return await self._journal("ref = ?", (ref,))
+        return self._journal("ref = ?", (ref,))
 
     async def insert_journal(
         self,
@@ -237,18 +267,17 @@ class SqliteTx:
         postings: Sequence[PostingRow],
         now: float,
     ) -> int:
-        async with self._conn.execute(
+        journal_id = self._conn.execute(
             "INSERT INTO journal (idempotency_key, kind, ref, memo, digest, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (idempotency_key, kind, ref, memo, digest, now),
-        ) as cursor:
-            journal_id = cursor.lastrowid
+        ).lastrowid
         assert journal_id is not None
-        await self._conn.executemany(
+        self._conn.executemany(
             "INSERT INTO postings (journal_id, account, currency, amount) VALUES (?, ?, ?, ?)",
             [(journal_id, p.account, p.currency, p.amount) for p in postings],
         )
-        await self._conn.executemany(
+        self._conn.executemany(
             "UPDATE accounts SET balance = balance + ? WHERE code = ?",
             [(p.amount, p.account) for p in postings],
         )
@@ -256,19 +285,18 @@ class SqliteTx:
 
     async def ledger_totals(self) -> LedgerTotals:
         by_currency = {
-            r[0]: r[1]
-            for r in await self._all("SELECT currency, SUM(amount) FROM postings GROUP BY 1")
+            r[0]: r[1] for r in self._all("SELECT currency, SUM(amount) FROM postings GROUP BY 1")
         }
         unbalanced = [
             r[0]
-            for r in await self._all(
+            for r in self._all(
                 "SELECT journal_id FROM postings GROUP BY journal_id, currency "
                 "HAVING SUM(amount) != 0"
             )
         ]
         drifted = [
             (r[0], r[1], r[2])
-            for r in await self._all(
+            for r in self._all(
                 "SELECT a.code, a.balance, COALESCE(SUM(p.amount), 0) AS derived "
                 "FROM accounts a LEFT JOIN postings p ON p.account = a.code "
                 "GROUP BY a.code HAVING a.balance != derived"
@@ -276,13 +304,13 @@ class SqliteTx:
         ]
         overdrawn = [
             (r[0], r[1])
-            for r in await self._all(
+            for r in self._all(
                 "SELECT code, CASE WHEN type IN (?, ?, ?) THEN -balance ELSE balance END AS normal "
                 "FROM accounts WHERE no_overdraft = 1 AND normal < 0",
                 _CREDIT_NORMAL,
             )
         ]
-        counts = await self._one(
+        counts = self._one(
             "SELECT (SELECT COUNT(*) FROM journal), (SELECT COUNT(*) FROM postings), "
             "(SELECT COUNT(*) FROM accounts)"
         )
@@ -293,7 +321,7 @@ class SqliteTx:
     # -- invoices --------------------------------------------------------------------------
 
     async def insert_invoice(self, invoice: InvoiceRow) -> None:
-        await self._run(
+        self._run(
             "INSERT INTO invoices (payment_hash, bolt11, amount_msat, purpose, ref, status, "
             "created_at, expires_at, settled_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -315,14 +343,14 @@ class SqliteTx:
     )
 
     async def invoice(self, payment_hash: str) -> InvoiceRow | None:
-        row = await self._one(
+        row = self._one(
             f"SELECT {self._INVOICE_COLUMNS} FROM invoices WHERE payment_hash = ?",
             (payment_hash,),
         )
         return InvoiceRow(*row) if row else None
 
     async def open_invoices(self) -> list[InvoiceRow]:
-        rows = await self._all(
+        rows = self._all(
             f"SELECT {self._INVOICE_COLUMNS} FROM invoices WHERE status = 'open' "
             "ORDER BY created_at"
         )
@@ -331,7 +359,7 @@ class SqliteTx:
     async def set_invoice_status(
         self, payment_hash: str, status: str, settled_at: float | None
     ) -> bool:
-        changed = await self._run(
+        changed = self._run(
             "UPDATE invoices SET status = ?, settled_at = ? "
             "WHERE payment_hash = ? AND status = 'open'",
             (status, settled_at, payment_hash),
@@ -341,15 +369,15 @@ class SqliteTx:
     # -- outbox ----------------------------------------------------------------------------
 
     async def append_event(self, topic: str, key: str, payload: dict[str, Any], now: float) -> int:
-        async with self._conn.execute(
+        event_id = self._conn.execute(
             "INSERT INTO outbox (topic, key, payload, created_at) VALUES (?, ?, ?, ?)",
             (topic, key, json.dumps(payload, separators=(",", ":")), now),
-        ) as cursor:
-            assert cursor.lastrowid is not None
-            return cursor.lastrowid
+        ).lastrowid
+        assert event_id is not None
+        return event_id
 
     async def events_after(self, position: int, limit: int = 100) -> list[EventRow]:
-        rows = await self._all(
+        rows = self._all(
             "SELECT id, topic, key, payload, created_at FROM outbox WHERE id > ? "
             "ORDER BY id LIMIT ?",
             (position, limit),
@@ -357,18 +385,18 @@ class SqliteTx:
         return [EventRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
     async def events_for(self, key: str) -> list[EventRow]:
-        rows = await self._all(
+        rows = self._all(
             "SELECT id, topic, key, payload, created_at FROM outbox WHERE key = ? ORDER BY id",
             (key,),
         )
         return [EventRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
     async def cursor(self, consumer: str) -> int:
-        row = await self._one("SELECT position FROM cursors WHERE consumer = ?", (consumer,))
+        row = self._one("SELECT position FROM cursors WHERE consumer = ?", (consumer,))
         return int(row[0]) if row else 0
 
     async def set_cursor(self, consumer: str, position: int) -> None:
-        await self._run(
+        self._run(
             "INSERT INTO cursors (consumer, position) VALUES (?, ?) "
             "ON CONFLICT (consumer) DO UPDATE SET position = excluded.position",
             (consumer, position),
@@ -377,7 +405,7 @@ class SqliteTx:
     # -- tasks -----------------------------------------------------------------------------
 
     async def insert_task(self, task: TaskRow) -> None:
-        await self._run(
+        self._run(
             "INSERT INTO tasks (id, state, agent, data, created_at, updated_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (
@@ -391,7 +419,7 @@ class SqliteTx:
         )
 
     async def task(self, task_id: str) -> TaskRow | None:
-        row = await self._one(
+        row = self._one(
             "SELECT id, state, agent, data, created_at, updated_at FROM tasks WHERE id = ?",
             (task_id,),
         )
@@ -406,7 +434,7 @@ class SqliteTx:
         expected_state: str,
         now: float,
     ) -> bool:
-        changed = await self._run(
+        changed = self._run(
             "UPDATE tasks SET state = ?, data = ?, updated_at = ? WHERE id = ? AND state = ?",
             (state, json.dumps(data), now, task_id, expected_state),
         )
@@ -414,7 +442,7 @@ class SqliteTx:
 
     async def tasks_in_states(self, states: Sequence[str]) -> list[TaskRow]:
         marks = ",".join("?" * len(states))
-        rows = await self._all(
+        rows = self._all(
             "SELECT id, state, agent, data, created_at, updated_at FROM tasks "
             f"WHERE state IN ({marks}) ORDER BY created_at",
             tuple(states),
@@ -424,31 +452,31 @@ class SqliteTx:
     # -- API accounts, root keys, values ---------------------------------------------------
 
     async def insert_api_account(self, account_id: str, key_hash: str, now: float) -> None:
-        await self._run(
+        self._run(
             "INSERT INTO api_accounts (id, key_hash, created_at) VALUES (?, ?, ?)",
             (account_id, key_hash, now),
         )
 
     async def api_account_by_key_hash(self, key_hash: str) -> str | None:
-        row = await self._one("SELECT id FROM api_accounts WHERE key_hash = ?", (key_hash,))
+        row = self._one("SELECT id FROM api_accounts WHERE key_hash = ?", (key_hash,))
         return str(row[0]) if row else None
 
     async def put_root_key(self, id_hash: str, root_key: bytes, now: float) -> None:
-        await self._run(
+        self._run(
             "INSERT INTO l402_root_keys (id_hash, root_key, created_at) VALUES (?, ?, ?)",
             (id_hash, root_key, now),
         )
 
     async def root_key(self, id_hash: str) -> bytes | None:
-        row = await self._one("SELECT root_key FROM l402_root_keys WHERE id_hash = ?", (id_hash,))
+        row = self._one("SELECT root_key FROM l402_root_keys WHERE id_hash = ?", (id_hash,))
         return bytes(row[0]) if row else None
 
     async def get_value(self, key: str) -> str | None:
-        row = await self._one("SELECT value FROM kv WHERE key = ?", (key,))
+        row = self._one("SELECT value FROM kv WHERE key = ?", (key,))
         return str(row[0]) if row else None
 
     async def set_value(self, key: str, value: str) -> None:
-        await self._run(
+        self._run(
             "INSERT INTO kv (key, value) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),

@@ -134,12 +134,14 @@ class Engine:
         self.policy = policy
         self.config = config or EngineConfig()
         self.callbacks = callbacks
-        self._wake = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._running: set[str] = set()
         self._reconciling: set[str] = set()
         self._slots = asyncio.Semaphore(self.config.max_concurrent_runs)
-        #: task id -> when its upstream call started (for the dispatch-latency benchmark)
+        #: For the dispatch-latency benchmark: when a payment's push arrived, and when its
+        #: task's upstream call started.
+        self.pushed: dict[str, float] = {}
         self.dispatched: dict[str, float] = {}
 
     # -- pricing --------------------------------------------------------------------------
@@ -219,9 +221,10 @@ class Engine:
         return TaskRow(task.id, to, task.agent, data, task.created_at, now)
 
     def _announce(self, task: TaskRow) -> None:
-        """After commit: wake the workers and the task's live listeners."""
-        self._wake.set()
-        if self.callbacks is not None:
+        """After commit: hand the task to whoever works on its new state, and tell listeners."""
+        if task.state in (State.PAID, State.COMPLETED):
+            self._spawn(task)
+        if self.callbacks is not None and task.data.get("callback_url"):
             self.callbacks.wake.set()
         for queue in self._listeners.get(task.id, ()):
             queue.put_nowait({"status": task.state, "at": task.updated_at})
@@ -543,8 +546,14 @@ class Engine:
             await self.fail(task, "interrupted by a restart while running; refunded")
         return len(interrupted)
 
+    def _pushed(self, payment_hash: str | None) -> None:
+        if payment_hash is not None and len(self.pushed) < 10_000:
+            self.pushed.setdefault(payment_hash, time.time())
+
     async def settlement_worker(self) -> None:
-        async for status in confirmed_settlements(self.lightning, self.open_invoice_hashes):
+        async for status in confirmed_settlements(
+            self.lightning, self.open_invoice_hashes, on_hint=self._pushed
+        ):
             try:
                 await self.on_settled(status)
             except Exception:
@@ -569,31 +578,33 @@ class Engine:
         finally:
             self._reconciling.discard(task.id)
 
+    def _spawn(self, task: TaskRow) -> None:
+        """Start work on a paid or completed task unless it is already in hand."""
+        if task.state == State.PAID and task.id not in self._running:
+            self._running.add(task.id)
+            job = asyncio.create_task(self._run_one(task))
+        elif task.state == State.COMPLETED and task.id not in self._reconciling:
+            self._reconciling.add(task.id)
+            job = asyncio.create_task(self._reconcile_one(task))
+        else:
+            return
+        self._background.add(job)
+        job.add_done_callback(self._background.discard)
+
     async def work_worker(self) -> None:
-        """Run paid tasks, reconcile completed ones, expire unpaid ones."""
-        background: set[asyncio.Task[None]] = set()
+        """The safety net behind the direct hand-offs: on start and then every sweep
+        interval, pick up paid and completed tasks nobody holds, and expire unpaid ones."""
         while True:
-            self._wake.clear()
             async with self.store.read() as tx:
                 ready = await tx.tasks_in_states([State.PAID, State.COMPLETED])
                 waiting = await tx.tasks_in_states([State.AWAITING_PAYMENT])
             for task in ready:
-                if task.state == State.PAID and task.id not in self._running:
-                    self._running.add(task.id)
-                    job = asyncio.create_task(self._run_one(task))
-                elif task.state == State.COMPLETED and task.id not in self._reconciling:
-                    self._reconciling.add(task.id)
-                    job = asyncio.create_task(self._reconcile_one(task))
-                else:
-                    continue
-                background.add(job)
-                job.add_done_callback(background.discard)
+                self._spawn(task)
             now = time.time()
             for task in waiting:
                 if task.data["invoice"]["expires_at"] <= now:
                     await self._expire(task)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.sweep_interval)
+            await asyncio.sleep(self.config.sweep_interval)
 
     async def _expire(self, task: TaskRow) -> None:
         payment_hash = task.data["invoice"]["payment_hash"]
