@@ -250,6 +250,20 @@ async def test_l402_challenge_pay_and_retry(service: Service) -> None:
         refused = await http.post("/v1/chat/completions", content=bigger, headers=credential)
         assert refused.status_code == 402
         assert refused.json()["type"].endswith("insufficient_balance")
+
+        # The change is credit on the token: visible, and withdrawable with the credential.
+        token_auth = {"Authorization": credential["Authorization"]}
+
+        async def change() -> int:
+            me = (await http.get("/v1/accounts/me", headers=token_auth)).json()
+            return int(me["balance_msat"])
+
+        credit = await _until(change)
+        assert 0 < credit < problem["price"]["total_msat"]
+        forged = await http.get(
+            "/v1/accounts/me", headers={"Authorization": f"L402 {macaroon}:{'1' * 64}"}
+        )
+        assert forged.status_code == 401
     assert (await service.check_ledger()).ok
 
 

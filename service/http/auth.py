@@ -12,6 +12,7 @@ import hmac
 
 from aiohttp import web
 
+from billing.l402 import L402Error
 from billing.store import Store
 
 from .problems import Problem
@@ -55,6 +56,22 @@ async def payer_of(store: Store, secret: str) -> str:
 
 
 async def require_payer(request: web.Request, store: Store) -> str:
+    """The payer behind ``Authorization``: an API key, a task token, or an L402 credential
+    (whose token's credit is the payer)."""
+    scheme = request.headers.get("Authorization", "").partition(" ")[0].upper()
+    if scheme in ("L402", "LSAT"):
+        from .keys import ENGINE, L402
+
+        engine = request.app[ENGINE]
+        try:
+            grant = await request.app[L402].verify(
+                request.headers["Authorization"], digest=None, is_settled=engine.confirm
+            )
+        except L402Error as exc:
+            raise Problem(
+                402 if exc.reason == "unpaid" else 401, f"l402_{exc.reason}", exc.detail
+            ) from None
+        return f"l402_{grant.token_id}"
     secret = bearer(request)
     if secret is None:
         raise Problem(
