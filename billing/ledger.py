@@ -162,18 +162,15 @@ async def post(tx: Tx, entry: Entry, *, now: float | None = None) -> bool:
     deltas: dict[Account, int] = defaultdict(int)
     for posting in entry.postings:
         deltas[posting.account] += posting.amount
+    await tx.ensure_accounts([(a.code, a.currency, a.type, a.no_overdraft) for a in deltas], now)
     for account, delta in deltas.items():
-        await tx.ensure_account(
-            account.code, account.currency, account.type, account.no_overdraft, now
-        )
-        if account.no_overdraft and delta != 0:
+        normal_delta = -delta if account.type.credit_normal else delta
+        if account.no_overdraft and normal_delta < 0:  # only a decrease can overdraw
             row = await tx.account(account.code)
             assert row is not None
-            after = row.balance + delta
-            normal = -after if account.type.credit_normal else after
-            if normal < 0:
-                current = -row.balance if account.type.credit_normal else row.balance
-                raise InsufficientFunds(account.code, current, abs(delta))
+            current = -row.balance if account.type.credit_normal else row.balance
+            if current + normal_delta < 0:
+                raise InsufficientFunds(account.code, current, -normal_delta)
     await tx.insert_journal(
         entry.idempotency_key,
         entry.kind,

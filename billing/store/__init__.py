@@ -99,9 +99,11 @@ class Tx(Protocol):
     """The verbs available inside one transaction (or one read snapshot)."""
 
     # ledger
-    async def ensure_account(
-        self, code: str, currency: str, type: str, no_overdraft: bool, now: float
-    ) -> None: ...
+    async def ensure_accounts(
+        self, accounts: Sequence[tuple[str, str, str, bool]], now: float
+    ) -> None:
+        """Create the (code, currency, type, no_overdraft) accounts that do not exist yet."""
+
     async def account(self, code: str) -> AccountRow | None: ...
     async def accounts(self, prefix: str = "") -> list[AccountRow]: ...
     async def journal_by_key(self, idempotency_key: str) -> JournalRow | None: ...

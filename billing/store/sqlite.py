@@ -199,13 +199,13 @@ class SqliteTx:
 
     # -- ledger ---------------------------------------------------------------------------
 
-    async def ensure_account(
-        self, code: str, currency: str, type: str, no_overdraft: bool, now: float
+    async def ensure_accounts(
+        self, accounts: Sequence[tuple[str, str, str, bool]], now: float
     ) -> None:
-        self._run(
+        self._conn.executemany(
             "INSERT INTO accounts (code, currency, type, no_overdraft, balance, created_at) "
             "VALUES (?, ?, ?, ?, 0, ?) ON CONFLICT (code) DO NOTHING",
-            (code, currency, type, int(no_overdraft), now),
+            [(code, currency, kind, int(flag), now) for code, currency, kind, flag in accounts],
         )
 
     async def account(self, code: str) -> AccountRow | None:

@@ -19,9 +19,9 @@ from aiohttp import web
 
 from billing.l402 import L402Error, challenge, request_digest
 from billing.money import Msat
-from billing.store import InvoiceRow
+from billing.store import InvoiceRow, TaskRow
 
-from ..tasks.engine import Engine, Priced, State
+from ..tasks.engine import Engine, Priced
 from ..upstream.errors import UpstreamError
 from .auth import payer_of
 from .keys import ENGINE, L402, STORE
@@ -49,39 +49,33 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         payer = await payer_of(request.app[STORE], credential.strip())
         priced = await engine.price(chat)
         task = await engine.reserve(payer, priced, kind="prepaid")
-        return await _run(request, engine, task.id, priced, chat.stream)
+        return await _run(request, engine, task, priced, chat.stream)
     raise await _l402_challenge(request, engine, chat, raw)
 
 
 async def _run(
-    request: web.Request, engine: Engine, task_id: str, priced: Priced, stream: bool
+    request: web.Request, engine: Engine, task: TaskRow, priced: Priced, stream: bool
 ) -> web.StreamResponse:
-    async with engine.store.read() as tx:
-        task = await tx.task(task_id)
-    assert task is not None
     headers = {
         "X-Satrouter-Task": task.id,
         "X-Satrouter-Max-Price-Msat": str(priced.quote.total.value),
     }
     if stream:
         return await _stream(request, engine, task, headers)
-    done = await engine.execute(task)
-    if done.state != State.COMPLETED:
+    done, answer = await engine.execute(task)
+    if answer is None:
         raise Problem(
             502,
             "upstream_failed",
             f"every model failed; nothing was charged ({done.data.get('error')})",
             headers=headers,
         )
-    return web.json_response(done.data["result"], headers=headers)
+    return web.json_response(answer, headers=headers)
 
 
 async def _stream(
-    request: web.Request, engine: Engine, task: object, headers: dict[str, str]
+    request: web.Request, engine: Engine, task: TaskRow, headers: dict[str, str]
 ) -> web.StreamResponse:
-    from billing.store import TaskRow
-
-    assert isinstance(task, TaskRow)
     try:
         stream = engine.upstream.stream_chat(task.data["request"])
         await stream.__aenter__()
@@ -207,7 +201,7 @@ async def _l402_paid(
     if bound:
         async with engine.store.transaction() as tx:
             await tx.set_value(f"l402:served:{grant.token_id}", task.id)
-    return await _run(request, engine, task.id, priced, chat.stream)
+    return await _run(request, engine, task, priced, chat.stream)
 
 
 def _capped(priced: Priced, paid: Msat | None) -> Priced:

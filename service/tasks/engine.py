@@ -428,7 +428,8 @@ class Engine:
         """Record the call's result; the reconciler takes it from here."""
         usage = usage or (result.usage if result else None)
         updates = {
-            "result": plain(result.raw) if result else None,
+            # A prepaid caller already has its answer; tasks and L402 replays need it kept.
+            "result": plain(result.raw) if result and task.data["kind"] != "prepaid" else None,
             "generation_id": generation_id or (result.generation_id if result else None),
             "model_used": model or (result.completion.model if result else None),
             "inline_cost_usd": str(usage.cost) if usage and usage.cost is not None else None,
@@ -468,16 +469,17 @@ class Engine:
         self._announce(refunded)
         return refunded
 
-    async def execute(self, task: TaskRow) -> TaskRow:
-        """Run a ``running`` task's call (non-streaming) and record the outcome."""
+    async def execute(self, task: TaskRow) -> tuple[TaskRow, dict[str, Any] | None]:
+        """Run a ``running`` task's call (non-streaming) and record the outcome: the task
+        afterwards and the answer to pass on (None if every model failed)."""
         if task.data.get("kind") == "invoice" and len(self.dispatched) < 10_000:
             self.dispatched[task.id] = time.time()
         try:
             result = await self.upstream.chat(task.data["request"])
         except UpstreamError as exc:
             log.info("%s failed upstream: %r", task.id, exc)
-            return await self.fail(task, f"{type(exc).__name__}: {exc.message}")
-        return await self.complete(task, result)
+            return await self.fail(task, f"{type(exc).__name__}: {exc.message}"), None
+        return await self.complete(task, result), plain(result.raw)
 
     # -- reconciling ----------------------------------------------------------------------
 
