@@ -68,9 +68,13 @@ class CallbackSender:
                 position = await tx.cursor(CONSUMER)
                 events = await tx.events_after(position, limit=100)
             for event in events:
-                await self._deliver(event)
+                if event.payload.get("notify"):
+                    await self._deliver(event)
+                    async with self._store.transaction() as tx:
+                        await tx.set_cursor(CONSUMER, event.id)
+            if events and not events[-1].payload.get("notify"):
                 async with self._store.transaction() as tx:
-                    await tx.set_cursor(CONSUMER, event.id)
+                    await tx.set_cursor(CONSUMER, events[-1].id)
             if not events:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), 1.0)

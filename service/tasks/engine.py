@@ -215,9 +215,10 @@ class Engine:
             task.id, state=to, data=data, expected_state=task.state, now=now
         ):
             return None
-        await tx.append_event(
-            f"task.{to}", task.id, {"task": task.id, "status": str(to), **(event or {})}, now
-        )
+        payload = {"task": task.id, "status": str(to), **(event or {})}
+        if data.get("callback_url"):
+            payload["notify"] = True  # the callback sender reads only these
+        await tx.append_event(f"task.{to}", task.id, payload, now)
         return TaskRow(task.id, to, task.agent, data, task.created_at, now)
 
     def _announce(self, task: TaskRow) -> None:
@@ -310,7 +311,7 @@ class Engine:
             await tx.append_event(
                 "task.awaiting_payment",
                 task_id,
-                {"task": task_id, "status": "awaiting_payment"},
+                {"task": task_id, "status": "awaiting_payment", "notify": bool(callback_url)},
                 now,
             )
             if idempotency_key:
