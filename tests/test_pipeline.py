@@ -21,7 +21,7 @@ from service.config import Settings
 from service.demo.lnbits import LnbitsServer, Wallet
 from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
 from service.emulator.faults import Fault
-from service.http.keys import STORE
+from service.http.keys import ENGINE, STORE
 from service.tasks.engine import EngineConfig
 
 from .conftest import Emulator, start_emulator
@@ -444,3 +444,100 @@ async def test_callbacks_are_signed_ordered_and_retried(service: Service) -> Non
     final = json.loads(received[-1][0])["task"]
     assert final["status"] == "reconciled"
     assert final["result"]["model"] == CHEAP
+
+
+async def test_unpaid_invoices_expire_and_late_payments_become_credit(
+    lnbits: LnbitsServer, tmp_path: Path
+) -> None:
+    emulator, emulator_runner = await start_emulator(EmulatorConfig(generation_delay=0.1))
+    wallet, agent = lnbits.create_wallet("satrouter"), lnbits.create_wallet("agent")
+    lnbits.fund(agent, 10_000)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/expiry.db",
+        openrouter_base_url=emulator.base_url,
+        openrouter_api_key=DEFAULT_API_KEY,
+        lnbits_url=lnbits.url,
+        lnbits_invoice_key=wallet.inkey,
+        lnbits_admin_key=wallet.adminkey,
+        btc_usd="100000",
+        catalog_cache=tmp_path / "models.json",
+    )
+    app = create_app(settings, engine_config=EngineConfig(invoice_expiry=2, sweep_interval=0.1))
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
+            auth = {"Authorization": f"Bearer {task['task_token']}"}
+
+            async def expired() -> bool:
+                body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
+                return bool(body["status"] == "expired")
+
+            await _until(expired, timeout=10)
+            assert emulator.state.counters["completions"] == 0
+        # Settling an expired task's invoice never runs it: the money becomes the payer's credit.
+        engine = app[ENGINE]
+        from billing.lightning import InvoiceState, InvoiceStatus
+        from billing.money import Msat
+
+        amount = Msat(task["invoice"]["amount_msat"])
+        late = InvoiceStatus(task["invoice"]["payment_hash"], InvoiceState.SETTLED, amount)
+        assert await engine.on_settled(late) is True
+        assert await engine.on_settled(late) is False  # a second push changes nothing
+        async with app[STORE].read() as tx:
+            assert (await tx.task(task["id"])).state == "expired"  # type: ignore[union-attr]
+            assert await ledger.agent_balance(tx, task["id"]) == amount
+            assert (await ledger.check(tx)).ok
+    finally:
+        await runner.cleanup()
+        await emulator_runner.cleanup()
+
+
+async def test_reconciliation_falls_back_to_the_inline_cost_after_the_deadline(
+    service: Service,
+) -> None:
+    service.emulator.state.config.generation_delay = 3600  # /generation never answers in time
+    service.app[ENGINE].config = EngineConfig(generation_deadline=0.5)
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
+        auth = {"Authorization": f"Bearer {task['task_token']}"}
+        await service.pay(task["invoice"]["bolt11"])
+
+        async def reconciled() -> dict[str, Any] | None:
+            body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
+            return body if body["status"] == "reconciled" else None
+
+        done = await _until(reconciled)
+    assert done["provisional"] is True
+    async with service.app[STORE].read() as tx:
+        stored = await tx.task(task["id"])
+    assert stored is not None
+    assert stored.data["cost_nusd"] == 880  # the inline usage.cost: 19 x 20 + 10 x 50 nUSD
+    assert (await service.check_ledger()).ok
+
+
+async def test_l402_paid_request_can_stream(service: Service) -> None:
+    body = json.dumps({"model": CHEAP, "messages": HELLO, "stream": True}).encode()
+    headers = {"Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        problem = (await http.post("/v1/chat/completions", content=body, headers=headers)).json()
+        paid = await service.pay(problem["invoice"])
+        streamed = await http.post(
+            "/v1/chat/completions",
+            content=body,
+            headers={**headers, "Authorization": f"L402 {problem['macaroon']}:{paid['preimage']}"},
+        )
+    assert streamed.status_code == 200
+    assert streamed.headers["Content-Type"].startswith("text/event-stream")
+    lines = [line for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]"
+    text = "".join(
+        json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+        for line in lines[:-1]
+        if json.loads(line[6:])["choices"]
+    )
+    assert text.startswith("Here is the emulated answer")

@@ -126,7 +126,8 @@ class Tx(Protocol):
     async def open_invoices(self) -> list[InvoiceRow]: ...
     async def set_invoice_status(
         self, payment_hash: str, status: str, settled_at: float | None
-    ) -> bool: ...
+    ) -> bool:
+        """Move an open invoice to ``status`` (an expired one only to ``settled``)."""
 
     # outbox
     async def append_event(

@@ -359,10 +359,11 @@ class SqliteTx:
     async def set_invoice_status(
         self, payment_hash: str, status: str, settled_at: float | None
     ) -> bool:
+        # A settlement also replaces "expired": money that arrived must never be ignored.
         changed = self._run(
-            "UPDATE invoices SET status = ?, settled_at = ? "
-            "WHERE payment_hash = ? AND status = 'open'",
-            (status, settled_at, payment_hash),
+            "UPDATE invoices SET status = ?, settled_at = ? WHERE payment_hash = ? "
+            "AND (status = 'open' OR (status = 'expired' AND ? = 'settled'))",
+            (status, settled_at, payment_hash, status),
         )
         return changed == 1
 

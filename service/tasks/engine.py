@@ -362,7 +362,7 @@ class Engine:
             return False
         async with self.store.transaction() as tx:
             invoice = await tx.invoice(status.payment_hash)
-            if invoice is None or invoice.status != "open":
+            if invoice is None or invoice.status not in ("open", "expired"):
                 return False
             if status.amount_paid < Msat(invoice.amount_msat):
                 log.warning(
