@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import re
@@ -9,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 
 import httpx
@@ -21,6 +22,27 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return ordered[index]
+
+
+Call = Callable[[], Awaitable[None]]
+
+
+async def measure(call: Call, concurrency: int, seconds: float) -> tuple[float, list[float]]:
+    """Run ``call`` from ``concurrency`` workers for ``seconds``: (requests/s, latencies)."""
+    latencies: list[float] = []
+    stop = time.monotonic() + seconds
+
+    async def worker() -> None:
+        while time.monotonic() < stop:
+            started = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - started)
+
+    for _ in range(3):  # warm the connection pools
+        await call()
+    began = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(latencies) / (time.perf_counter() - began), latencies
 
 
 def free_port() -> int:

@@ -17,42 +17,23 @@ import asyncio
 import json
 import resource
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import httpx
 from aiohttp import web
 
-from benchmarks._report import emulator_process, machine, percentile, write_section
+from benchmarks._report import Call, emulator_process, machine, measure, percentile, write_section
 from service.app import create_app
 from service.config import Settings
 from service.demo.lnbits import LnbitsServer
+from service.demo.loopback import serve
 from service.emulator.app import DEFAULT_API_KEY
 from service.http.keys import ENGINE, STORE
 from service.tasks.engine import EngineConfig
 
 MESSAGES = [{"role": "user", "content": "Say something short. [[tokens=16]]"}]
 BODY = {"model": "meta-llama/llama-3.1-8b-instruct", "messages": MESSAGES, "max_tokens": 16}
-Call = Callable[[], Awaitable[None]]
-
-
-async def measure(call: Call, concurrency: int, seconds: float) -> tuple[float, list[float]]:
-    latencies: list[float] = []
-    stop = time.monotonic() + seconds
-
-    async def worker() -> None:
-        while time.monotonic() < stop:
-            started = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - started)
-
-    for _ in range(3):
-        await call()
-    began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return len(latencies) / (time.perf_counter() - began), latencies
 
 
 def raw_proxy(upstream: str) -> web.Application:
@@ -83,14 +64,6 @@ def raw_proxy(upstream: str) -> web.Application:
     return app
 
 
-async def serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
-
-
 async def run(emulator: str, seconds: float) -> str:
     lnbits = LnbitsServer()
     await asyncio.to_thread(lnbits.start)
@@ -111,7 +84,7 @@ async def run(emulator: str, seconds: float) -> str:
             catalog_cache=workdir / "models.json",
         )
         app = create_app(settings, engine_config=EngineConfig(generation_deadline=5))
-        runner, service = await serve(app)
+        runner, service = await serve(app, access_log=None)
         runners.append(runner)
         runner, floor = await serve(raw_proxy(emulator + "/api/v1"))
         runners.append(runner)

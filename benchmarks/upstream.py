@@ -11,14 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import httpx
 from httpx_sse import aconnect_sse
 
-from benchmarks._report import emulator_process, machine, percentile, write_section
+from benchmarks._report import Call, emulator_process, machine, measure, percentile, write_section
 from service.emulator.app import DEFAULT_API_KEY
 from service.upstream.openrouter import OpenRouterClient
 
@@ -26,30 +24,11 @@ BODY = {
     "model": "meta-llama/llama-3.1-8b-instruct",
     "messages": [{"role": "user", "content": "Say something short. [[tokens=16]]"}],
 }
-Call = Callable[[], Awaitable[None]]
 
 
 async def _measure(call: Call, concurrency: int, seconds: float) -> tuple[float, float, float, int]:
-    latencies: list[float] = []
-    stop = time.monotonic() + seconds
-
-    async def worker() -> None:
-        while time.monotonic() < stop:
-            started = time.perf_counter()
-            await call()
-            latencies.append(time.perf_counter() - started)
-
-    for _ in range(3):  # warm the pool
-        await call()
-    began = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - began
-    return (
-        len(latencies) / elapsed,
-        percentile(latencies, 50) * 1000,
-        percentile(latencies, 99) * 1000,
-        len(latencies),
-    )
+    rps, latencies = await measure(call, concurrency, seconds)
+    return rps, percentile(latencies, 50) * 1000, percentile(latencies, 99) * 1000, len(latencies)
 
 
 async def run(base: str, seconds: float) -> list[tuple[str, str, int, float, float, float, int]]:

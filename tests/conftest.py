@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from service.demo.lnbits import LnbitsServer
+from service.demo.loopback import serve
 from service.emulator.app import (
     DEFAULT_API_KEY,
     DEFAULT_MANAGEMENT_KEY,
@@ -47,12 +48,8 @@ class Emulator:
 
 async def start_emulator(config: EmulatorConfig | None = None) -> tuple[Emulator, web.AppRunner]:
     app = create_app(config or EmulatorConfig(generation_delay=0.0))
-    runner = web.AppRunner(app, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    return Emulator(f"http://127.0.0.1:{port}", app), runner
+    runner, url = await serve(app, handler_cancellation=True)
+    return Emulator(url, app), runner
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from aiohttp import web
 
+from service.demo.loopback import serve
 from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
 from service.emulator.faults import Fault
 from service.upstream import errors
@@ -271,12 +272,9 @@ async def test_key_falls_back_to_the_older_auth_key_path() -> None:
 
     app = web.Application()
     app.router.add_get("/api/v1/auth/key", auth_key)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
+    runner, url = await serve(app)
     try:
-        base = f"http://127.0.0.1:{runner.addresses[0][1]}/api/v1"
+        base = url + "/api/v1"
         async with OpenRouterClient(base_url=base, api_key="k") as client:
             info = await client.key()
     finally:

@@ -19,6 +19,7 @@ from billing import ledger
 from service.app import create_app
 from service.config import Settings
 from service.demo.lnbits import LnbitsServer, Wallet
+from service.demo.loopback import serve
 from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
 from service.emulator.faults import Fault
 from service.http.keys import ENGINE, STORE
@@ -80,11 +81,8 @@ async def service(lnbits: LnbitsServer, tmp_path: Path) -> AsyncIterator[Service
         settings,
         engine_config=EngineConfig(generation_deadline=3, sweep_interval=0.1, invoice_expiry=60),
     )
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    yield Service(f"http://127.0.0.1:{runner.addresses[0][1]}", app, emulator, lnbits, agent)
+    runner, url = await serve(app)
+    yield Service(url, app, emulator, lnbits, agent)
     await runner.cleanup()
     await emulator_runner.cleanup()
 
@@ -99,6 +97,17 @@ async def _until(predicate: Any, timeout: float = 20) -> Any:
     raise AssertionError("condition not reached in time")
 
 
+async def _task_until(http: httpx.AsyncClient, task: dict[str, Any], state: str) -> Any:
+    """The task's view once it reaches ``state`` (read with its task token)."""
+    auth = {"Authorization": f"Bearer {task['task_token']}"}
+
+    async def reached() -> dict[str, Any] | None:
+        body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
+        return body if body["status"] == state else None
+
+    return await _until(reached)
+
+
 async def test_task_paid_by_invoice_runs_reconciles_and_returns_change(service: Service) -> None:
     async with httpx.AsyncClient(base_url=service.url) as http:
         created = await http.post(
@@ -110,12 +119,7 @@ async def test_task_paid_by_invoice_runs_reconciles_and_returns_change(service: 
         assert task["invoice"]["amount_msat"] == task["price"]["total_msat"]
         auth = {"Authorization": f"Bearer {task['task_token']}"}
         await service.pay(task["invoice"]["bolt11"])
-
-        async def reconciled() -> dict[str, Any] | None:
-            body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
-            return body if body["status"] == "reconciled" else None
-
-        done = await _until(reconciled)
+        done = await _task_until(http, task, "reconciled")
         assert done["result"]["choices"][0]["message"]["content"].startswith("Here is")
         assert done["charge_msat"] + done["change_msat"] == task["invoice"]["amount_msat"]
         assert done["provisional"] is False
@@ -275,12 +279,7 @@ async def test_every_model_failing_refunds_in_full(service: Service) -> None:
         ).json()
         auth = {"Authorization": f"Bearer {task['task_token']}"}
         await service.pay(task["invoice"]["bolt11"])
-
-        async def refunded() -> dict[str, Any] | None:
-            body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
-            return body if body["status"] == "refunded" else None
-
-        done = await _until(refunded)
+        done = await _task_until(http, task, "refunded")
         assert "BadGateway" in done["error"]
         me = (await http.get("/v1/accounts/me", headers=auth)).json()
         assert me["balance_msat"] == task["invoice"]["amount_msat"]
@@ -293,14 +292,8 @@ async def test_fallback_after_a_rate_limit_charges_the_model_that_ran(service: S
         task = (
             await http.post("/v1/tasks", json={"messages": HELLO, "models": [CHEAP, BACKUP]})
         ).json()
-        auth = {"Authorization": f"Bearer {task['task_token']}"}
         await service.pay(task["invoice"]["bolt11"])
-
-        async def reconciled() -> dict[str, Any] | None:
-            body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
-            return body if body["status"] == "reconciled" else None
-
-        done = await _until(reconciled)
+        done = await _task_until(http, task, "reconciled")
         assert done["model"] == BACKUP
         assert done["result"]["model"] == BACKUP
 
@@ -408,11 +401,8 @@ async def test_callbacks_are_signed_ordered_and_retried(service: Service) -> Non
 
     receiver = web.Application()
     receiver.router.add_post("/hook", hook)
-    runner = web.AppRunner(receiver)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    runner, base = await serve(receiver)
+    url = base + "/hook"
     try:
         async with httpx.AsyncClient(base_url=service.url) as http:
             task = (
@@ -463,11 +453,7 @@ async def test_unpaid_invoices_expire_and_late_payments_become_credit(
         catalog_cache=tmp_path / "models.json",
     )
     app = create_app(settings, engine_config=EngineConfig(invoice_expiry=2, sweep_interval=0.1))
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await serve(app)
     try:
         async with httpx.AsyncClient(base_url=url) as http:
             task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
@@ -504,14 +490,8 @@ async def test_reconciliation_falls_back_to_the_inline_cost_after_the_deadline(
     service.app[ENGINE].config = EngineConfig(generation_deadline=0.5)
     async with httpx.AsyncClient(base_url=service.url) as http:
         task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
-        auth = {"Authorization": f"Bearer {task['task_token']}"}
         await service.pay(task["invoice"]["bolt11"])
-
-        async def reconciled() -> dict[str, Any] | None:
-            body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
-            return body if body["status"] == "reconciled" else None
-
-        done = await _until(reconciled)
+        done = await _task_until(http, task, "reconciled")
     assert done["provisional"] is True
     async with service.app[STORE].read() as tx:
         stored = await tx.task(task["id"])

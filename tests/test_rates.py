@@ -21,6 +21,7 @@ from billing.rates import (
     parse_coinbase,
     parse_kraken,
 )
+from service.demo.loopback import serve
 
 COINBASE = {"data": {"amount": "97000.10", "base": "BTC", "currency": "USD"}}
 KRAKEN = {
@@ -60,11 +61,7 @@ async def prices() -> AsyncIterator[PriceServer]:
     server = PriceServer()
     app = web.Application()
     app.router.add_get("/{name}", server.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    runner, server.url = await serve(app)
     yield server
     await runner.cleanup()
 

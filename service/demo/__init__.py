@@ -34,6 +34,7 @@ from ..http.keys import STORE
 from ..tasks.callbacks import verify
 from ..tasks.engine import EngineConfig
 from .lnbits import LnbitsServer, Wallet
+from .loopback import serve
 
 CHEAP = "meta-llama/llama-3.1-8b-instruct"
 BACKUP = "openai/gpt-4o-mini"
@@ -42,14 +43,6 @@ QUESTION: Any = [{"role": "user", "content": "In one sentence: why pay per task 
 
 def _say(text: str = "") -> None:
     print(text, flush=True)
-
-
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}"
 
 
 class Demo:
@@ -135,7 +128,7 @@ class Demo:
 
         receiver = web.Application()
         receiver.router.add_post("/hook", hook)
-        runner, url = await _serve(receiver)
+        runner, url = await serve(receiver)
         try:
             created = (
                 await self.http.post(
@@ -261,7 +254,7 @@ async def run_demo() -> int:
             _say(f"   OpenRouter: {base_url}")
         else:
             emulator = create_emulator(EmulatorConfig(generation_delay=0.5))
-            runner, emulator_url = await _serve(emulator)
+            runner, emulator_url = await serve(emulator)
             runners.append(runner)
             base_url = emulator_url + "/api/v1"
             _say(f"   OpenRouter emulator: {base_url}")
@@ -281,7 +274,7 @@ async def run_demo() -> int:
             catalog_cache=workdir / "models.json",
         )
         app = create_app(settings, engine_config=EngineConfig(generation_deadline=20))
-        runner, url = await _serve(app)
+        runner, url = await serve(app)
         runners.append(runner)
         _say(f"   satrouter: {url} (SQLite {workdir}/satrouter.db)")
         demo = Demo(lnbits, app, url, emulator)

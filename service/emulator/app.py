@@ -29,6 +29,7 @@ from typing import Any
 
 from aiohttp import web
 
+from ..upstream.schemas import plain
 from . import text
 from .faults import Fault, FaultTable
 
@@ -118,19 +119,8 @@ def create_app(config: EmulatorConfig | None = None) -> web.Application:
 # -- helpers --------------------------------------------------------------------------------
 
 
-def _jsonable(value: Any) -> Any:
-    """Decimals become JSON numbers (their shortest float repr is the same decimal text)."""
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    return value
-
-
 def _dumps(value: Any) -> str:
-    return json.dumps(_jsonable(value), separators=(",", ":"))
+    return json.dumps(plain(value), separators=(",", ":"))
 
 
 def _json_response(
@@ -424,8 +414,19 @@ def _usage(call: _Call, completion_tokens: int) -> dict[str, Any]:
     return usage
 
 
-def _finish_reason(call: _Call, completion_tokens: int, max_tokens_hit: bool) -> str:
-    return "length" if max_tokens_hit else "stop"
+def _finish_reason(call: _Call, produced: int) -> str:
+    """``length`` when max_tokens cut the reply short, else ``stop``."""
+    return "length" if produced < len(text.reply_tokens(call.messages, None)) else "stop"
+
+
+def _envelope(call: _Call, gen_id: str, kind: str) -> dict[str, Any]:
+    return {
+        "id": gen_id,
+        "provider": call.provider,
+        "model": call.model,
+        "object": kind,
+        "created": int(time.time()),
+    }
 
 
 def _record(
@@ -493,14 +494,9 @@ async def _latency(state: EmulatorState, call: _Call, tokens: int) -> None:
 async def _respond(state: EmulatorState, call: _Call) -> web.Response:
     await _latency(state, call, len(call.tokens))
     gen_id = _gen_id()
-    limit_hit = len(call.tokens) < len(text.reply_tokens(call.messages, None))
-    finish = _finish_reason(call, len(call.tokens), limit_hit)
+    finish = _finish_reason(call, len(call.tokens))
     body = {
-        "id": gen_id,
-        "provider": call.provider,
-        "model": call.model,
-        "object": "chat.completion",
-        "created": int(time.time()),
+        **_envelope(call, gen_id, "chat.completion"),
         "choices": [
             {
                 "logprobs": None,
@@ -537,13 +533,7 @@ async def _stream(request: web.Request, state: EmulatorState, call: _Call) -> we
     )
     await response.prepare(request)
     openrouter = call.entry is not None and request.path.startswith("/api/")
-    base = {
-        "id": gen_id,
-        "provider": call.provider,
-        "model": call.model,
-        "object": "chat.completion.chunk",
-        "created": int(time.time()),
-    }
+    base = _envelope(call, gen_id, "chat.completion.chunk")
     sent = 0
     fault = call.fault
     try:
@@ -572,8 +562,7 @@ async def _stream(request: web.Request, state: EmulatorState, call: _Call) -> we
             sent += 1
             if openrouter and i == 0:
                 await response.write(b": OPENROUTER PROCESSING\n\n")
-        limit_hit = len(call.tokens) < len(text.reply_tokens(call.messages, None))
-        finish = _finish_reason(call, sent, limit_hit)
+        finish = _finish_reason(call, sent)
         await response.write(
             _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         )
