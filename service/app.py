@@ -26,7 +26,7 @@ from billing.rates import FixedRate, RateOracle, RateProvider
 from billing.store import Store, open_store
 
 from .config import ConfigError, Settings
-from .http import accounts, agents, chat, health
+from .http import accounts, admin, agents, chat, health
 from .http.keys import ENGINE, L402, SETTINGS, STORE
 from .http.problems import problem_middleware
 from .http.views import task_view
@@ -70,7 +70,7 @@ def create_app(
 ) -> web.Application:
     app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY)
     app[SETTINGS] = settings
-    for module in (agents, chat, accounts, health):
+    for module in (agents, chat, accounts, admin, health):
         app.router.add_routes(module.routes)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import Any
 
 from aiohttp import web
 
@@ -51,6 +52,39 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _margins(args: argparse.Namespace) -> int:
+    import json
+
+    from billing.margins import margins, parse_since, to_csv, to_table
+    from billing.store import open_store
+
+    from .http.admin import MARGIN_STATES
+
+    settings = load_settings()
+    try:
+        since, until = parse_since(args.since), parse_since(args.until)
+    except ValueError as exc:
+        print(f"satrouter margins: {exc}", file=sys.stderr)
+        return 2
+
+    async def read() -> list[Any]:
+        store = await open_store(settings.database_url)
+        try:
+            async with store.read() as tx:
+                return await tx.tasks_updated_between(since, until, MARGIN_STATES)
+        finally:
+            await store.close()
+
+    rows = margins(asyncio.run(read()), args.group_by)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in rows], indent=2))
+    elif args.csv:
+        print(to_csv(rows), end="")
+    else:
+        print(to_table(rows, args.group_by) if rows else "no reconciled tasks in that range")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -86,6 +120,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the satrouter service")
     serve.set_defaults(run=_serve)
+
+    margins = commands.add_parser("margins", help="revenue, cost and margin from the database")
+    margins.add_argument("--since", help="2026-11-20, an ISO time, or 24h / 7d")
+    margins.add_argument("--until", help="same forms as --since")
+    margins.add_argument(
+        "--group-by",
+        default="model",
+        choices=("model", "agent", "class", "tier", "day", "hour", "total"),
+    )
+    output = margins.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument("--csv", action="store_true")
+    margins.set_defaults(run=_margins)
 
     demo = commands.add_parser("demo", help="run the scripted demo on embedded defaults")
     demo.set_defaults(run=_demo)

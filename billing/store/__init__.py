@@ -151,6 +151,10 @@ class Tx(Protocol):
         now: float,
     ) -> bool: ...
     async def tasks_in_states(self, states: Sequence[str]) -> list[TaskRow]: ...
+    async def tasks_updated_between(
+        self, since: float | None, until: float | None, states: Sequence[str]
+    ) -> list[TaskRow]:
+        """Tasks in ``states`` last changed in ``[since, until)`` (None: unbounded)."""
 
     # API accounts, L402 root keys, small values
     async def insert_api_account(self, account_id: str, key_hash: str, now: float) -> None: ...

@@ -450,6 +450,22 @@ class SqliteTx:
         )
         return [TaskRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
 
+    async def tasks_updated_between(
+        self, since: float | None, until: float | None, states: Sequence[str]
+    ) -> list[TaskRow]:
+        marks = ",".join("?" * len(states))
+        rows = self._all(
+            "SELECT id, state, agent, data, created_at, updated_at FROM tasks "
+            f"WHERE state IN ({marks}) AND updated_at >= ? AND updated_at < ? "
+            "ORDER BY updated_at",
+            (
+                *states,
+                since if since is not None else 0.0,
+                until if until is not None else float("inf"),
+            ),
+        )
+        return [TaskRow(r[0], r[1], r[2], json.loads(r[3]), r[4], r[5]) for r in rows]
+
     # -- API accounts, root keys, values ---------------------------------------------------
 
     async def insert_api_account(self, account_id: str, key_hash: str, now: float) -> None:

@@ -84,6 +84,13 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
     ("get", "/healthz", None, None, "Liveness"),
     ("get", "/readyz", None, None, "Readiness"),
     ("get", "/openapi.json", None, None, "This document"),
+    (
+        "get",
+        "/admin/margins",
+        None,
+        None,
+        "Operator: revenue, cost and margin (bearer admin token; group_by, since, until, format)",
+    ),
 ]
 
 

@@ -1,0 +1,54 @@
+"""Operator endpoints under ``/admin/``: bearer ``SATROUTER_ADMIN_TOKEN``. With no token set
+they are off (403), never open."""
+
+from __future__ import annotations
+
+import hmac
+
+from aiohttp import web
+
+from billing.margins import GROUPS, margins, parse_since, to_csv
+
+from .keys import SETTINGS, STORE
+from .problems import Problem
+
+routes = web.RouteTableDef()
+MARGIN_STATES = ("reconciled", "failed", "refunded")
+
+
+def require_admin(request: web.Request) -> None:
+    token = request.app[SETTINGS].admin_token
+    if token is None:
+        raise Problem(403, "admin_disabled", "set SATROUTER_ADMIN_TOKEN to use /admin/")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.get_secret_value().encode()
+    ):
+        raise Problem(
+            401,
+            "admin_credentials_required",
+            "send Authorization: Bearer <admin token>",
+            headers={"WWW-Authenticate": 'Bearer realm="satrouter-admin"'},
+        )
+
+
+@routes.get("/admin/margins")
+async def admin_margins(request: web.Request) -> web.Response:
+    """Revenue, cost and margin grouped by ``group_by``, JSON or ``format=csv``."""
+    require_admin(request)
+    group_by = request.query.get("group_by", "model")
+    if group_by not in GROUPS:
+        raise Problem(400, "invalid_group_by", f"group_by is one of {', '.join(GROUPS)}")
+    try:
+        since = parse_since(request.query.get("since"))
+        until = parse_since(request.query.get("until"))
+    except ValueError as exc:
+        raise Problem(400, "invalid_time", str(exc)) from None
+    async with request.app[STORE].read() as tx:
+        tasks = await tx.tasks_updated_between(since, until, MARGIN_STATES)
+    rows = margins(tasks, group_by)
+    if request.query.get("format") == "csv":
+        return web.Response(text=to_csv(rows), content_type="text/csv")
+    return web.json_response(
+        {"group_by": group_by, "since": since, "until": until, "rows": [r.as_dict() for r in rows]}
+    )
