@@ -30,6 +30,7 @@ from .http import accounts, admin, agents, chat, health
 from .http.keys import ENGINE, L402, SETTINGS, STORE
 from .http.problems import problem_middleware
 from .http.views import task_view
+from .metrics import Metrics
 from .tasks.callbacks import CallbackSender
 from .tasks.engine import Engine, EngineConfig
 from .upstream.catalog import CatalogCache
@@ -68,8 +69,12 @@ def create_app(
     rates: RateProvider | None = None,
     engine_config: EngineConfig | None = None,
 ) -> web.Application:
-    app = web.Application(middlewares=[problem_middleware], client_max_size=MAX_BODY)
+    metrics = Metrics()
+    app = web.Application(
+        middlewares=[metrics.middleware(), problem_middleware], client_max_size=MAX_BODY
+    )
     app[SETTINGS] = settings
+    app.router.add_get("/metrics", metrics.handler)
     for module in (agents, chat, accounts, admin, health):
         app.router.add_routes(module.routes)
 
@@ -110,6 +115,7 @@ def create_app(
                 rates=price_source,
                 policy=PricingPolicy(settings.markup_bps, Msat(settings.fee_msat)),
                 config=engine_config,
+                metrics=metrics,
                 callbacks=CallbackSender(store, session, lambda t: task_view(t).model_dump()),
             )
             app[STORE] = store

@@ -521,3 +521,24 @@ async def test_l402_paid_request_can_stream(service: Service) -> None:
         if json.loads(line[6:])["choices"]
     )
     assert text.startswith("Here is the emulated answer")
+
+
+async def test_metrics_count_requests_tasks_and_money(service: Service) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
+        await service.pay(task["invoice"]["bolt11"])
+        done = await _task_until(http, task, "reconciled")
+        await http.post("/v1/chat/completions", content=b"{nope",
+                        headers={"Content-Type": "application/json"})
+        text = (await http.get("/metrics")).text
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("satrouter_task_transitions_total", (("state", "reconciled"),))] >= 1
+    assert samples[("satrouter_revenue_msat_total", (("model", CHEAP),))] == done["charge_msat"]
+    assert samples[("satrouter_cost_nusd_total", (("model", CHEAP),))] == 880
+    assert samples[("satrouter_http_requests_total", (
+        ("method", "POST"), ("route", "/v1/chat/completions"), ("status", "400")))] == 1
+    assert samples[("satrouter_upstream_seconds_count", (("model", CHEAP), ("outcome", "ok")))] == 1
+    assert not any("agent" in dict(labels) for _, labels in samples)

@@ -34,6 +34,7 @@ routes = web.RouteTableDef()
 
 @routes.post("/v1/chat/completions")
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    began = time.perf_counter()
     engine = request.app[ENGINE]
     raw = await request.read()
     try:
@@ -44,17 +45,22 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     scheme = scheme.upper()
     if scheme in ("L402", "LSAT"):
-        return await _l402_paid(request, engine, chat, raw)
+        return await _l402_paid(request, engine, chat, raw, began)
     if scheme == "BEARER" and credential.strip():
         payer = await payer_of(request.app[STORE], credential.strip())
         priced = await engine.price(chat)
         task = await engine.reserve(payer, priced, kind="prepaid")
-        return await _run(request, engine, task, priced, chat.stream)
+        return await _run(request, engine, task, priced, chat.stream, began)
     raise await _l402_challenge(request, engine, chat, raw)
 
 
 async def _run(
-    request: web.Request, engine: Engine, task: TaskRow, priced: Priced, stream: bool
+    request: web.Request,
+    engine: Engine,
+    task: TaskRow,
+    priced: Priced,
+    stream: bool,
+    began: float,
 ) -> web.StreamResponse:
     headers = {
         "X-Satrouter-Task": task.id,
@@ -63,6 +69,10 @@ async def _run(
     if stream:
         return await _stream(request, engine, task, headers)
     done, answer = await engine.execute(task)
+    upstream = done.data.get("upstream_seconds")
+    if engine.metrics is not None and upstream is not None:
+        total = time.perf_counter() - began
+        engine.metrics.added_seconds.observe(max(0.0, total - upstream))
     if answer is None:
         raise Problem(
             502,
@@ -90,7 +100,13 @@ async def _stream(
     try:
         await response.prepare(request)
         try:
+            started = time.perf_counter()
             async for _ in stream:
+                if started and engine.metrics is not None:
+                    engine.metrics.ttft_seconds.labels(task.data["request"]["model"]).observe(
+                        time.perf_counter() - started
+                    )
+                    started = 0.0
                 await response.write(b"data: " + stream.last_raw.encode() + b"\n\n")
             await response.write(b"data: [DONE]\n\n")
         except UpstreamError as exc:
@@ -164,7 +180,7 @@ def _quote_json(priced: Priced) -> dict[str, object]:
 
 
 async def _l402_paid(
-    request: web.Request, engine: Engine, chat: ChatRequest, raw: bytes
+    request: web.Request, engine: Engine, chat: ChatRequest, raw: bytes, began: float
 ) -> web.StreamResponse:
     authority = request.app[L402]
     header = request.headers["Authorization"]
@@ -201,7 +217,7 @@ async def _l402_paid(
     if bound:
         async with engine.store.transaction() as tx:
             await tx.set_value(f"l402:served:{grant.token_id}", task.id)
-    return await _run(request, engine, task, priced, chat.stream)
+    return await _run(request, engine, task, priced, chat.stream, began)
 
 
 def _capped(priced: Priced, paid: Msat | None) -> Priced:

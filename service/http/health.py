@@ -84,6 +84,7 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
     ("get", "/healthz", None, None, "Liveness"),
     ("get", "/readyz", None, None, "Readiness"),
     ("get", "/openapi.json", None, None, "This document"),
+    ("get", "/metrics", None, None, "Prometheus metrics"),
     (
         "get",
         "/admin/margins",

@@ -48,6 +48,7 @@ from billing.store import InvoiceRow, Store, TaskRow, Tx
 
 from ..http.problems import Problem
 from ..http.schemas import ChatRequest
+from ..metrics import Metrics
 from ..upstream.catalog import CatalogCache, CatalogUnavailable
 from ..upstream.errors import UpstreamError
 from ..upstream.openrouter import ChatResult, GenerationNotReady, OpenRouterClient
@@ -125,6 +126,7 @@ class Engine:
         policy: PricingPolicy,
         config: EngineConfig | None = None,
         callbacks: CallbackSender | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.lightning = lightning
@@ -134,6 +136,7 @@ class Engine:
         self.policy = policy
         self.config = config or EngineConfig()
         self.callbacks = callbacks
+        self.metrics = metrics
         self._background: set[asyncio.Task[None]] = set()
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._running: set[str] = set()
@@ -225,6 +228,8 @@ class Engine:
         """After commit: hand the task to whoever works on its new state, and tell listeners."""
         if task.state in (State.PAID, State.COMPLETED):
             self._spawn(task)
+        if self.metrics is not None:
+            self.metrics.tasks.labels(task.state).inc()
         if self.callbacks is not None and task.data.get("callback_url"):
             self.callbacks.wake.set()
         for queue in self._listeners.get(task.id, ()):
@@ -425,6 +430,7 @@ class Engine:
         usage: Usage | None = None,
         model: str | None = None,
         generation_id: str | None = None,
+        upstream_seconds: float | None = None,
     ) -> TaskRow:
         """Record the call's result; the reconciler takes it from here."""
         usage = usage or (result.usage if result else None)
@@ -436,6 +442,7 @@ class Engine:
             "inline_cost_usd": str(usage.cost) if usage and usage.cost is not None else None,
             "usage": usage.model_dump(mode="json") if usage else None,
             "completed_at": time.time(),
+            "upstream_seconds": upstream_seconds,
         }
         async with self.store.transaction() as tx:
             current = await tx.task(task.id)
@@ -475,12 +482,22 @@ class Engine:
         afterwards and the answer to pass on (None if every model failed)."""
         if task.data.get("kind") == "invoice" and len(self.dispatched) < 10_000:
             self.dispatched[task.id] = time.time()
+        started = time.perf_counter()
         try:
             result = await self.upstream.chat(task.data["request"])
         except UpstreamError as exc:
+            self._observe_upstream(task.data["request"]["model"], "error", started)
             log.info("%s failed upstream: %r", task.id, exc)
             return await self.fail(task, f"{type(exc).__name__}: {exc.message}"), None
-        return await self.complete(task, result), plain(result.raw)
+        seconds = self._observe_upstream(result.completion.model, "ok", started)
+        done = await self.complete(task, result, upstream_seconds=seconds)
+        return done, plain(result.raw)
+
+    def _observe_upstream(self, model: str, outcome: str, started: float) -> float:
+        seconds = time.perf_counter() - started
+        if self.metrics is not None:
+            self.metrics.upstream_seconds.labels(model, outcome).observe(seconds)
+        return seconds
 
     # -- reconciling ----------------------------------------------------------------------
 
@@ -537,6 +554,14 @@ class Engine:
             )
         if moved is not None:
             self._announce(moved)
+            if self.metrics is not None:
+                model_used = str(task.data.get("model_used") or task.data["quote"]["model"])
+                self.metrics.revenue_msat.labels(model_used).inc(bill.total.value)
+                self.metrics.cost_nusd.labels(model_used).inc(cost.value)
+                self.metrics.margin_msat.labels(model_used).inc(margin.value)
+                completed_at = task.data.get("completed_at")
+                if completed_at:
+                    self.metrics.reconciliation_lag.observe(time.time() - completed_at)
         return moved
 
     # -- workers --------------------------------------------------------------------------
@@ -603,6 +628,8 @@ class Engine:
                 waiting = await tx.tasks_in_states([State.AWAITING_PAYMENT])
             for task in ready:
                 self._spawn(task)
+            if self.metrics is not None:
+                self.metrics.open_invoices.set(len(waiting))
             now = time.time()
             for task in waiting:
                 if task.data["invoice"]["expires_at"] <= now:

@@ -1,0 +1,109 @@
+"""Prometheus metrics (``GET /metrics``), on a registry of the app's own.
+
+Labels are bounded: routes are route templates, models come from the catalog, states and
+outcomes are fixed sets; there are no per-agent or per-task labels.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+_LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "satrouter_http_requests", "HTTP requests", ["route", "method", "status"], registry=r
+        )
+        self.request_seconds = Histogram(
+            "satrouter_http_request_seconds",
+            "HTTP request time",
+            ["route"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.tasks = Counter(
+            "satrouter_task_transitions", "Tasks entering a state", ["state"], registry=r
+        )
+        self.upstream_seconds = Histogram(
+            "satrouter_upstream_seconds",
+            "Upstream call time",
+            ["model", "outcome"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.ttft_seconds = Histogram(
+            "satrouter_upstream_ttft_seconds",
+            "Time to the first streamed chunk",
+            ["model"],
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.added_seconds = Histogram(
+            "satrouter_added_latency_seconds",
+            "satrouter's own time in a paid non-streaming call (total less the upstream call)",
+            buckets=_LATENCY,
+            registry=r,
+        )
+        self.revenue_msat = Counter("satrouter_revenue_msat", "Revenue", ["model"], registry=r)
+        self.cost_nusd = Counter("satrouter_cost_nusd", "OpenRouter cost", ["model"], registry=r)
+        self.margin_msat = Gauge(
+            "satrouter_margin_msat",
+            "Margin (revenue less cost at the quote's rate) accumulated since start",
+            ["model"],
+            registry=r,
+        )
+        self.reconciliation_lag = Histogram(
+            "satrouter_reconciliation_lag_seconds",
+            "Completion to reconciliation",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120),
+            registry=r,
+        )
+        self.open_invoices = Gauge(
+            "satrouter_open_invoices", "Invoices awaiting payment", registry=r
+        )
+        self.openrouter_balance = Gauge(
+            "satrouter_openrouter_balance_usd",
+            "OpenRouter credits left (needs a management key)",
+            registry=r,
+        )
+
+    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
+        @web.middleware
+        async def measure(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            started = time.perf_counter()
+            route = request.match_info.route.resource
+            template = route.canonical if route is not None else "unmatched"
+            status = 500
+            try:
+                response = await handler(request)
+                status = response.status
+                return response
+            except web.HTTPException as exc:
+                status = exc.status
+                raise
+            finally:
+                self.requests.labels(template, request.method, str(status)).inc()
+                self.request_seconds.labels(template).observe(time.perf_counter() - started)
+
+        return measure
+
+    async def handler(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
