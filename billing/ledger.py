@@ -25,6 +25,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from . import audit
 from .money import Msat, NanoUsd
 from .store import LedgerTotals, PostingRow, Tx
 
@@ -178,6 +179,17 @@ async def post(tx: Tx, entry: Entry, *, now: float | None = None) -> bool:
         entry.memo,
         digest,
         [PostingRow(p.account.code, p.account.currency, p.amount) for p in entry.postings],
+        now,
+    )
+    await audit.append(
+        tx,
+        "money",
+        {
+            "entry": entry.kind,
+            "key": entry.idempotency_key,
+            "ref": entry.ref,
+            "postings": [[p.account.code, p.amount] for p in entry.postings],
+        },
         now,
     )
     return True

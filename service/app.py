@@ -114,7 +114,7 @@ def create_app(
                 catalog=catalog,
                 rates=price_source,
                 policy=PricingPolicy(settings.markup_bps, Msat(settings.fee_msat)),
-                config=engine_config,
+                config=engine_config or EngineConfig(audit_content=settings.audit_content),
                 metrics=metrics,
                 callbacks=CallbackSender(store, session, lambda t: task_view(t).model_dump()),
             )

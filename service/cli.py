@@ -85,6 +85,42 @@ def _margins(args: argparse.Namespace) -> int:
     return 0
 
 
+def _audit(args: argparse.Namespace) -> int:
+    import json
+
+    from billing import audit
+    from billing.store import open_store
+
+    settings = load_settings()
+
+    async def run() -> int:
+        store = await open_store(settings.database_url)
+        try:
+            if args.action == "verify":
+                result = await audit.verify(store)
+                if result.ok:
+                    print(f"audit trail intact: {result.entries} entries")
+                    return 0
+                print(
+                    f"audit trail BROKEN at entry {result.first_bad}: {result.reason}",
+                    file=sys.stderr,
+                )
+                return 1
+            # A CLI: nothing else runs on this loop, so a blocking file is fine.
+            out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115, ASYNC230
+            try:
+                async for entry in audit.entries(store):
+                    out.write(json.dumps(entry.as_dict(), sort_keys=True) + "\n")
+            finally:
+                if out is not sys.stdout:
+                    out.close()
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -133,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true")
     output.add_argument("--csv", action="store_true")
     margins.set_defaults(run=_margins)
+
+    audit = commands.add_parser("audit", help="check or export the hash-chained audit trail")
+    audit.add_argument("action", choices=("verify", "export"))
+    audit.add_argument("--output", help="export: write JSON Lines here instead of stdout")
+    audit.set_defaults(run=_audit)
 
     demo = commands.add_parser("demo", help="run the scripted demo on embedded defaults")
     demo.set_defaults(run=_demo)

@@ -99,6 +99,10 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("lnd_macaroon", "LND_MACAROON")
     )
 
+    audit_content: bool = Field(
+        False, validation_alias=AliasChoices("audit_content", "SATROUTER_AUDIT_CONTENT")
+    )
+
     # Money
     btc_usd: Decimal | None = Field(
         None, gt=0, validation_alias=AliasChoices("btc_usd", "SATROUTER_BTC_USD")

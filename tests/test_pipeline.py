@@ -530,15 +530,51 @@ async def test_metrics_count_requests_tasks_and_money(service: Service) -> None:
         task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
         await service.pay(task["invoice"]["bolt11"])
         done = await _task_until(http, task, "reconciled")
-        await http.post("/v1/chat/completions", content=b"{nope",
-                        headers={"Content-Type": "application/json"})
+        await http.post(
+            "/v1/chat/completions", content=b"{nope", headers={"Content-Type": "application/json"}
+        )
         text = (await http.get("/metrics")).text
-    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
-               for family in text_string_to_metric_families(text) for s in family.samples}
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
     assert samples[("satrouter_task_transitions_total", (("state", "reconciled"),))] >= 1
     assert samples[("satrouter_revenue_msat_total", (("model", CHEAP),))] == done["charge_msat"]
     assert samples[("satrouter_cost_nusd_total", (("model", CHEAP),))] == 880
-    assert samples[("satrouter_http_requests_total", (
-        ("method", "POST"), ("route", "/v1/chat/completions"), ("status", "400")))] == 1
+    assert (
+        samples[
+            (
+                "satrouter_http_requests_total",
+                (("method", "POST"), ("route", "/v1/chat/completions"), ("status", "400")),
+            )
+        ]
+        == 1
+    )
     assert samples[("satrouter_upstream_seconds_count", (("model", CHEAP), ("outcome", "ok")))] == 1
     assert not any("agent" in dict(labels) for _, labels in samples)
+
+
+async def test_model_calls_are_audited_without_their_text(service: Service) -> None:
+    from billing import audit
+
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
+        await service.pay(task["invoice"]["bolt11"])
+        await _task_until(http, task, "reconciled")
+    store = service.app[STORE]
+    entries = [e async for e in audit.entries(store)]
+    calls = [e for e in entries if e.kind == "model_call"]
+    assert len(calls) == 1
+    call = calls[0].data
+    assert (call["task"], call["agent"], call["model"], call["outcome"]) == (
+        task["id"],
+        task["id"],
+        CHEAP,
+        "completed",
+    )
+    assert (call["prompt_tokens"], call["completion_tokens"]) == (19, 10)
+    assert "messages" not in call and "completion" not in call
+    assert "Hello there" not in json.dumps([e.data for e in entries])
+    assert {e.data["entry"] for e in entries if e.kind == "money"} == {"escrow_paid", "settle"}
+    assert (await audit.verify(store)).ok

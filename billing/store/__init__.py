@@ -156,6 +156,18 @@ class Tx(Protocol):
     ) -> list[TaskRow]:
         """Tasks in ``states`` last changed in ``[since, until)`` (None: unbounded)."""
 
+    # audit trail
+    async def audit_tail(self) -> tuple[int, str] | None:
+        """(seq, hash) of the last audit entry."""
+
+    async def insert_audit(
+        self, seq: int, at: float, kind: str, data: str, prev_hash: str, digest: str
+    ) -> None: ...
+    async def audit_after(
+        self, seq: int, limit: int
+    ) -> list[tuple[int, float, str, str, str, str]]:
+        """(seq, at, kind, data, prev_hash, hash) of the entries after ``seq``."""
+
     # API accounts, L402 root keys, small values
     async def insert_api_account(self, account_id: str, key_hash: str, now: float) -> None: ...
     async def api_account_by_key_hash(self, key_hash: str) -> str | None: ...

@@ -4,9 +4,11 @@ they are off (403), never open."""
 from __future__ import annotations
 
 import hmac
+import time
 
 from aiohttp import web
 
+from billing import audit
 from billing.margins import GROUPS, margins, parse_since, to_csv
 
 from .keys import SETTINGS, STORE
@@ -44,8 +46,11 @@ async def admin_margins(request: web.Request) -> web.Response:
         until = parse_since(request.query.get("until"))
     except ValueError as exc:
         raise Problem(400, "invalid_time", str(exc)) from None
-    async with request.app[STORE].read() as tx:
+    async with request.app[STORE].transaction() as tx:
         tasks = await tx.tasks_updated_between(since, until, MARGIN_STATES)
+        await audit.append(
+            tx, "admin", {"action": "margins", "query": dict(request.query)}, time.time()
+        )
     rows = margins(tasks, group_by)
     if request.query.get("format") == "csv":
         return web.Response(text=to_csv(rows), content_type="text/csv")

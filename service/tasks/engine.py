@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from billing import ledger
+from billing import audit, ledger
 from billing.lightning import InvoiceStatus, LightningBackend, LightningError
 from billing.lightning.settlement import confirmed_settlements
 from billing.money import Msat, NanoUsd, Rounding, nusd_to_msat
@@ -79,6 +79,7 @@ class EngineConfig:
     generation_deadline: float = 30.0
     sweep_interval: float = 1.0
     max_concurrent_runs: int = 64
+    audit_content: bool = False  # put prompts and completions in the audit trail
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,7 +435,7 @@ class Engine:
     ) -> TaskRow:
         """Record the call's result; the reconciler takes it from here."""
         usage = usage or (result.usage if result else None)
-        updates = {
+        updates: dict[str, Any] = {
             # A prepaid caller already has its answer; tasks and L402 replays need it kept.
             "result": plain(result.raw) if result and task.data["kind"] != "prepaid" else None,
             "generation_id": generation_id or (result.generation_id if result else None),
@@ -454,6 +455,9 @@ class Engine:
                 updates=updates,
                 event={"model": updates["model_used"]},
             )
+            await self._audit_call(
+                tx, task, "completed", result=result, usage=usage, model=updates["model_used"]
+            )
         assert moved is not None, f"{task.id} left running while its call ran"
         self._announce(moved)
         return moved
@@ -467,6 +471,7 @@ class Engine:
                 return current
             failed = await self._move(tx, current, State.FAILED, updates={"error": error})
             assert failed is not None
+            await self._audit_call(tx, task, "failed", error=error)
             held = Msat(int(failed.data.get("held_msat", 0)))
             if held:
                 await ledger.post(tx, ledger.refund(task.id, failed.data["payer"], held))
@@ -476,6 +481,36 @@ class Engine:
         assert refunded is not None
         self._announce(refunded)
         return refunded
+
+    async def _audit_call(
+        self,
+        tx: Tx,
+        task: TaskRow,
+        outcome: str,
+        *,
+        result: ChatResult | None = None,
+        usage: Usage | None = None,
+        model: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """One audit entry per model call: who, what ran, tokens, outcome (no text unless
+        the operator turned that on)."""
+        data: dict[str, Any] = {
+            "task": task.id,
+            "agent": task.data.get("payer"),
+            "model": model or task.data["request"].get("model"),
+            "provider": result.completion.provider if result else None,
+            "prompt_tokens": usage.prompt_tokens if usage else None,
+            "completion_tokens": usage.completion_tokens if usage else None,
+            "inline_cost_usd": str(usage.cost) if usage and usage.cost is not None else None,
+            "privacy": task.data.get("privacy", "not classified"),
+            "outcome": outcome,
+            "error": error,
+        }
+        if self.config.audit_content:
+            data["messages"] = task.data["request"].get("messages")
+            data["completion"] = result.completion.text if result else None
+        await audit.append(tx, "model_call", data, time.time())
 
     async def execute(self, task: TaskRow) -> tuple[TaskRow, dict[str, Any] | None]:
         """Run a ``running`` task's call (non-streaming) and record the outcome: the task
