@@ -16,18 +16,21 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
+from billing.alerts import Thresholds
 from billing.l402 import L402Authority
 from billing.lightning import LightningBackend
 from billing.lightning.lnbits import LnbitsBackend
 from billing.lightning.lnd import LndBackend, StoredIndex, lnd_channel, macaroon_hex
-from billing.money import Msat
+from billing.money import Msat, NanoUsd, Rounding
 from billing.pricing import PricingPolicy
 from billing.rates import FixedRate, RateOracle, RateProvider
 from billing.store import Store, open_store
 
+from .alerts import AlertWorker
+from .balance import BalanceWatcher
 from .config import ConfigError, Settings
 from .http import accounts, admin, agents, chat, health
-from .http.keys import ENGINE, L402, SETTINGS, STORE
+from .http.keys import BALANCE, ENGINE, L402, SETTINGS, STORE
 from .http.problems import problem_middleware
 from .http.views import task_view
 from .metrics import Metrics
@@ -60,6 +63,20 @@ def _lightning(
         macaroon_hex(Path(settings.lnd_macaroon).read_bytes()),
     )
     return LndBackend(channel, StoredIndex(store))
+
+
+def _thresholds(settings: Settings) -> Thresholds:
+    def usd(value: object) -> NanoUsd | None:
+        return NanoUsd.from_usd(value, Rounding.DOWN) if value is not None else None  # type: ignore[arg-type]
+
+    sats = settings.alert_agent_daily_spend_sat
+    return Thresholds(
+        daily_spend=usd(settings.alert_daily_spend_usd),
+        agent_daily_spend=Msat.from_sat(sats) if sats is not None else None,
+        min_margin_pct=settings.alert_min_margin_pct,
+        min_runway_hours=settings.alert_min_runway_hours,
+        max_discrepancy_pct=settings.alert_max_discrepancy_pct,
+    )
 
 
 def create_app(
@@ -121,8 +138,29 @@ def create_app(
             app[STORE] = store
             app[ENGINE] = engine
             app[L402] = L402Authority(store)
-            refresher = asyncio.create_task(catalog.run())
-            stack.callback(refresher.cancel)
+            balance = BalanceWatcher(
+                upstream,
+                has_management_key=management is not None,
+                metrics=metrics,
+                interval=settings.balance_interval,
+            )
+            app[BALANCE] = balance
+            background = [catalog.run(), balance.run()]
+            limits = _thresholds(settings)
+            if limits.any:
+                secret = settings.alert_secret
+                background.append(
+                    AlertWorker(
+                        store,
+                        session,
+                        limits,
+                        balance=balance,
+                        webhook_url=settings.alert_webhook_url,
+                        secret=secret.get_secret_value() if secret else None,
+                    ).run()
+                )
+            for job in background:
+                stack.callback(asyncio.create_task(job).cancel)
             await stack.enter_async_context(engine.running())
             yield
 

@@ -103,6 +103,45 @@ class Settings(BaseSettings):
         False, validation_alias=AliasChoices("audit_content", "SATROUTER_AUDIT_CONTENT")
     )
 
+    # Operator: balance watching and spend alerts
+    balance_interval: float = Field(
+        60.0, gt=0, validation_alias=AliasChoices("balance_interval", "SATROUTER_BALANCE_INTERVAL")
+    )
+    alert_webhook_url: str | None = Field(
+        None, validation_alias=AliasChoices("alert_webhook_url", "SATROUTER_ALERT_WEBHOOK_URL")
+    )
+    alert_secret: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("alert_secret", "SATROUTER_ALERT_SECRET")
+    )
+    alert_daily_spend_usd: Decimal | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices("alert_daily_spend_usd", "SATROUTER_ALERT_DAILY_SPEND_USD"),
+    )
+    alert_agent_daily_spend_sat: int | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices(
+            "alert_agent_daily_spend_sat", "SATROUTER_ALERT_AGENT_DAILY_SPEND_SAT"
+        ),
+    )
+    alert_min_margin_pct: Decimal | None = Field(
+        None,
+        validation_alias=AliasChoices("alert_min_margin_pct", "SATROUTER_ALERT_MIN_MARGIN_PCT"),
+    )
+    alert_min_runway_hours: Decimal | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices("alert_min_runway_hours", "SATROUTER_ALERT_MIN_RUNWAY_HOURS"),
+    )
+    alert_max_discrepancy_pct: Decimal | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices(
+            "alert_max_discrepancy_pct", "SATROUTER_ALERT_MAX_DISCREPANCY_PCT"
+        ),
+    )
+
     # Money
     btc_usd: Decimal | None = Field(
         None, gt=0, validation_alias=AliasChoices("btc_usd", "SATROUTER_BTC_USD")

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from service.app import create_app
 from service.config import Settings
 from service.demo.lnbits import LnbitsServer, Wallet
 from service.demo.loopback import serve
-from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
+from service.emulator.app import DEFAULT_API_KEY, DEFAULT_MANAGEMENT_KEY, EmulatorConfig
 from service.emulator.faults import Fault
 from service.http.keys import ENGINE, STORE
 from service.tasks.engine import EngineConfig
@@ -71,11 +72,13 @@ async def service(lnbits: LnbitsServer, tmp_path: Path) -> AsyncIterator[Service
         database_url=f"sqlite:///{tmp_path}/satrouter.db",
         openrouter_base_url=emulator.base_url,
         openrouter_api_key=DEFAULT_API_KEY,
+        openrouter_management_key=DEFAULT_MANAGEMENT_KEY,
         lnbits_url=lnbits.url,
         lnbits_invoice_key=wallet.inkey,
         lnbits_admin_key=wallet.adminkey,
         btc_usd="100000",
         catalog_cache=tmp_path / "models.json",
+        admin_token="admin-secret",
     )
     app = create_app(
         settings,
@@ -578,3 +581,19 @@ async def test_model_calls_are_audited_without_their_text(service: Service) -> N
     assert "Hello there" not in json.dumps([e.data for e in entries])
     assert {e.data["entry"] for e in entries if e.kind == "money"} == {"escrow_paid", "settle"}
     assert (await audit.verify(store)).ok
+
+
+async def test_admin_status_shows_balance_runway_and_books(service: Service) -> None:
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
+        await service.pay(task["invoice"]["bolt11"])
+        await _task_until(http, task, "reconciled")
+        status = (
+            await http.get("/admin/status", headers={"Authorization": "Bearer admin-secret"})
+        ).json()
+        refused = await http.get("/admin/status")
+    assert refused.status_code == 401
+    assert status["balance_source"] == "credits"
+    assert Decimal(status["openrouter_balance_usd"]) <= Decimal(100)
+    assert status["spend_per_hour_usd"] is not None
+    assert status["ledger"]["ok"] is True

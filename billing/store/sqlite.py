@@ -318,6 +318,14 @@ class SqliteTx:
             by_currency, unbalanced, drifted, overdrawn, counts[0], counts[1], counts[2]
         )
 
+    async def account_flow(self, code: str, since: float) -> int:
+        row = self._one(
+            "SELECT COALESCE(SUM(p.amount), 0) FROM postings p "
+            "JOIN journal j ON j.id = p.journal_id WHERE p.account = ? AND j.created_at >= ?",
+            (code, since),
+        )
+        return int(row[0])
+
     # -- invoices --------------------------------------------------------------------------
 
     async def insert_invoice(self, invoice: InvoiceRow) -> None:

@@ -8,10 +8,11 @@ import time
 
 from aiohttp import web
 
-from billing import audit
+from billing import audit, ledger
 from billing.margins import GROUPS, margins, parse_since, to_csv
+from billing.runway import runway
 
-from .keys import SETTINGS, STORE
+from .keys import BALANCE, SETTINGS, STORE
 from .problems import Problem
 
 routes = web.RouteTableDef()
@@ -57,3 +58,35 @@ async def admin_margins(request: web.Request) -> web.Response:
     return web.json_response(
         {"group_by": group_by, "since": since, "until": until, "rows": [r.as_dict() for r in rows]}
     )
+
+
+@routes.get("/admin/status")
+async def admin_status(request: web.Request) -> web.Response:
+    """The OpenRouter balance and its runway at the last 24 h of spend, and the ledger check."""
+    require_admin(request)
+    store, watcher = request.app[STORE], request.app[BALANCE]
+    balance = watcher.latest or await watcher.read()
+    body: dict[str, object] = {
+        "openrouter_balance_usd": None,
+        "balance_source": None,
+        "balance_error": watcher.error,
+        "runway_hours": None,
+        "spend_per_hour_usd": None,
+    }
+    if balance is not None:
+        left = await runway(store, balance.usd)
+        body.update(
+            openrouter_balance_usd=str(balance.usd.to_usd()),
+            balance_source=balance.source,
+            balance_at=balance.at,
+            runway_hours=str(left.hours) if left.hours is not None else None,
+            spend_per_hour_usd=str(left.spend_per_hour.to_usd()),
+        )
+    async with store.read() as tx:
+        check = await ledger.check(tx)
+    body["ledger"] = {
+        "ok": check.ok,
+        "problems": list(check.problems),
+        "entries": check.totals.entries,
+    }
+    return web.json_response(body)

@@ -87,6 +87,13 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
     ("get", "/metrics", None, None, "Prometheus metrics"),
     (
         "get",
+        "/admin/status",
+        None,
+        None,
+        "Operator: OpenRouter balance, runway and the ledger check (bearer admin token)",
+    ),
+    (
+        "get",
         "/admin/margins",
         None,
         None,

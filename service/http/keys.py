@@ -7,6 +7,7 @@ from aiohttp import web
 from billing.l402 import L402Authority
 from billing.store import Store
 
+from ..balance import BalanceWatcher
 from ..config import Settings
 from ..tasks.engine import Engine
 
@@ -14,3 +15,4 @@ SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
 L402: web.AppKey[L402Authority] = web.AppKey("l402", L402Authority)
+BALANCE: web.AppKey[BalanceWatcher] = web.AppKey("balance", BalanceWatcher)

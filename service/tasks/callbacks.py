@@ -46,6 +46,35 @@ def verify(secret: str, body: bytes, header: str, *, tolerance: float = 300) -> 
     return hmac.compare_digest(sign(secret, body, timestamp), header)
 
 
+async def post_signed(
+    session: aiohttp.ClientSession,
+    url: str,
+    secret: str,
+    body: bytes,
+    headers: dict[str, str],
+    per_attempt: aiohttp.ClientTimeout,
+) -> bool:
+    """POST ``body`` signed with ``secret``, retrying with backoff; True once it got a 2xx."""
+    for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
+        await asyncio.sleep(delay)
+        signed = {
+            **headers,
+            "Content-Type": "application/json",
+            "X-Satrouter-Signature": sign(secret, body, int(time.time())),
+        }
+        try:
+            async with session.post(
+                url, data=body, headers=signed, timeout=per_attempt
+            ) as response:
+                if response.status < 300:
+                    return True
+                reason = f"HTTP {response.status}"
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            reason = type(exc).__name__
+        log.info("POST to %s attempt %d failed: %s", url.split("?")[0], attempt + 1, reason)
+    return False
+
+
 class CallbackSender:
     def __init__(
         self,
@@ -88,21 +117,7 @@ class CallbackSender:
             {"event_id": event.id, "type": event.topic, "task": self._view(task)}, default=str
         ).encode()
         url, secret = task.data["callback_url"], task.data["callback_secret"]
-        for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
-            await asyncio.sleep(delay)
-            headers = {
-                "Content-Type": "application/json",
-                "X-Satrouter-Signature": sign(secret, body, int(time.time())),
-                "X-Satrouter-Event": event.topic,
-            }
-            try:
-                async with self._session.post(
-                    url, data=body, headers=headers, timeout=self._timeout
-                ) as response:
-                    if response.status < 300:
-                        return
-                    reason = f"HTTP {response.status}"
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                reason = type(exc).__name__
-            log.info("callback for %s attempt %d failed: %s", event.key, attempt + 1, reason)
-        log.warning("giving up the %s callback for %s", event.topic, event.key)
+        if not await post_signed(
+            self._session, url, secret, body, {"X-Satrouter-Event": event.topic}, self._timeout
+        ):
+            log.warning("giving up the %s callback for %s", event.topic, event.key)
