@@ -64,6 +64,8 @@ LIGHTNING_FEES = Account("expenses:lightning_fees", Currency.MSAT, AccountType.E
 FX_MSAT = Account("equity:fx:msat", Currency.MSAT, AccountType.EQUITY)
 FX_NUSD = Account("equity:fx:nusd", Currency.NUSD, AccountType.EQUITY)
 OWNER_NUSD = Account("equity:owner:nusd", Currency.NUSD, AccountType.EQUITY)
+TOPUPS_PENDING = Account("assets:topups_pending", Currency.MSAT, AccountType.ASSET)
+TOPUP_LOSSES = Account("expenses:topup_unconfirmed", Currency.MSAT, AccountType.EXPENSE)
 
 
 def agent_account(agent_id: str) -> Account:
@@ -358,4 +360,40 @@ def credits_funded(amount: NanoUsd, key: str, memo: str | None = None) -> Entry:
         debit(OPENROUTER_CREDITS, amount),
         credit(OWNER_NUSD, amount),
         memo=memo,
+    )
+
+
+def topup_paid(topup_id: str, amount: Msat, fee: Msat) -> Entry:
+    """A top-up's invoice is paid: its sats leave the wallet and wait for the credits."""
+    return _entry(
+        "topup_paid",
+        f"topup-paid:{topup_id}",
+        topup_id,
+        debit(TOPUPS_PENDING, amount),
+        _debit_if(LIGHTNING_FEES, fee),
+        credit(LIGHTNING, amount + fee),
+    )
+
+
+def topup_confirmed(topup_id: str, amount: Msat, received: NanoUsd) -> Entry:
+    """OpenRouter shows the credits: the sats bought ``received`` dollars of credits."""
+    return _entry(
+        "topup_confirmed",
+        f"topup-confirmed:{topup_id}",
+        topup_id,
+        debit(FX_MSAT, amount),
+        credit(TOPUPS_PENDING, amount),
+        debit(OPENROUTER_CREDITS, received),
+        credit(FX_NUSD, received),
+    )
+
+
+def topup_expired(topup_id: str, amount: Msat) -> Entry:
+    """Paid, but the credits never showed up by the deadline: written off for the operator."""
+    return _entry(
+        "topup_expired",
+        f"topup-expired:{topup_id}",
+        topup_id,
+        debit(TOPUP_LOSSES, amount),
+        credit(TOPUPS_PENDING, amount),
     )

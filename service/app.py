@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 
 import aiohttp
@@ -25,6 +27,15 @@ from billing.money import Msat, NanoUsd, Rounding
 from billing.pricing import PricingPolicy
 from billing.rates import FixedRate, RateOracle, RateProvider
 from billing.store import Store, open_store
+from billing.topup import (
+    CommandExecutor,
+    Credits,
+    Executor,
+    InvoiceUrlExecutor,
+    ManualExecutor,
+    TopupController,
+    TopupPolicy,
+)
 
 from .alerts import AlertWorker
 from .balance import BalanceWatcher
@@ -76,6 +87,57 @@ def _thresholds(settings: Settings) -> Thresholds:
         min_margin_pct=settings.alert_min_margin_pct,
         min_runway_hours=settings.alert_min_runway_hours,
         max_discrepancy_pct=settings.alert_max_discrepancy_pct,
+    )
+
+
+def _topups(
+    settings: Settings,
+    store: Store,
+    backend: LightningBackend,
+    upstream: OpenRouterClient,
+    rates: RateProvider,
+    session: aiohttp.ClientSession,
+    has_management_key: bool,
+) -> TopupController:
+    if not has_management_key:
+        raise ConfigError("top-ups watch /credits: set OPENROUTER_MANAGEMENT_KEY")
+    executor: Executor
+    if settings.topup_executor == "command":
+        if not settings.topup_command:
+            raise ConfigError("SATROUTER_TOPUP_EXECUTOR=command needs SATROUTER_TOPUP_COMMAND")
+        executor = CommandExecutor(shlex.split(settings.topup_command))
+    elif settings.topup_executor == "lightning-invoice":
+        if not settings.topup_invoice_url:
+            raise ConfigError(
+                "SATROUTER_TOPUP_EXECUTOR=lightning-invoice needs SATROUTER_TOPUP_INVOICE_URL"
+            )
+        executor = InvoiceUrlExecutor(session, settings.topup_invoice_url)
+    else:
+        executor = ManualExecutor()
+
+    async def credits() -> Credits:
+        reading = await upstream.credits()
+        return Credits(
+            NanoUsd.from_usd(reading.total_credits, Rounding.DOWN),
+            NanoUsd.from_usd(reading.total_usage, Rounding.UP),
+        )
+
+    def usd(value: Decimal | None) -> NanoUsd | None:
+        return NanoUsd.from_usd(value, Rounding.DOWN) if value is not None else None
+
+    policy = TopupPolicy(
+        floor=NanoUsd.from_usd(settings.topup_floor_usd, Rounding.DOWN),
+        target_runway_hours=settings.topup_target_runway_hours,
+        daily_cap=usd(settings.topup_daily_cap_usd),
+        monthly_cap=usd(settings.topup_monthly_cap_usd),
+    )
+    return TopupController(
+        store=store,
+        lightning=backend,
+        credits=credits,
+        rates=rates,
+        policy=policy,
+        executor=executor,
     )
 
 
@@ -158,6 +220,18 @@ def create_app(
                         webhook_url=settings.alert_webhook_url,
                         secret=secret.get_secret_value() if secret else None,
                     ).run()
+                )
+            if settings.topup_executor != "off":
+                background.append(
+                    _topups(
+                        settings,
+                        store,
+                        backend,
+                        upstream,
+                        price_source,
+                        session,
+                        management is not None,
+                    ).run(settings.topup_interval)
                 )
             for job in background:
                 stack.callback(asyncio.create_task(job).cancel)

@@ -142,6 +142,42 @@ class Settings(BaseSettings):
         ),
     )
 
+    # Top-ups from earnings
+    topup_executor: Literal["off", "manual", "command", "lightning-invoice"] = Field(
+        "off", validation_alias=AliasChoices("topup_executor", "SATROUTER_TOPUP_EXECUTOR")
+    )
+    topup_floor_usd: Decimal = Field(
+        Decimal(5),
+        gt=0,
+        validation_alias=AliasChoices("topup_floor_usd", "SATROUTER_TOPUP_FLOOR_USD"),
+    )
+    topup_target_runway_hours: Decimal = Field(
+        Decimal(72),
+        gt=0,
+        validation_alias=AliasChoices(
+            "topup_target_runway_hours", "SATROUTER_TOPUP_TARGET_RUNWAY_HOURS"
+        ),
+    )
+    topup_daily_cap_usd: Decimal | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices("topup_daily_cap_usd", "SATROUTER_TOPUP_DAILY_CAP_USD"),
+    )
+    topup_monthly_cap_usd: Decimal | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices("topup_monthly_cap_usd", "SATROUTER_TOPUP_MONTHLY_CAP_USD"),
+    )
+    topup_command: str | None = Field(
+        None, validation_alias=AliasChoices("topup_command", "SATROUTER_TOPUP_COMMAND")
+    )
+    topup_invoice_url: str | None = Field(
+        None, validation_alias=AliasChoices("topup_invoice_url", "SATROUTER_TOPUP_INVOICE_URL")
+    )
+    topup_interval: float = Field(
+        60.0, gt=0, validation_alias=AliasChoices("topup_interval", "SATROUTER_TOPUP_INTERVAL")
+    )
+
     # Money
     btc_usd: Decimal | None = Field(
         None, gt=0, validation_alias=AliasChoices("btc_usd", "SATROUTER_BTC_USD")

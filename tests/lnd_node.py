@@ -207,6 +207,19 @@ class FakeLnd(ln_grpc.LightningServicer, router_grpc.RouterServicer):
             fee_msat=ROUTING_FEE_MSAT,
         )
 
+    async def TrackPaymentV2(self, request: Any, context: Any) -> AsyncIterator[ln.Payment]:
+        await self._auth(context)
+        payment_hash = bytes(request.payment_hash).hex()
+        if payment_hash not in self.payments:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "payment isn't initiated")
+        yield ln.Payment(
+            payment_hash=payment_hash,
+            status=ln.Payment.SUCCEEDED,
+            payment_preimage=self.external[payment_hash].hex(),
+            value_msat=50_000,
+            fee_msat=ROUTING_FEE_MSAT,
+        )
+
 
 async def serve(node: FakeLnd, address: str, tls: tuple[bytes, bytes]) -> grpc.aio.Server:
     cert, key = tls

@@ -155,6 +155,8 @@ async def test_payment_within_fee_limit(lnd: tuple[FakeLnd, str, bytes]) -> None
         assert hashlib.sha256(bytes.fromhex(payment.preimage)).hexdigest() == payment.payment_hash
         with pytest.raises(PaymentFailed, match="NO_ROUTE"):
             await backend.pay_invoice(node.external_invoice(50_000), fee_limit=Msat(500))
+        assert await backend.payment_status(payment.payment_hash) == payment
+        assert await backend.payment_status("ab" * 32) is None
         with pytest.raises(InvalidInvoice, match="without an amount"):
             await backend.pay_invoice(node.external_invoice(None), fee_limit=Msat(2_000))
         with pytest.raises(InvalidInvoice):

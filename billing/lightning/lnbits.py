@@ -157,6 +157,28 @@ class LnbitsBackend:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._max_backoff)
 
+    async def payment_status(self, payment_hash: str) -> Payment | None:
+        _check_hash(payment_hash)
+        if self._admin_key is None:
+            raise LightningError("checking payments needs LNBITS_ADMIN_KEY")
+        try:
+            data = await self._call("GET", f"/api/v1/payments/{payment_hash}", self._admin_key)
+        except LightningError as exc:
+            if "HTTP 404" in str(exc):
+                return None
+            raise
+        details = data.get("details") if isinstance(data, Mapping) else None
+        details = details if isinstance(details, Mapping) else {}
+        amount = details.get("amount")
+        if data.get("paid") is not True or not isinstance(amount, int) or amount >= 0:
+            return None  # not an outgoing payment that succeeded
+        return Payment(
+            payment_hash,
+            str(data.get("preimage") or ""),
+            Msat(-amount),
+            Msat(abs(int(details.get("fee") or 0))),
+        )
+
     async def pay_invoice(
         self, bolt11: str, *, fee_limit: Msat, give_up_after: int = 60
     ) -> Payment:

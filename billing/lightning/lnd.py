@@ -172,6 +172,26 @@ class LndBackend:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._max_backoff)
 
+    async def payment_status(self, payment_hash: str) -> Payment | None:
+        request = router.TrackPaymentRequest(
+            payment_hash=bytes.fromhex(payment_hash), no_inflight_updates=True
+        )
+        final: ln.Payment | None = None
+        try:
+            async for update in self._router.TrackPaymentV2(request):
+                final = update
+                if update.status in (ln.Payment.SUCCEEDED, ln.Payment.FAILED):
+                    break
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise LightningError(f"LND TrackPaymentV2: {exc.code().name}") from None
+        if final is None or final.status != ln.Payment.SUCCEEDED:
+            return None
+        return Payment(
+            payment_hash, final.payment_preimage, Msat(final.value_msat), Msat(final.fee_msat)
+        )
+
     async def pay_invoice(
         self, bolt11: str, *, fee_limit: Msat, give_up_after: int = 60
     ) -> Payment:

@@ -82,6 +82,17 @@ class TaskRow:
 
 
 @dataclass(frozen=True, slots=True)
+class TopupRow:
+    id: str
+    state: str
+    amount_msat: int
+    usd_nusd: int
+    data: dict[str, Any]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerTotals:
     """What :meth:`Tx.ledger_totals` reads for the ledger check."""
 
@@ -157,6 +168,15 @@ class Tx(Protocol):
         self, since: float | None, until: float | None, states: Sequence[str]
     ) -> list[TaskRow]:
         """Tasks in ``states`` last changed in ``[since, until)`` (None: unbounded)."""
+
+    # top-ups
+    async def insert_topup(self, topup: TopupRow) -> None: ...
+    async def update_topup(
+        self, topup_id: str, *, state: str, data: dict[str, Any], expected_state: str, now: float
+    ) -> bool: ...
+    async def topups(
+        self, states: Sequence[str] | None = None, since: float | None = None
+    ) -> list[TopupRow]: ...
 
     # audit trail
     async def audit_tail(self) -> tuple[int, str] | None:
