@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit proto bench-upstream bench-pipeline serve emulator clean
+.PHONY: demo test lint typecheck unit browser proto bench-upstream bench-pipeline serve emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "satrouter needs Python 3.11 or newer")'
@@ -25,8 +25,16 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) browser
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The dashboard test drives Debian's chromium (a test tool's own browser download cannot work
+# offline). Installed here when missing; that needs root, as on CI.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "the dashboard test needs Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
 
 proto: $(STAMP)
 	$(BIN)/python -m billing.lightning.protogen

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,10 @@ import httpx
 import pytest
 from aiohttp import web
 
-from service.demo.lnbits import LnbitsServer
+from billing import ledger
+from service.app import create_app as create_service
+from service.config import Settings
+from service.demo.lnbits import LnbitsServer, Wallet
 from service.demo.loopback import serve
 from service.emulator.app import (
     DEFAULT_API_KEY,
@@ -21,6 +25,8 @@ from service.emulator.app import (
     EmulatorState,
     create_app,
 )
+from service.http.keys import STORE
+from service.tasks.engine import EngineConfig
 from service.upstream.openrouter import OpenRouterClient
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -79,3 +85,61 @@ def lnbits() -> Iterator[LnbitsServer]:
     server.start()
     yield server
     server.stop()
+
+
+@dataclass
+class Service:
+    """satrouter on loopback with a real LNbits, the emulator and a SQLite file."""
+
+    url: str
+    app: web.Application
+    emulator: Emulator
+    lnbits: LnbitsServer
+    agent: Wallet
+
+    async def check_ledger(self) -> ledger.LedgerCheck:
+        async with self.app[STORE].read() as tx:
+            return await ledger.check(tx)
+
+    async def journal_size(self) -> int:
+        async with self.app[STORE].read() as tx:
+            return (await tx.ledger_totals()).entries
+
+    async def pay(self, bolt11: str) -> dict[str, Any]:
+        response = await asyncio.to_thread(self.lnbits.pay, self.agent, bolt11)
+        assert response.status_code < 300, response.text
+        payment_hash = response.json()["payment_hash"]
+        status = await asyncio.to_thread(
+            httpx.get,
+            f"{self.lnbits.url}/api/v1/payments/{payment_hash}",
+            headers={"X-Api-Key": self.agent.adminkey},
+        )
+        return dict(status.json())
+
+
+@pytest.fixture
+async def service(lnbits: LnbitsServer, tmp_path: Path) -> AsyncIterator[Service]:
+    emulator, emulator_runner = await start_emulator(EmulatorConfig(generation_delay=0.2))
+    wallet = lnbits.create_wallet("satrouter")
+    agent = lnbits.create_wallet("agent")
+    lnbits.fund(agent, 1_000_000)
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/satrouter.db",
+        openrouter_base_url=emulator.base_url,
+        openrouter_api_key=DEFAULT_API_KEY,
+        openrouter_management_key=DEFAULT_MANAGEMENT_KEY,
+        lnbits_url=lnbits.url,
+        lnbits_invoice_key=wallet.inkey,
+        lnbits_admin_key=wallet.adminkey,
+        btc_usd="100000",
+        catalog_cache=tmp_path / "models.json",
+        admin_token="admin-secret",
+    )
+    app = create_service(
+        settings,
+        engine_config=EngineConfig(generation_deadline=3, sweep_interval=0.1, invoice_expiry=60),
+    )
+    runner, url = await serve(app)
+    yield Service(url, app, emulator, lnbits, agent)
+    await runner.cleanup()
+    await emulator_runner.cleanup()

@@ -401,6 +401,10 @@ class SqliteTx:
         )
         return [EventRow(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
+    async def last_event_id(self) -> int:
+        row = self._one("SELECT COALESCE(MAX(id), 0) FROM outbox")
+        return int(row[0])
+
     async def cursor(self, consumer: str) -> int:
         row = self._one("SELECT position FROM cursors WHERE consumer = ?", (consumer,))
         return int(row[0]) if row else 0

@@ -3,13 +3,17 @@ they are off (403), never open."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import json
 import time
+from importlib import resources
 
 from aiohttp import web
 
 from billing import audit, ledger
 from billing.margins import GROUPS, margins, parse_since, to_csv
+from billing.money import NanoUsd
 from billing.runway import runway
 
 from .keys import BALANCE, SETTINGS, STORE
@@ -90,3 +94,68 @@ async def admin_status(request: web.Request) -> web.Response:
         "entries": check.totals.entries,
     }
     return web.json_response(body)
+
+
+@routes.get("/admin/topups")
+async def admin_topups(request: web.Request) -> web.Response:
+    """The top-up history, newest first."""
+    require_admin(request)
+    async with request.app[STORE].read() as tx:
+        rows = await tx.topups()
+    return web.json_response(
+        {
+            "topups": [
+                {
+                    "id": t.id,
+                    "state": t.state,
+                    "usd": str(NanoUsd(t.usd_nusd).to_usd()),
+                    "sats": t.amount_msat // 1000,
+                    "executor": t.data.get("executor"),
+                    "error": t.data.get("error"),
+                    "created_at": t.created_at,
+                    "updated_at": t.updated_at,
+                }
+                for t in reversed(rows)
+            ]
+        }
+    )
+
+
+@routes.get("/admin/events")
+async def admin_events(request: web.Request) -> web.StreamResponse:
+    """Server-sent events: the last few task state changes, then each new one as it happens."""
+    require_admin(request)
+    store = request.app[STORE]
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    async with store.read() as tx:
+        position = max(0, await tx.last_event_id() - 20)
+    while True:
+        async with store.read() as tx:
+            fresh = await tx.events_after(position, limit=100)
+        for event in fresh:
+            position = event.id
+            payload = {k: v for k, v in event.payload.items() if k != "notify"}
+            data = json.dumps({**payload, "at": event.created_at})
+            await response.write(f"id: {event.id}\ndata: {data}\n\n".encode())
+        if not fresh:
+            await response.write(b": keep-alive\n\n")
+            await asyncio.sleep(0.5)
+
+
+@routes.get("/admin/")
+async def dashboard(request: web.Request) -> web.Response:
+    """The operator's page: static, no external assets; its data needs the admin token."""
+    page = resources.files("service.http").joinpath("dashboard.html").read_text()
+    return web.Response(
+        text=page,
+        content_type="text/html",
+        headers={
+            "Content-Security-Policy": "default-src 'self'; "
+            "script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+            "img-src data:",
+            "Cache-Control": "no-store",
+        },
+    )
