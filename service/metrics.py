@@ -75,6 +75,12 @@ class Metrics:
         self.open_invoices = Gauge(
             "satrouter_open_invoices", "Invoices awaiting payment", registry=r
         )
+        self.breaker_open = Gauge(
+            "satrouter_circuit_breaker_open",
+            "1 while a model's circuit breaker keeps it out of rotation (0.5 half-open)",
+            ["model"],
+            registry=r,
+        )
         self.openrouter_balance = Gauge(
             "satrouter_openrouter_balance_usd",
             "OpenRouter credits left (needs a management key)",

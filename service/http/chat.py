@@ -21,6 +21,7 @@ from billing.l402 import L402Error, challenge, request_digest
 from billing.money import Msat
 from billing.store import InvoiceRow, TaskRow
 
+from ..routing.fallback import AllModelsFailed
 from ..tasks.engine import Engine, Priced
 from ..upstream.errors import UpstreamError
 from .auth import payer_of
@@ -86,27 +87,28 @@ async def _run(
 async def _stream(
     request: web.Request, engine: Engine, task: TaskRow, headers: dict[str, str]
 ) -> web.StreamResponse:
+    started = time.perf_counter()
     try:
-        stream = engine.upstream.stream_chat(task.data["request"])
-        await stream.__aenter__()
-    except UpstreamError as exc:
-        await engine.fail(task, f"{type(exc).__name__}: {exc.message}")
+        stream, chunks, first, attempts = await engine.runner.stream(task.data["request"])
+    except AllModelsFailed as exc:
+        engine.observe_breakers()
+        await engine.fail(task, str(exc), attempts=exc.attempts)
         raise Problem(
             502, "upstream_failed", "every model failed; nothing was charged", headers=headers
         ) from None
+    engine.observe_breakers()
     response = web.StreamResponse(
         headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
     )
     try:
         await response.prepare(request)
         try:
-            started = time.perf_counter()
-            async for _ in stream:
-                if started and engine.metrics is not None:
-                    engine.metrics.ttft_seconds.labels(task.data["request"]["model"]).observe(
-                        time.perf_counter() - started
-                    )
-                    started = 0.0
+            if engine.metrics is not None:
+                engine.metrics.ttft_seconds.labels(stream.model or first.model or "-").observe(
+                    time.perf_counter() - started
+                )
+            await response.write(b"data: " + stream.last_raw.encode() + b"\n\n")
+            async for _ in chunks:
                 await response.write(b"data: " + stream.last_raw.encode() + b"\n\n")
             await response.write(b"data: [DONE]\n\n")
         except UpstreamError as exc:
@@ -119,7 +121,12 @@ async def _stream(
     finally:
         stream.aclose()
         await engine.complete(
-            task, None, usage=stream.usage, model=stream.model, generation_id=stream.generation_id
+            task,
+            None,
+            usage=stream.usage,
+            model=stream.model,
+            generation_id=stream.generation_id,
+            attempts=attempts,
         )
     await response.write_eof()
     return response

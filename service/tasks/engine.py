@@ -49,6 +49,8 @@ from billing.store import InvoiceRow, Store, TaskRow, Tx
 from ..http.problems import Problem
 from ..http.schemas import ChatRequest
 from ..metrics import Metrics
+from ..routing.breaker import Breakers, BreakerState
+from ..routing.fallback import AllModelsFailed, Attempt, FallbackRunner
 from ..upstream.catalog import CatalogCache, CatalogUnavailable
 from ..upstream.errors import UpstreamError
 from ..upstream.openrouter import ChatResult, GenerationNotReady, OpenRouterClient
@@ -128,6 +130,7 @@ class Engine:
         config: EngineConfig | None = None,
         callbacks: CallbackSender | None = None,
         metrics: Metrics | None = None,
+        runner: FallbackRunner | None = None,
     ) -> None:
         self.store = store
         self.lightning = lightning
@@ -138,6 +141,7 @@ class Engine:
         self.config = config or EngineConfig()
         self.callbacks = callbacks
         self.metrics = metrics
+        self.runner = runner or FallbackRunner(upstream, Breakers())
         self._background: set[asyncio.Task[None]] = set()
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._running: set[str] = set()
@@ -432,6 +436,7 @@ class Engine:
         model: str | None = None,
         generation_id: str | None = None,
         upstream_seconds: float | None = None,
+        attempts: list[Attempt] | None = None,
     ) -> TaskRow:
         """Record the call's result; the reconciler takes it from here."""
         usage = usage or (result.usage if result else None)
@@ -444,6 +449,7 @@ class Engine:
             "usage": usage.model_dump(mode="json") if usage else None,
             "completed_at": time.time(),
             "upstream_seconds": upstream_seconds,
+            "attempts": [a.as_dict() for a in attempts or []],
         }
         async with self.store.transaction() as tx:
             current = await tx.task(task.id)
@@ -462,14 +468,21 @@ class Engine:
         self._announce(moved)
         return moved
 
-    async def fail(self, task: TaskRow, error: str) -> TaskRow:
+    async def fail(
+        self, task: TaskRow, error: str, *, attempts: list[Attempt] | None = None
+    ) -> TaskRow:
         """Every model failed (or the run was interrupted): refund everything held."""
         async with self.store.transaction() as tx:
             current = await tx.task(task.id)
             assert current is not None
             if current.state in TERMINAL:
                 return current
-            failed = await self._move(tx, current, State.FAILED, updates={"error": error})
+            failed = await self._move(
+                tx,
+                current,
+                State.FAILED,
+                updates={"error": error, "attempts": [a.as_dict() for a in attempts or []]},
+            )
             assert failed is not None
             await self._audit_call(tx, task, "failed", error=error)
             held = Msat(int(failed.data.get("held_msat", 0)))
@@ -519,14 +532,25 @@ class Engine:
             self.dispatched[task.id] = time.time()
         started = time.perf_counter()
         try:
-            result = await self.upstream.chat(task.data["request"])
-        except UpstreamError as exc:
+            result, attempts = await self.runner.chat(task.data["request"])
+        except AllModelsFailed as exc:
             self._observe_upstream(task.data["request"]["model"], "error", started)
-            log.info("%s failed upstream: %r", task.id, exc)
-            return await self.fail(task, f"{type(exc).__name__}: {exc.message}"), None
+            self.observe_breakers()
+            log.info("%s failed upstream: %s", task.id, exc)
+            last = exc.last
+            error = f"{type(last).__name__}: {last.message}" if last else str(exc)
+            return await self.fail(task, error, attempts=exc.attempts), None
         seconds = self._observe_upstream(result.completion.model, "ok", started)
-        done = await self.complete(task, result, upstream_seconds=seconds)
+        self.observe_breakers()
+        done = await self.complete(task, result, upstream_seconds=seconds, attempts=attempts)
         return done, plain(result.raw)
+
+    def observe_breakers(self) -> None:
+        if self.metrics is None:
+            return
+        level = {BreakerState.CLOSED: 0.0, BreakerState.HALF_OPEN: 0.5, BreakerState.OPEN: 1.0}
+        for model, state in self.runner.breakers.states().items():
+            self.metrics.breaker_open.labels(model).set(level[state])
 
     def _observe_upstream(self, model: str, outcome: str, started: float) -> float:
         seconds = time.perf_counter() - started

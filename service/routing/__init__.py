@@ -1,0 +1,1 @@
+"""Routing: which model runs a task, and what happens when it fails."""
