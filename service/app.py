@@ -19,6 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from billing.alerts import Thresholds
+from billing.budget import Budgets, Cap
 from billing.l402 import L402Authority
 from billing.lightning import LightningBackend
 from billing.lightning.lnbits import LnbitsBackend
@@ -74,6 +75,24 @@ def _lightning(
         macaroon_hex(Path(settings.lnd_macaroon).read_bytes()),
     )
     return LndBackend(channel, StoredIndex(store))
+
+
+def budgets_of(settings: Settings) -> Budgets:
+    def cap(usd: Decimal | None, sat: int | None) -> Cap:
+        return Cap(
+            usd=NanoUsd.from_usd(usd, Rounding.DOWN) if usd is not None else None,
+            sats=Msat.from_sat(sat) if sat is not None else None,
+        )
+
+    s = settings
+    return Budgets(
+        global_daily=cap(s.budget_daily_usd, s.budget_daily_sat),
+        global_monthly=cap(s.budget_monthly_usd, s.budget_monthly_sat),
+        agent_daily=cap(s.budget_agent_daily_usd, s.budget_agent_daily_sat),
+        agent_monthly=cap(s.budget_agent_monthly_usd, s.budget_agent_monthly_sat),
+        reset_hour=s.budget_reset_hour,
+        time_zone=s.budget_time_zone,
+    )
 
 
 def _thresholds(settings: Settings) -> Thresholds:
@@ -193,7 +212,8 @@ def create_app(
                 catalog=catalog,
                 rates=price_source,
                 policy=PricingPolicy(settings.markup_bps, Msat(settings.fee_msat)),
-                config=engine_config or EngineConfig(audit_content=settings.audit_content),
+                config=engine_config
+                or EngineConfig(audit_content=settings.audit_content, budgets=budgets_of(settings)),
                 metrics=metrics,
                 callbacks=CallbackSender(store, session, lambda t: task_view(t).model_dump()),
             )

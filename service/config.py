@@ -12,8 +12,9 @@ import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -141,6 +142,70 @@ class Settings(BaseSettings):
             "alert_max_discrepancy_pct", "SATROUTER_ALERT_MAX_DISCREPANCY_PCT"
         ),
     )
+
+    # Budgets: caps on spend, global and per agent (dollars: OpenRouter cost; sats: charges)
+    budget_daily_usd: Decimal | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices("budget_daily_usd", "SATROUTER_BUDGET_DAILY_USD"),
+    )
+    budget_daily_sat: int | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices("budget_daily_sat", "SATROUTER_BUDGET_DAILY_SAT"),
+    )
+    budget_monthly_usd: Decimal | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices("budget_monthly_usd", "SATROUTER_BUDGET_MONTHLY_USD"),
+    )
+    budget_monthly_sat: int | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices("budget_monthly_sat", "SATROUTER_BUDGET_MONTHLY_SAT"),
+    )
+    budget_agent_daily_usd: Decimal | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices("budget_agent_daily_usd", "SATROUTER_BUDGET_AGENT_DAILY_USD"),
+    )
+    budget_agent_daily_sat: int | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices("budget_agent_daily_sat", "SATROUTER_BUDGET_AGENT_DAILY_SAT"),
+    )
+    budget_agent_monthly_usd: Decimal | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices(
+            "budget_agent_monthly_usd", "SATROUTER_BUDGET_AGENT_MONTHLY_USD"
+        ),
+    )
+    budget_agent_monthly_sat: int | None = Field(
+        None,
+        gt=0,
+        validation_alias=AliasChoices(
+            "budget_agent_monthly_sat", "SATROUTER_BUDGET_AGENT_MONTHLY_SAT"
+        ),
+    )
+    budget_reset_hour: int = Field(
+        0,
+        ge=0,
+        le=23,
+        validation_alias=AliasChoices("budget_reset_hour", "SATROUTER_BUDGET_RESET_HOUR"),
+    )
+    budget_time_zone: str = Field(
+        "UTC", validation_alias=AliasChoices("budget_time_zone", "SATROUTER_BUDGET_TIME_ZONE")
+    )
+
+    @field_validator("budget_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
 
     # Top-ups from earnings
     topup_executor: Literal["off", "manual", "command", "lightning-invoice"] = Field(

@@ -170,6 +170,12 @@ class Tx(Protocol):
     ) -> list[TaskRow]:
         """Tasks in ``states`` last changed in ``[since, until)`` (None: unbounded)."""
 
+    # budgets
+    async def budget_usage(self, scope: str, period: str) -> tuple[int, int]:
+        """(spent msat, spent nano-USD) of ``scope`` in ``period``."""
+
+    async def add_budget_usage(self, scope: str, period: str, msat: int, nusd: int) -> None: ...
+
     # top-ups
     async def insert_topup(self, topup: TopupRow) -> None: ...
     async def update_topup(

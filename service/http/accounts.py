@@ -8,7 +8,7 @@ import time
 
 from aiohttp import web
 
-from billing import ledger
+from billing import budget, ledger
 from billing.lightning import InvalidInvoice, LightningError, PaymentFailed, decode_invoice
 from billing.money import Msat, Rounding
 from billing.store import InvoiceRow
@@ -46,9 +46,12 @@ async def create_account(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     store = request.app[STORE]
     payer = await require_payer(request, store)
+    engine = request.app[ENGINE]
     async with store.read() as tx:
         balance = await ledger.agent_balance(tx, payer)
-    return web.json_response(AccountView(id=payer, balance_msat=balance.value).model_dump())
+        budgets = await budget.state(tx, engine.config.budgets, payer, time.time())
+    view = AccountView(id=payer, balance_msat=balance.value, budgets=budgets)
+    return web.json_response(view.model_dump())
 
 
 @routes.post("/v1/accounts/deposits")

@@ -11,12 +11,12 @@ from importlib import resources
 
 from aiohttp import web
 
-from billing import audit, ledger
+from billing import audit, budget, ledger
 from billing.margins import GROUPS, margins, parse_since, to_csv
 from billing.money import NanoUsd
 from billing.runway import runway
 
-from .keys import BALANCE, SETTINGS, STORE
+from .keys import BALANCE, ENGINE, SETTINGS, STORE
 from .problems import Problem
 
 routes = web.RouteTableDef()
@@ -88,6 +88,9 @@ async def admin_status(request: web.Request) -> web.Response:
         )
     async with store.read() as tx:
         check = await ledger.check(tx)
+        body["budgets"] = await budget.state(
+            tx, request.app[ENGINE].config.budgets, None, time.time()
+        )
     body["ledger"] = {
         "ok": check.ok,
         "problems": list(check.problems),

@@ -34,6 +34,8 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1, le=1_000_000)
     stream: bool = False
     provider: dict[str, Any] | None = None
+    #: The most the caller will pay for this request; a higher quote is refused, never run.
+    max_price_msat: int | None = Field(None, ge=1)
 
     @model_validator(mode="after")
     def _needs_a_model(self) -> ChatRequest:
@@ -63,6 +65,7 @@ class TaskRequest(BaseModel):
     model: str | None = Field(None, min_length=1, max_length=200)
     models: list[str] | None = Field(None, max_length=MAX_MODELS)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    max_price_msat: int | None = Field(None, ge=1)
     callback_url: HttpUrl | None = None
 
     def chat(self, default_model: str) -> ChatRequest:
@@ -71,6 +74,7 @@ class TaskRequest(BaseModel):
             models=self.models,
             messages=self.messages,
             max_tokens=self.max_tokens,
+            max_price_msat=self.max_price_msat,
         )
 
 
@@ -137,6 +141,7 @@ class AccountCreated(BaseModel):
 class AccountView(BaseModel):
     id: str
     balance_msat: int
+    budgets: list[dict[str, Any]] = []  # each cap that applies, with what is spent against it
 
 
 class WithdrawalView(BaseModel):

@@ -27,11 +27,12 @@ import logging
 import secrets
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from billing import audit, ledger
+from billing import audit, budget, ledger
+from billing.budget import BudgetExceeded, Budgets
 from billing.lightning import InvoiceStatus, LightningBackend, LightningError
 from billing.lightning.settlement import confirmed_settlements
 from billing.money import Msat, NanoUsd, Rounding, nusd_to_msat
@@ -82,6 +83,7 @@ class EngineConfig:
     sweep_interval: float = 1.0
     max_concurrent_runs: int = 64
     audit_content: bool = False  # put prompts and completions in the audit trail
+    budgets: Budgets = field(default_factory=Budgets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +197,17 @@ class Engine:
             if worst is None or q.total > worst.total:
                 worst = q
         assert worst is not None
-        body = request.model_dump(exclude_none=True, exclude={"max_completion_tokens"})
+        if request.max_price_msat is not None and worst.total.value > request.max_price_msat:
+            raise Problem(
+                402,
+                "over_max_price",
+                f"this request may cost up to {worst.total.value} msat, above its "
+                f"max_price_msat of {request.max_price_msat}",
+                extra={"price_msat": worst.total.value},
+            )
+        body = request.model_dump(
+            exclude_none=True, exclude={"max_completion_tokens", "max_price_msat"}
+        )
         chain = request.chain
         body["model"] = chain[0]
         if len(chain) > 1:
@@ -279,6 +291,18 @@ class Engine:
                 assert task is not None
                 return task, token, secret or None
         task_id = "task_" + secrets.token_hex(12)
+        try:
+            async with self.store.read() as tx:
+                await budget.check(
+                    tx,
+                    self.config.budgets,
+                    task_id,
+                    priced.quote.total,
+                    priced.quote.cost_max,
+                    time.time(),
+                )
+        except BudgetExceeded as exc:
+            raise self._over_budget(exc) from None
         token = f"tt_{task_id}.{secrets.token_urlsafe(24)}"
         callback_secret = secrets.token_urlsafe(32) if callback_url else None
         try:
@@ -331,6 +355,20 @@ class Engine:
                 )
         return task, token, callback_secret
 
+    @staticmethod
+    def _budget_data(q: Quote, now: float) -> dict[str, Any]:
+        """What a call counted against the budgets, to correct at settlement."""
+        return {"committed_at": now, "charge_msat": q.total.value, "cost_nusd": q.cost_max.value}
+
+    @staticmethod
+    def _over_budget(exc: BudgetExceeded) -> Problem:
+        return Problem(
+            429,
+            "budget_exceeded",
+            exc.detail,
+            extra={"scope": exc.scope.split(":")[0], "period": exc.period},
+        )
+
     async def reserve(self, payer: str, priced: Priced, *, kind: str) -> TaskRow:
         """A call paid from ``payer``'s credit: its maximum price moves into escrow now."""
         task_id = "task_" + secrets.token_hex(12)
@@ -341,15 +379,21 @@ class Engine:
             "request": priced.body,
             "quote": _quote_data(priced.quote),
             "held_msat": priced.quote.total.value,
+            "budget": self._budget_data(priced.quote, now),
         }
         task = TaskRow(task_id, State.RUNNING, payer, data, now, now)
         try:
             async with self.store.transaction() as tx:
                 await tx.insert_task(task)
+                await budget.commit(
+                    tx, self.config.budgets, payer, priced.quote.total, priced.quote.cost_max, now
+                )
                 await ledger.post(tx, ledger.reserve(payer, task_id, priced.quote.total))
                 await tx.append_event(
                     "task.running", task_id, {"task": task_id, "status": "running"}, now
                 )
+        except BudgetExceeded as exc:
+            raise self._over_budget(exc) from None
         except ledger.InsufficientFunds as exc:
             raise Problem(
                 402,
@@ -388,12 +432,40 @@ class Engine:
                     tx, ledger.invoice_paid_into_escrow(invoice.ref, paid, invoice.payment_hash)
                 )
                 if task is not None and task.state == State.AWAITING_PAYMENT:
-                    moved = await self._move(
-                        tx,
-                        task,
-                        State.PAID,
-                        updates={"held_msat": paid.value, "paid_at": time.time()},
-                    )
+                    now = time.time()
+                    quote_total = Msat(int(task.data["quote"]["total_msat"]))
+                    cost_max = NanoUsd(int(task.data["quote"]["cost_max_nusd"]))
+                    try:
+                        await budget.commit(
+                            tx, self.config.budgets, invoice.ref, quote_total, cost_max, now
+                        )
+                    except BudgetExceeded as exc:  # paid, but over a cap: refund in full
+                        await ledger.post(tx, ledger.refund(invoice.ref, invoice.ref, paid))
+                        failed = await self._move(
+                            tx,
+                            task,
+                            State.FAILED,
+                            updates={"held_msat": paid.value, "error": f"budget: {exc.detail}"},
+                        )
+                        assert failed is not None
+                        moved = await self._move(
+                            tx, failed, State.REFUNDED, event={"refund_msat": paid.value}
+                        )
+                    else:
+                        moved = await self._move(
+                            tx,
+                            task,
+                            State.PAID,
+                            updates={
+                                "held_msat": paid.value,
+                                "paid_at": now,
+                                "budget": {
+                                    "committed_at": now,
+                                    "charge_msat": quote_total.value,
+                                    "cost_nusd": cost_max.value,
+                                },
+                            },
+                        )
                 else:  # paid after it expired: the money is the payer's credit
                     await ledger.post(tx, ledger.refund(invoice.ref, invoice.ref, paid))
             else:  # deposit to an account, or an L402 token's payment
@@ -488,12 +560,27 @@ class Engine:
             held = Msat(int(failed.data.get("held_msat", 0)))
             if held:
                 await ledger.post(tx, ledger.refund(task.id, failed.data["payer"], held))
+            await self._correct_budget(tx, task, Msat(0), NanoUsd(0))
             refunded = await self._move(
                 tx, failed, State.REFUNDED, event={"refund_msat": held.value}
             )
         assert refunded is not None
         self._announce(refunded)
         return refunded
+
+    async def _correct_budget(self, tx: Tx, task: TaskRow, charge: Msat, cost: NanoUsd) -> None:
+        """Replace what the call counted against the budgets by what it really spent."""
+        counted = task.data.get("budget")
+        if not counted:
+            return
+        await budget.correct(
+            tx,
+            self.config.budgets,
+            task.data["payer"],
+            charge - Msat(counted["charge_msat"]),
+            cost - NanoUsd(counted["cost_nusd"]),
+            counted["committed_at"],
+        )
 
     async def _audit_call(
         self,
@@ -604,6 +691,7 @@ class Engine:
             await ledger.post(
                 tx, ledger.settle(task.id, task.data["payer"], held, bill.total, cost)
             )
+            await self._correct_budget(tx, task, bill.total, cost)
             moved = await self._move(
                 tx,
                 current,
