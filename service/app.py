@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import shlex
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -46,11 +48,15 @@ from .http.keys import BALANCE, ENGINE, L402, SETTINGS, STORE
 from .http.problems import problem_middleware
 from .http.views import task_view
 from .metrics import Metrics
+from .routing.policy import PolicyError, PolicyHolder
+from .routing.policy import builtin as policy_builtin
+from .routing.policy import load as policy_load
 from .tasks.callbacks import CallbackSender
 from .tasks.engine import Engine, EngineConfig
-from .upstream.catalog import CatalogCache
+from .upstream.catalog import CatalogCache, CatalogUnavailable
 from .upstream.openrouter import OpenRouterClient
 
+log = logging.getLogger(__name__)
 MAX_BODY = 1024 * 1024  # 1 MiB: larger requests get a 413 problem
 
 
@@ -75,6 +81,39 @@ def _lightning(
         macaroon_hex(Path(settings.lnd_macaroon).read_bytes()),
     )
     return LndBackend(channel, StoredIndex(store))
+
+
+async def _policy(settings: Settings, catalog: CatalogCache) -> PolicyHolder:
+    """Load the routing policy, validated against the catalog (start-up fails on errors)."""
+    try:
+        known = await catalog.get()
+        is_known: Callable[[str], bool] = known.__contains__
+    except CatalogUnavailable:
+        log.warning("no model catalog yet: the routing policy's model ids are not checked")
+
+        def is_known(model: str) -> bool:
+            return True
+
+    try:
+        policy = (
+            policy_load(settings.policy, is_known) if settings.policy else policy_builtin(is_known)
+        )
+    except PolicyError as exc:
+        raise ConfigError(str(exc)) from None
+    return PolicyHolder(policy, settings.policy, is_known)
+
+
+def _reload_on_sighup(holder: PolicyHolder) -> None:
+    def reload() -> None:
+        try:
+            holder.reload()
+            log.info("routing policy reloaded from %s", holder.policy.source)
+        except PolicyError as exc:
+            log.error("routing policy NOT reloaded: %s", exc)
+
+    # Only the main thread may install signal handlers (tests run the app elsewhere).
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
 
 
 def budgets_of(settings: Settings) -> Budgets:
@@ -219,6 +258,8 @@ def create_app(
             )
             app[STORE] = store
             app[ENGINE] = engine
+            engine.routing = await _policy(settings, catalog)
+            _reload_on_sighup(engine.routing)
             app[L402] = L402Authority(store)
             balance = BalanceWatcher(
                 upstream,

@@ -143,6 +143,8 @@ class Settings(BaseSettings):
         ),
     )
 
+    policy: Path | None = Field(None, validation_alias=AliasChoices("policy", "SATROUTER_POLICY"))
+
     # Budgets: caps on spend, global and per agent (dollars: OpenRouter cost; sats: charges)
     budget_daily_usd: Decimal | None = Field(
         None,

@@ -16,6 +16,7 @@ from billing.margins import GROUPS, margins, parse_since, to_csv
 from billing.money import NanoUsd
 from billing.runway import runway
 
+from ..routing.policy import PolicyError
 from .keys import BALANCE, ENGINE, SETTINGS, STORE
 from .problems import Problem
 
@@ -162,3 +163,22 @@ async def dashboard(request: web.Request) -> web.Response:
             "Cache-Control": "no-store",
         },
     )
+
+
+@routes.post("/admin/policy/reload")
+async def reload_policy(request: web.Request) -> web.Response:
+    """Reload the routing policy file; the old policy stays if the new one is invalid."""
+    require_admin(request)
+    holder = request.app[ENGINE].routing
+    if holder is None:
+        raise Problem(503, "policy_unavailable", "the service is still starting")
+    try:
+        policy = holder.reload()
+    except PolicyError as exc:
+        raise Problem(400, "invalid_policy", str(exc)) from None
+    async with request.app[STORE].transaction() as tx:
+        await audit.append(
+            tx, "admin", {"action": "policy_reload", "source": policy.source}, time.time()
+        )
+    tiers = {name: list(models) for name, models in policy.tiers.items()}
+    return web.json_response({"source": policy.source, "tiers": tiers})

@@ -18,7 +18,8 @@ from .schemas import ModelView, TaskCreated, TaskRequest, parse
 from .views import price_view, task_view
 
 routes = web.RouteTableDef()
-DEFAULT_MODEL = "openai/gpt-4o-mini"
+#: With no model or tier named, the policy's default tier.
+DEFAULT_MODEL = "tier:default"
 
 
 @routes.get("/v1/models")

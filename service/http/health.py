@@ -86,6 +86,7 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
     ("get", "/openapi.json", None, None, "This document"),
     ("get", "/metrics", None, None, "Prometheus metrics"),
     ("get", "/admin/", None, None, "Operator dashboard (HTML)"),
+    ("post", "/admin/policy/reload", None, None, "Operator: reload the routing policy file"),
     ("get", "/admin/topups", None, None, "Operator: top-up history (bearer admin token)"),
     ("get", "/admin/events", None, None, "Operator: live task state changes (SSE)"),
     (

@@ -66,11 +66,14 @@ class TaskRequest(BaseModel):
     models: list[str] | None = Field(None, max_length=MAX_MODELS)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_price_msat: int | None = Field(None, ge=1)
+    tier: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[a-z0-9_-]+$")
     callback_url: HttpUrl | None = None
 
     def chat(self, default_model: str) -> ChatRequest:
         return ChatRequest(
-            model=self.model or (None if self.models else default_model),
+            model=self.model
+            or (f"tier:{self.tier}" if self.tier else None)
+            or (None if self.models else default_model),
             models=self.models,
             messages=self.messages,
             max_tokens=self.max_tokens,

@@ -52,6 +52,7 @@ from ..http.schemas import ChatRequest
 from ..metrics import Metrics
 from ..routing.breaker import Breakers, BreakerState
 from ..routing.fallback import AllModelsFailed, Attempt, FallbackRunner
+from ..routing.policy import PolicyHolder
 from ..upstream.catalog import CatalogCache, CatalogUnavailable
 from ..upstream.errors import UpstreamError
 from ..upstream.openrouter import ChatResult, GenerationNotReady, OpenRouterClient
@@ -92,6 +93,7 @@ class Priced:
 
     quote: Quote
     body: dict[str, Any]
+    tier: str | None = None
 
 
 def _quote_data(q: Quote) -> dict[str, Any]:
@@ -144,6 +146,7 @@ class Engine:
         self.callbacks = callbacks
         self.metrics = metrics
         self.runner = runner or FallbackRunner(upstream, Breakers())
+        self.routing: PolicyHolder | None = None  # set by the app once the catalog is known
         self._background: set[asyncio.Task[None]] = set()
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._running: set[str] = set()
@@ -166,6 +169,7 @@ class Engine:
             rate = await self.rates.current()
         except RateUnavailable as exc:
             raise Problem(503, "rate_unavailable", str(exc)) from None
+        request, tier = await self.route(request)
         texts = [
             m.content if isinstance(m.content, str) else str(m.content or "")
             for m in request.messages
@@ -215,7 +219,43 @@ class Engine:
         # Never let the call produce more than was paid for.
         body["max_tokens"] = worst.completion_tokens_max
         body.pop("stream", None)
-        return Priced(worst, body)
+        return Priced(worst, body, tier)
+
+    async def route(self, request: ChatRequest) -> tuple[ChatRequest, str | None]:
+        """Aliases to catalog ids; ``tier:<name>`` to the tier's chain, stepped down while
+        the day's budget is low. The request to price, and its tier."""
+        if self.routing is None:
+            return request, None
+        policy = self.routing.policy
+        model = request.model or ""
+        if not model.startswith("tier:"):
+            models = [policy.resolve(m) for m in request.models or []]
+            update = {"model": policy.resolve(model) if model else None, "models": models or None}
+            return request.model_copy(update=update), None
+        wanted = model.removeprefix("tier:")
+        if wanted == "default":
+            wanted = policy.default_tier
+        if wanted not in policy.tiers:
+            raise Problem(
+                400, "unknown_tier", f"no tier {wanted!r}; tiers: {', '.join(policy.tiers)}"
+            )
+        tier = policy.step_down(wanted, await self._budget_remaining())
+        if tier is None:
+            raise Problem(
+                429, "budget_exhausted", "the day's budget is spent down to every tier's floor"
+            )
+        chain = policy.chain(tier)
+        return request.model_copy(update={"model": chain[0], "models": chain}), tier
+
+    async def _budget_remaining(self) -> Decimal | None:
+        """The fraction of the global daily dollar budget left (None without one)."""
+        cap = self.config.budgets.global_daily.usd
+        if cap is None or not cap.value:
+            return None
+        day, _ = self.config.budgets.periods(time.time())
+        async with self.store.read() as tx:
+            _, spent = await tx.budget_usage("global", day)
+        return max(Decimal(0), 1 - Decimal(spent) / Decimal(cap.value))
 
     # -- events ---------------------------------------------------------------------------
 
@@ -325,6 +365,7 @@ class Engine:
             },
             "callback_url": callback_url,
             "callback_secret": callback_secret,
+            "tier": priced.tier,
             "token_hash": token_hash(token),
         }
         task = TaskRow(task_id, State.AWAITING_PAYMENT, task_id, data, now, now)
@@ -380,6 +421,7 @@ class Engine:
             "quote": _quote_data(priced.quote),
             "held_msat": priced.quote.total.value,
             "budget": self._budget_data(priced.quote, now),
+            "tier": priced.tier,
         }
         task = TaskRow(task_id, State.RUNNING, payer, data, now, now)
         try:

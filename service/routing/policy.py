@@ -1,0 +1,185 @@
+"""The routing policy: tiers of models, where each tier falls back to, model aliases, and how
+tiers step down as the day's budget drains. A TOML file (``SATROUTER_POLICY``; an example with
+comments is ``deploy/policy.example.toml``).
+
+The policy is validated against the model catalog when it is loaded: an unknown model, an empty
+tier, a fallback to a tier that does not exist, or a fallback cycle stops the load with the line
+it is on. A loaded policy is immutable; reloading (SIGHUP or ``POST /admin/policy/reload``)
+builds a new one and swaps it in only if it is valid.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from ..emulator.app import LOCAL_MODELS
+
+
+class PolicyError(ValueError):
+    """The policy file is wrong; the message names the line."""
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    pattern: re.Pattern[str]
+    replacement: str
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    tiers: Mapping[str, tuple[str, ...]]
+    fallback: Mapping[str, str] = field(default_factory=dict)
+    names: Mapping[str, str] = field(default_factory=dict)  # exact aliases
+    patterns: tuple[Alias, ...] = ()
+    default_tier: str = "standard"
+    #: a tier may be used while more than this fraction of the day's budget remains
+    budget_floor: Mapping[str, Decimal] = field(default_factory=dict)
+    source: str = "built-in"
+
+    def resolve(self, model: str) -> str:
+        """An agent's model name to a catalog id (exact aliases first, then patterns)."""
+        if model in self.names:
+            return self.names[model]
+        for alias in self.patterns:
+            if alias.pattern.fullmatch(model):
+                return alias.pattern.sub(alias.replacement, model)
+        return model
+
+    def chain(self, tier: str) -> list[str]:
+        """The tier's models, then its fallback tiers' models, in order, without repeats."""
+        out: list[str] = []
+        seen: set[str] = set()
+        while tier and tier not in seen:
+            seen.add(tier)
+            out.extend(m for m in self.tiers.get(tier, ()) if m not in out)
+            tier = self.fallback.get(tier, "")
+        return out
+
+    def step_down(self, tier: str, remaining: Decimal | None) -> str | None:
+        """The first tier along the fallback path that the remaining budget allows."""
+        seen: set[str] = set()
+        while tier and tier not in seen:
+            seen.add(tier)
+            if remaining is None or remaining > self.budget_floor.get(tier, Decimal(0)):
+                return tier
+            tier = self.fallback.get(tier, "")
+        return None
+
+
+def _line_of(text: str, needle: str) -> int:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            return number
+    return 0
+
+
+def parse(text: str, known_model: Callable[[str], bool], source: str = "policy") -> Policy:
+    """Parse and validate a policy file's text. Raises :class:`PolicyError`."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise PolicyError(f"{source}: {exc}") from None
+
+    def fail(message: str, needle: str) -> PolicyError:
+        line = _line_of(text, needle)
+        return PolicyError(f"{source}:{line}: {message}" if line else f"{source}: {message}")
+
+    tiers_raw = data.get("tiers")
+    if not isinstance(tiers_raw, dict) or not tiers_raw:
+        raise fail("a [tiers] table with at least one tier is required", "[tiers]")
+    tiers: dict[str, tuple[str, ...]] = {}
+    for name, models in tiers_raw.items():
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise fail(f"tier {name!r} must be a list of model ids", f"{name}")
+        if not models:
+            raise fail(f"tier {name!r} is empty", f"{name}")
+        for model in models:
+            if not (known_model(model) or model in LOCAL_MODELS):
+                raise fail(f"tier {name!r}: unknown model {model!r}", f'"{model}"')
+        tiers[name] = tuple(models)
+    fallback = _strings(data.get("fallback", {}), "fallback", fail)
+    for tier, target in fallback.items():
+        for name in (tier, target):
+            if name not in tiers:
+                raise fail(f"fallback names tier {name!r}, which is not in [tiers]", name)
+    for start in fallback:
+        seen, tier = [start], fallback[start]
+        while tier in fallback:
+            if tier in seen:
+                raise fail(f"fallback cycle: {' -> '.join([*seen, tier])}", f"{start}")
+            seen.append(tier)
+            tier = fallback[tier]
+    aliases = data.get("aliases", {})
+    if not isinstance(aliases, dict):
+        raise fail("[aliases] must be a table", "[aliases]")
+    names = {k: v for k, v in aliases.items() if k != "patterns"}
+    for alias, target in names.items():
+        if not isinstance(target, str) or not known_model(target):
+            raise fail(f"alias {alias!r} points at unknown model {target!r}", f"{alias}")
+    patterns: list[Alias] = []
+    for entry in aliases.get("patterns", []):
+        try:
+            patterns.append(Alias(re.compile(entry["match"]), entry["replace"]))
+        except (KeyError, TypeError, re.error) as exc:
+            raise fail(f"alias pattern: {exc}", "match") from None
+    routing = data.get("routing", {})
+    default_tier = routing.get("default_tier", next(iter(tiers)))
+    if default_tier not in tiers:
+        raise fail(f"default_tier {default_tier!r} is not in [tiers]", "default_tier")
+    floors: dict[str, Decimal] = {}
+    for tier, value in data.get("budget", {}).items():
+        if tier not in tiers:
+            raise fail(f"[budget] names tier {tier!r}, which is not in [tiers]", tier)
+        try:
+            floors[tier] = Decimal(str(value))
+        except ArithmeticError:
+            raise fail(f"[budget] {tier}: not a number", tier) from None
+        if not Decimal(0) <= floors[tier] <= Decimal(1):
+            raise fail(f"[budget] {tier}: a fraction from 0 to 1", tier)
+    return Policy(tiers, fallback, names, tuple(patterns), default_tier, floors, source)
+
+
+def _strings(value: Any, table: str, fail: Callable[[str, str], PolicyError]) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise fail(f"[{table}] must map names to names", f"[{table}]")
+    return dict(value)
+
+
+def load(path: Path, known_model: Callable[[str], bool]) -> Policy:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PolicyError(f"cannot read the policy {path}: {exc}") from None
+    return parse(text, known_model, str(path))
+
+
+def builtin(known_model: Callable[[str], bool]) -> Policy:
+    """The policy when no file is given (``deploy/policy.example.toml`` is a copy of it)."""
+    text = resources.files("service.routing").joinpath("default_policy.toml").read_text()
+    return parse(text, known_model, "default_policy.toml")
+
+
+class PolicyHolder:
+    """The current policy; :meth:`reload` swaps a new valid one in atomically."""
+
+    def __init__(
+        self, policy: Policy, path: Path | None, known_model: Callable[[str], bool]
+    ) -> None:
+        self.policy = policy
+        self._path = path
+        self._known = known_model
+
+    def reload(self) -> Policy:
+        if self._path is None:
+            raise PolicyError("no SATROUTER_POLICY file to reload")
+        self.policy = load(self._path, self._known)  # raises before swapping if invalid
+        return self.policy

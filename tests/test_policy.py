@@ -1,0 +1,140 @@
+"""The routing policy: validation with line numbers, chains, aliases, budget step-down, reload."""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from billing.budget import Budgets, Cap
+from billing.money import NanoUsd
+from service.emulator.app import load_catalog
+from service.http.keys import ENGINE, STORE
+from service.routing.policy import PolicyError, PolicyHolder, builtin, load, parse
+from service.tasks.engine import EngineConfig
+from service.upstream.catalog import Catalog
+
+from .conftest import Service
+from .test_pipeline import HELLO, _task_until
+
+CATALOG = Catalog.from_response(load_catalog())
+KNOWN = CATALOG.__contains__
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = """
+[tiers]
+cheap = ["meta-llama/llama-3.1-8b-instruct"]
+smart = ["openai/gpt-4o", "anthropic/claude-sonnet-4"]
+
+[fallback]
+smart = "cheap"
+
+[budget]
+smart = 0.5
+
+[aliases]
+"sonnet" = "anthropic/claude-sonnet-4"
+[[aliases.patterns]]
+match = "llama-(.*)"
+replace = "meta-llama/llama-\\\\1"
+"""
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[tiers]\na = ["openai/gpt-4o"]\nb = ["nobody/none"]\n', ":3: tier 'b': unknown model"),
+        ("[tiers]\na = []\n", ":2: tier 'a' is empty"),
+        (
+            '[tiers]\na = ["openai/gpt-4o"]\nb = ["openai/gpt-4o"]\n[fallback]\na = "b"\nb = "a"\n',
+            "fallback cycle: a -> b -> a",
+        ),
+        ('[tiers]\na = ["openai/gpt-4o"]\n[fallback]\na = "zz"\n', ":4: fallback names tier 'zz'"),
+        ('[tiers]\na = ["openai/gpt-4o"]\n[routing]\ndefault_tier = "b"\n', ":4: default_tier"),
+        ('[tiers]\na = ["openai/gpt-4o"]\n[budget]\na = 2\n', "from 0 to 1"),
+        ("tiers = nope", "policy: "),
+    ],
+)
+def test_mistakes_are_named_with_their_line(text: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message.replace("(", r"\(")):
+        parse(text, KNOWN)
+
+
+def test_chains_aliases_and_step_down() -> None:
+    policy = parse(GOOD, KNOWN)
+    assert policy.chain("smart") == [
+        "openai/gpt-4o",
+        "anthropic/claude-sonnet-4",
+        "meta-llama/llama-3.1-8b-instruct",
+    ]
+    assert policy.resolve("sonnet") == "anthropic/claude-sonnet-4"
+    assert policy.resolve("llama-3.1-8b-instruct") == "meta-llama/llama-3.1-8b-instruct"
+    assert policy.resolve("openai/gpt-4o") == "openai/gpt-4o"
+    assert policy.step_down("smart", None) == "smart"
+    assert policy.step_down("smart", Decimal("0.6")) == "smart"
+    assert policy.step_down("smart", Decimal("0.4")) == "cheap"
+    assert policy.step_down("cheap", Decimal("0")) is None
+
+
+def test_the_shipped_policy_loads_and_the_example_is_a_copy() -> None:
+    policy = builtin(KNOWN)
+    assert policy.default_tier == "standard"
+    assert {"economy", "standard", "premium", "code", "reasoning", "local"} <= set(policy.tiers)
+    shipped = (ROOT / "service" / "routing" / "default_policy.toml").read_text()
+    assert (ROOT / "deploy" / "policy.example.toml").read_text() == shipped
+
+
+def test_reload_keeps_the_old_policy_when_the_new_one_is_bad(tmp_path: Path) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(GOOD)
+    holder = PolicyHolder(load(path, KNOWN), path, KNOWN)
+    path.write_text(GOOD.replace("openai/gpt-4o", "nobody/none"))
+    with pytest.raises(PolicyError, match="unknown model"):
+        holder.reload()
+    assert "smart" in holder.policy.tiers
+    path.write_text(GOOD.replace("cheap", "budget"))
+    assert "budget" in holder.reload().tiers
+
+
+async def test_tier_routed_tasks_record_their_tier_and_step_down(
+    service: Service, tmp_path: Path
+) -> None:
+    path = tmp_path / "policy.toml"
+    path.write_text(GOOD)
+    engine = service.app[ENGINE]
+    engine.routing = PolicyHolder(load(path, KNOWN), path, KNOWN)
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        unknown = await http.post("/v1/tasks", json={"messages": HELLO, "tier": "nope"})
+        assert unknown.status_code == 400
+        assert unknown.json()["type"].endswith("unknown_tier")
+        task = (await http.post("/v1/tasks", json={"messages": HELLO, "tier": "smart"})).json()
+        await service.pay(task["invoice"]["bolt11"])
+        done = await _task_until(http, task, "reconciled")
+        assert done["model"] == "openai/gpt-4o"
+        # Most of the day's budget is gone: "smart" steps down to "cheap".
+        engine.config = EngineConfig(budgets=Budgets(global_daily=Cap(usd=NanoUsd(10**9))))
+        day, _ = engine.config.budgets.periods(time.time())
+        async with service.app[STORE].transaction() as tx:
+            await tx.add_budget_usage("global", day, 0, 700_000_000)
+        cheaper = (await http.post("/v1/tasks", json={"messages": HELLO, "tier": "smart"})).json()
+        assert cheaper["model"] == "meta-llama/llama-3.1-8b-instruct"
+        margins = (
+            await http.get(
+                "/admin/margins",
+                params={"group_by": "tier"},
+                headers={"Authorization": "Bearer admin-secret"},
+            )
+        ).json()
+        reloaded = await http.post(
+            "/admin/policy/reload", headers={"Authorization": "Bearer admin-secret"}
+        )
+    assert [r["group"] for r in margins["rows"]] == ["smart"]
+    assert reloaded.status_code == 200
+    assert reloaded.json()["tiers"]["cheap"] == ["meta-llama/llama-3.1-8b-instruct"]
+    async with service.app[STORE].read() as tx:
+        stored = await tx.task(cheaper["id"])
+    assert stored is not None
+    assert stored.data["tier"] == "cheap"
