@@ -176,12 +176,8 @@ class LndBackend:
         request = router.TrackPaymentRequest(
             payment_hash=bytes.fromhex(payment_hash), no_inflight_updates=True
         )
-        final: ln.Payment | None = None
         try:
-            async for update in self._router.TrackPaymentV2(request):
-                final = update
-                if update.status in (ln.Payment.SUCCEEDED, ln.Payment.FAILED):
-                    break
+            final = await _final(self._router.TrackPaymentV2(request))
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
@@ -206,12 +202,8 @@ class LndBackend:
             timeout_seconds=give_up_after,
             no_inflight_updates=True,
         )
-        final: ln.Payment | None = None
         try:
-            async for update in self._router.SendPaymentV2(request):
-                final = update
-                if update.status in (ln.Payment.SUCCEEDED, ln.Payment.FAILED):
-                    break
+            final = await _final(self._router.SendPaymentV2(request))
         except grpc.aio.AioRpcError as exc:
             raise PaymentFailed(f"LND SendPaymentV2: {exc.code().name}") from None
         if final is None or final.status != ln.Payment.SUCCEEDED:
@@ -223,6 +215,16 @@ class LndBackend:
             Msat(final.value_msat),
             Msat(final.fee_msat),
         )
+
+
+async def _final(updates: Any) -> ln.Payment | None:
+    """The last update of a payment stream: once it succeeded or failed, or when it ends."""
+    final: ln.Payment | None = None
+    async for update in updates:
+        final = update
+        if update.status in (ln.Payment.SUCCEEDED, ln.Payment.FAILED):
+            break
+    return final
 
 
 def macaroon_hex(raw: bytes) -> str:
