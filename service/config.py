@@ -32,6 +32,13 @@ class ConfigError(Exception):
     """A setting is unknown or invalid; the message names it."""
 
 
+def _env(name: str, default: Any, **constraints: Any) -> Any:
+    """A setting read from the environment variable ``name`` (or, in the TOML file, ``name`` or
+    its short form: without ``SATROUTER_``, in lower case)."""
+    short = name.removeprefix("SATROUTER_").lower()
+    return Field(default, validation_alias=AliasChoices(short, name), **constraints)
+
+
 class Settings(BaseSettings):
     """All of satrouter's settings. Secrets are ``SecretStr`` so they never print."""
 
@@ -39,166 +46,61 @@ class Settings(BaseSettings):
         extra="forbid", case_sensitive=False, populate_by_name=True, frozen=True
     )
 
-    database_url: str = Field(
-        "sqlite:///var/satrouter.db",
-        validation_alias=AliasChoices("database_url", "SATROUTER_DATABASE_URL"),
-    )
-    host: str = Field("127.0.0.1", validation_alias=AliasChoices("host", "SATROUTER_HOST"))
-    port: int = Field(8080, ge=0, le=65535, validation_alias=AliasChoices("port", "SATROUTER_PORT"))
-    admin_token: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("admin_token", "SATROUTER_ADMIN_TOKEN")
-    )
+    database_url: str = _env("SATROUTER_DATABASE_URL", "sqlite:///var/satrouter.db")
+    host: str = _env("SATROUTER_HOST", "127.0.0.1")
+    port: int = _env("SATROUTER_PORT", 8080, ge=0, le=65535)
+    admin_token: SecretStr | None = _env("SATROUTER_ADMIN_TOKEN", None)
 
     # OpenRouter
-    openrouter_api_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("openrouter_api_key", "OPENROUTER_API_KEY")
-    )
-    openrouter_base_url: str = Field(
-        DEFAULT_OPENROUTER_BASE_URL,
-        validation_alias=AliasChoices("openrouter_base_url", "OPENROUTER_BASE_URL"),
-    )
-    openrouter_management_key: SecretStr | None = Field(
-        None,
-        validation_alias=AliasChoices("openrouter_management_key", "OPENROUTER_MANAGEMENT_KEY"),
-    )
-    openrouter_referer: str = Field(
-        "https://satrouter.invalid",
-        validation_alias=AliasChoices("openrouter_referer", "OPENROUTER_REFERER"),
-    )
-    openrouter_title: str = Field(
-        "satrouter", validation_alias=AliasChoices("openrouter_title", "OPENROUTER_TITLE")
-    )
-    openrouter_timeout: float = Field(
-        120.0, gt=0, validation_alias=AliasChoices("openrouter_timeout", "OPENROUTER_TIMEOUT")
-    )
-    catalog_ttl: float = Field(
-        3600.0, gt=0, validation_alias=AliasChoices("catalog_ttl", "SATROUTER_CATALOG_TTL")
-    )
-    catalog_cache: Path = Field(
-        Path("var/models.json"),
-        validation_alias=AliasChoices("catalog_cache", "SATROUTER_CATALOG_CACHE"),
-    )
+    openrouter_api_key: SecretStr | None = _env("OPENROUTER_API_KEY", None)
+    openrouter_base_url: str = _env("OPENROUTER_BASE_URL", DEFAULT_OPENROUTER_BASE_URL)
+    openrouter_management_key: SecretStr | None = _env("OPENROUTER_MANAGEMENT_KEY", None)
+    openrouter_referer: str = _env("OPENROUTER_REFERER", "https://satrouter.invalid")
+    openrouter_title: str = _env("OPENROUTER_TITLE", "satrouter")
+    openrouter_timeout: float = _env("OPENROUTER_TIMEOUT", 120.0, gt=0)
+    catalog_ttl: float = _env("SATROUTER_CATALOG_TTL", 3600.0, gt=0)
+    catalog_cache: Path = _env("SATROUTER_CATALOG_CACHE", Path("var/models.json"))
 
     # Lightning
-    lightning: Literal["lnbits", "lnd"] = Field(
-        "lnbits", validation_alias=AliasChoices("lightning", "SATROUTER_LIGHTNING")
-    )
-    lnbits_url: str | None = Field(None, validation_alias=AliasChoices("lnbits_url", "LNBITS_URL"))
-    lnbits_admin_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("lnbits_admin_key", "LNBITS_ADMIN_KEY")
-    )
-    lnbits_invoice_key: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("lnbits_invoice_key", "LNBITS_INVOICE_KEY")
-    )
-    lnd_grpc_host: str | None = Field(
-        None, validation_alias=AliasChoices("lnd_grpc_host", "LND_GRPC_HOST")
-    )
-    lnd_tls_cert: Path | None = Field(
-        None, validation_alias=AliasChoices("lnd_tls_cert", "LND_TLS_CERT")
-    )
-    lnd_macaroon: Path | None = Field(
-        None, validation_alias=AliasChoices("lnd_macaroon", "LND_MACAROON")
-    )
+    lightning: Literal["lnbits", "lnd"] = _env("SATROUTER_LIGHTNING", "lnbits")
+    lnbits_url: str | None = _env("LNBITS_URL", None)
+    lnbits_admin_key: SecretStr | None = _env("LNBITS_ADMIN_KEY", None)
+    lnbits_invoice_key: SecretStr | None = _env("LNBITS_INVOICE_KEY", None)
+    lnd_grpc_host: str | None = _env("LND_GRPC_HOST", None)
+    lnd_tls_cert: Path | None = _env("LND_TLS_CERT", None)
+    lnd_macaroon: Path | None = _env("LND_MACAROON", None)
 
-    audit_content: bool = Field(
-        False, validation_alias=AliasChoices("audit_content", "SATROUTER_AUDIT_CONTENT")
-    )
+    audit_content: bool = _env("SATROUTER_AUDIT_CONTENT", False)
 
     # Operator: balance watching and spend alerts
-    balance_interval: float = Field(
-        60.0, gt=0, validation_alias=AliasChoices("balance_interval", "SATROUTER_BALANCE_INTERVAL")
+    balance_interval: float = _env("SATROUTER_BALANCE_INTERVAL", 60.0, gt=0)
+    alert_webhook_url: str | None = _env("SATROUTER_ALERT_WEBHOOK_URL", None)
+    alert_secret: SecretStr | None = _env("SATROUTER_ALERT_SECRET", None)
+    alert_daily_spend_usd: Decimal | None = _env("SATROUTER_ALERT_DAILY_SPEND_USD", None, gt=0)
+    alert_agent_daily_spend_sat: int | None = _env(
+        "SATROUTER_ALERT_AGENT_DAILY_SPEND_SAT", None, gt=0
     )
-    alert_webhook_url: str | None = Field(
-        None, validation_alias=AliasChoices("alert_webhook_url", "SATROUTER_ALERT_WEBHOOK_URL")
-    )
-    alert_secret: SecretStr | None = Field(
-        None, validation_alias=AliasChoices("alert_secret", "SATROUTER_ALERT_SECRET")
-    )
-    alert_daily_spend_usd: Decimal | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices("alert_daily_spend_usd", "SATROUTER_ALERT_DAILY_SPEND_USD"),
-    )
-    alert_agent_daily_spend_sat: int | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices(
-            "alert_agent_daily_spend_sat", "SATROUTER_ALERT_AGENT_DAILY_SPEND_SAT"
-        ),
-    )
-    alert_min_margin_pct: Decimal | None = Field(
-        None,
-        validation_alias=AliasChoices("alert_min_margin_pct", "SATROUTER_ALERT_MIN_MARGIN_PCT"),
-    )
-    alert_min_runway_hours: Decimal | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices("alert_min_runway_hours", "SATROUTER_ALERT_MIN_RUNWAY_HOURS"),
-    )
-    alert_max_discrepancy_pct: Decimal | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices(
-            "alert_max_discrepancy_pct", "SATROUTER_ALERT_MAX_DISCREPANCY_PCT"
-        ),
+    alert_min_margin_pct: Decimal | None = _env("SATROUTER_ALERT_MIN_MARGIN_PCT", None)
+    alert_min_runway_hours: Decimal | None = _env("SATROUTER_ALERT_MIN_RUNWAY_HOURS", None, gt=0)
+    alert_max_discrepancy_pct: Decimal | None = _env(
+        "SATROUTER_ALERT_MAX_DISCREPANCY_PCT", None, gt=0
     )
 
-    policy: Path | None = Field(None, validation_alias=AliasChoices("policy", "SATROUTER_POLICY"))
+    policy: Path | None = _env("SATROUTER_POLICY", None)
 
     # Budgets: caps on spend, global and per agent (dollars: OpenRouter cost; sats: charges)
-    budget_daily_usd: Decimal | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices("budget_daily_usd", "SATROUTER_BUDGET_DAILY_USD"),
+    budget_daily_usd: Decimal | None = _env("SATROUTER_BUDGET_DAILY_USD", None, gt=0)
+    budget_daily_sat: int | None = _env("SATROUTER_BUDGET_DAILY_SAT", None, gt=0)
+    budget_monthly_usd: Decimal | None = _env("SATROUTER_BUDGET_MONTHLY_USD", None, gt=0)
+    budget_monthly_sat: int | None = _env("SATROUTER_BUDGET_MONTHLY_SAT", None, gt=0)
+    budget_agent_daily_usd: Decimal | None = _env("SATROUTER_BUDGET_AGENT_DAILY_USD", None, gt=0)
+    budget_agent_daily_sat: int | None = _env("SATROUTER_BUDGET_AGENT_DAILY_SAT", None, gt=0)
+    budget_agent_monthly_usd: Decimal | None = _env(
+        "SATROUTER_BUDGET_AGENT_MONTHLY_USD", None, gt=0
     )
-    budget_daily_sat: int | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices("budget_daily_sat", "SATROUTER_BUDGET_DAILY_SAT"),
-    )
-    budget_monthly_usd: Decimal | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices("budget_monthly_usd", "SATROUTER_BUDGET_MONTHLY_USD"),
-    )
-    budget_monthly_sat: int | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices("budget_monthly_sat", "SATROUTER_BUDGET_MONTHLY_SAT"),
-    )
-    budget_agent_daily_usd: Decimal | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices("budget_agent_daily_usd", "SATROUTER_BUDGET_AGENT_DAILY_USD"),
-    )
-    budget_agent_daily_sat: int | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices("budget_agent_daily_sat", "SATROUTER_BUDGET_AGENT_DAILY_SAT"),
-    )
-    budget_agent_monthly_usd: Decimal | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices(
-            "budget_agent_monthly_usd", "SATROUTER_BUDGET_AGENT_MONTHLY_USD"
-        ),
-    )
-    budget_agent_monthly_sat: int | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices(
-            "budget_agent_monthly_sat", "SATROUTER_BUDGET_AGENT_MONTHLY_SAT"
-        ),
-    )
-    budget_reset_hour: int = Field(
-        0,
-        ge=0,
-        le=23,
-        validation_alias=AliasChoices("budget_reset_hour", "SATROUTER_BUDGET_RESET_HOUR"),
-    )
-    budget_time_zone: str = Field(
-        "UTC", validation_alias=AliasChoices("budget_time_zone", "SATROUTER_BUDGET_TIME_ZONE")
-    )
+    budget_agent_monthly_sat: int | None = _env("SATROUTER_BUDGET_AGENT_MONTHLY_SAT", None, gt=0)
+    budget_reset_hour: int = _env("SATROUTER_BUDGET_RESET_HOUR", 0, ge=0, le=23)
+    budget_time_zone: str = _env("SATROUTER_BUDGET_TIME_ZONE", "UTC")
 
     @field_validator("budget_time_zone")
     @classmethod
@@ -210,54 +112,24 @@ class Settings(BaseSettings):
         return value
 
     # Top-ups from earnings
-    topup_executor: Literal["off", "manual", "command", "lightning-invoice"] = Field(
-        "off", validation_alias=AliasChoices("topup_executor", "SATROUTER_TOPUP_EXECUTOR")
+    topup_executor: Literal["off", "manual", "command", "lightning-invoice"] = _env(
+        "SATROUTER_TOPUP_EXECUTOR", "off"
     )
-    topup_floor_usd: Decimal = Field(
-        Decimal(5),
-        gt=0,
-        validation_alias=AliasChoices("topup_floor_usd", "SATROUTER_TOPUP_FLOOR_USD"),
+    topup_floor_usd: Decimal = _env("SATROUTER_TOPUP_FLOOR_USD", Decimal(5), gt=0)
+    topup_target_runway_hours: Decimal = _env(
+        "SATROUTER_TOPUP_TARGET_RUNWAY_HOURS", Decimal(72), gt=0
     )
-    topup_target_runway_hours: Decimal = Field(
-        Decimal(72),
-        gt=0,
-        validation_alias=AliasChoices(
-            "topup_target_runway_hours", "SATROUTER_TOPUP_TARGET_RUNWAY_HOURS"
-        ),
-    )
-    topup_daily_cap_usd: Decimal | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices("topup_daily_cap_usd", "SATROUTER_TOPUP_DAILY_CAP_USD"),
-    )
-    topup_monthly_cap_usd: Decimal | None = Field(
-        None,
-        gt=0,
-        validation_alias=AliasChoices("topup_monthly_cap_usd", "SATROUTER_TOPUP_MONTHLY_CAP_USD"),
-    )
-    topup_command: str | None = Field(
-        None, validation_alias=AliasChoices("topup_command", "SATROUTER_TOPUP_COMMAND")
-    )
-    topup_invoice_url: str | None = Field(
-        None, validation_alias=AliasChoices("topup_invoice_url", "SATROUTER_TOPUP_INVOICE_URL")
-    )
-    topup_interval: float = Field(
-        60.0, gt=0, validation_alias=AliasChoices("topup_interval", "SATROUTER_TOPUP_INTERVAL")
-    )
+    topup_daily_cap_usd: Decimal | None = _env("SATROUTER_TOPUP_DAILY_CAP_USD", None, gt=0)
+    topup_monthly_cap_usd: Decimal | None = _env("SATROUTER_TOPUP_MONTHLY_CAP_USD", None, gt=0)
+    topup_command: str | None = _env("SATROUTER_TOPUP_COMMAND", None)
+    topup_invoice_url: str | None = _env("SATROUTER_TOPUP_INVOICE_URL", None)
+    topup_interval: float = _env("SATROUTER_TOPUP_INTERVAL", 60.0, gt=0)
 
     # Money
-    btc_usd: Decimal | None = Field(
-        None, gt=0, validation_alias=AliasChoices("btc_usd", "SATROUTER_BTC_USD")
-    )
-    rate_max_age: float = Field(
-        600.0, gt=0, validation_alias=AliasChoices("rate_max_age", "SATROUTER_RATE_MAX_AGE")
-    )
-    markup_bps: int = Field(
-        2000, ge=0, le=100_000, validation_alias=AliasChoices("markup_bps", "SATROUTER_MARKUP_BPS")
-    )
-    fee_msat: int = Field(
-        1000, ge=0, validation_alias=AliasChoices("fee_msat", "SATROUTER_FEE_MSAT")
-    )
+    btc_usd: Decimal | None = _env("SATROUTER_BTC_USD", None, gt=0)
+    rate_max_age: float = _env("SATROUTER_RATE_MAX_AGE", 600.0, gt=0)
+    markup_bps: int = _env("SATROUTER_MARKUP_BPS", 2000, ge=0, le=100_000)
+    fee_msat: int = _env("SATROUTER_FEE_MSAT", 1000, ge=0)
 
     @classmethod
     def settings_customise_sources(
