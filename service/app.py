@@ -48,6 +48,8 @@ from .http.keys import BALANCE, ENGINE, L402, SETTINGS, STORE
 from .http.problems import problem_middleware
 from .http.views import task_view
 from .metrics import Metrics
+from .routing.breaker import Breakers
+from .routing.fallback import FallbackRunner
 from .routing.policy import PolicyError, PolicyHolder
 from .routing.policy import builtin as policy_builtin
 from .routing.policy import load as policy_load
@@ -259,6 +261,13 @@ def create_app(
             app[STORE] = store
             app[ENGINE] = engine
             engine.routing = await _policy(settings, catalog)
+            if settings.local_url:
+                local = OpenRouterClient(
+                    base_url=settings.local_url,
+                    session=session,
+                    timeout=settings.openrouter_timeout,
+                )
+                engine.local_runner = FallbackRunner(local, Breakers())
             _reload_on_sighup(engine.routing)
             app[L402] = L402Authority(store)
             balance = BalanceWatcher(

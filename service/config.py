@@ -87,6 +87,7 @@ class Settings(BaseSettings):
     )
 
     policy: Path | None = _env("SATROUTER_POLICY", None)
+    local_url: str | None = _env("SATROUTER_LOCAL_URL", None)  # OpenAI-compatible, e.g. Ollama
 
     # Budgets: caps on spend, global and per agent (dollars: OpenRouter cost; sats: charges)
     budget_daily_usd: Decimal | None = _env("SATROUTER_BUDGET_DAILY_USD", None, gt=0)

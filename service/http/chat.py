@@ -89,7 +89,7 @@ async def _stream(
 ) -> web.StreamResponse:
     started = time.perf_counter()
     try:
-        stream, chunks, first, attempts = await engine.runner.stream(task.data["request"])
+        stream, chunks, first, attempts = await engine.runner_for(task).stream(task.data["request"])
     except AllModelsFailed as exc:
         engine.observe_breakers()
         await engine.fail(task, str(exc), attempts=exc.attempts)

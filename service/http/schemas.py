@@ -36,6 +36,8 @@ class ChatRequest(BaseModel):
     provider: dict[str, Any] | None = None
     #: The most the caller will pay for this request; a higher quote is refused, never run.
     max_price_msat: int | None = Field(None, ge=1)
+    #: Let a prompt with sensitive content go to cloud models (with zero data retention).
+    allow_sensitive_cloud: bool = False
 
     @model_validator(mode="after")
     def _needs_a_model(self) -> ChatRequest:
@@ -67,6 +69,7 @@ class TaskRequest(BaseModel):
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_price_msat: int | None = Field(None, ge=1)
     tier: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[a-z0-9_-]+$")
+    allow_sensitive_cloud: bool = False
     callback_url: HttpUrl | None = None
 
     def chat(self, default_model: str) -> ChatRequest:
@@ -78,6 +81,7 @@ class TaskRequest(BaseModel):
             messages=self.messages,
             max_tokens=self.max_tokens,
             max_price_msat=self.max_price_msat,
+            allow_sensitive_cloud=self.allow_sensitive_cloud,
         )
 
 

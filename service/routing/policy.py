@@ -42,6 +42,9 @@ class Policy:
     #: a tier may be used while more than this fraction of the day's budget remains
     budget_floor: Mapping[str, Decimal] = field(default_factory=dict)
     source: str = "built-in"
+    #: where sensitive prompts go, and the operator's own sensitive patterns
+    private_tier: str | None = None
+    private_patterns: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
 
     def resolve(self, model: str) -> str:
         """An agent's model name to a catalog id (exact aliases first, then patterns)."""
@@ -143,7 +146,19 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
             raise fail(f"[budget] {tier}: not a number", tier) from None
         if not Decimal(0) <= floors[tier] <= Decimal(1):
             raise fail(f"[budget] {tier}: a fraction from 0 to 1", tier)
-    return Policy(tiers, fallback, names, tuple(patterns), default_tier, floors, source)
+    privacy = data.get("privacy", {})
+    private_tier = privacy.get("tier")
+    if private_tier is not None and private_tier not in tiers:
+        raise fail(f"[privacy] tier {private_tier!r} is not in [tiers]", "tier =")
+    extra: dict[str, re.Pattern[str]] = {}
+    for name, regex in privacy.get("patterns", {}).items():
+        try:
+            extra[name] = re.compile(regex)
+        except (re.error, TypeError) as exc:
+            raise fail(f"[privacy.patterns] {name}: {exc}", name) from None
+    return Policy(
+        tiers, fallback, names, tuple(patterns), default_tier, floors, source, private_tier, extra
+    )
 
 
 def _strings(value: Any, table: str, fail: Callable[[str, str], PolicyError]) -> dict[str, str]:

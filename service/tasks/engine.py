@@ -37,6 +37,7 @@ from billing.lightning import InvoiceStatus, LightningBackend, LightningError
 from billing.lightning.settlement import confirmed_settlements
 from billing.money import Msat, NanoUsd, Rounding, nusd_to_msat
 from billing.pricing import (
+    ModelPrice,
     PricingPolicy,
     Quote,
     QuoteError,
@@ -53,7 +54,8 @@ from ..metrics import Metrics
 from ..routing.breaker import Breakers, BreakerState
 from ..routing.fallback import AllModelsFailed, Attempt, FallbackRunner
 from ..routing.policy import PolicyHolder
-from ..upstream.catalog import CatalogCache, CatalogUnavailable
+from ..routing.privacy import Detector
+from ..upstream.catalog import CatalogCache, CatalogUnavailable, ModelInfo
 from ..upstream.errors import UpstreamError
 from ..upstream.openrouter import ChatResult, GenerationNotReady, OpenRouterClient
 from ..upstream.schemas import Usage, plain
@@ -87,6 +89,14 @@ class EngineConfig:
     budgets: Budgets = field(default_factory=Budgets)
 
 
+#: Local models cost nothing upstream; the quote is the fee (and markup on nothing).
+LOCAL_INFO = ModelInfo("local", "local model", None, None, ModelPrice(Decimal(0), Decimal(0)), {})
+
+
+def message_texts(messages: list[Any]) -> list[str]:
+    return [m.content if isinstance(m.content, str) else str(m.content or "") for m in messages]
+
+
 @dataclass(frozen=True, slots=True)
 class Priced:
     """A request with its quote and the exact body to send upstream."""
@@ -94,6 +104,7 @@ class Priced:
     quote: Quote
     body: dict[str, Any]
     tier: str | None = None
+    privacy: dict[str, Any] | None = None  # kinds found and where the prompt may go
 
 
 def _quote_data(q: Quote) -> dict[str, Any]:
@@ -147,6 +158,8 @@ class Engine:
         self.metrics = metrics
         self.runner = runner or FallbackRunner(upstream, Breakers())
         self.routing: PolicyHolder | None = None  # set by the app once the catalog is known
+        #: The local OpenAI-compatible endpoint for sensitive prompts (None: not configured).
+        self.local_runner: FallbackRunner | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._running: set[str] = set()
@@ -169,17 +182,15 @@ class Engine:
             rate = await self.rates.current()
         except RateUnavailable as exc:
             raise Problem(503, "rate_unavailable", str(exc)) from None
-        request, tier = await self.route(request)
-        texts = [
-            m.content if isinstance(m.content, str) else str(m.content or "")
-            for m in request.messages
-        ]
+        request, tier, privacy = await self.route(request)
+        local = privacy is not None and privacy["decision"] == "local"
+        texts = message_texts(request.messages)
         prompt_max = prompt_tokens_upper_bound(texts, len(request.messages))
         requested = request.completion_limit
         worst: Quote | None = None
         completion_max = requested or self.config.default_max_tokens
         for model_id in request.chain:
-            info = catalog.get(model_id)
+            info = LOCAL_INFO if local else catalog.get(model_id)
             if info is None:
                 raise Problem(400, "unknown_model", f"{model_id} is not a model satrouter offers")
             if info.context_length and prompt_max > info.context_length * 4:
@@ -219,33 +230,63 @@ class Engine:
         # Never let the call produce more than was paid for.
         body["max_tokens"] = worst.completion_tokens_max
         body.pop("stream", None)
-        return Priced(worst, body, tier)
+        return Priced(worst, body, tier, privacy)
 
-    async def route(self, request: ChatRequest) -> tuple[ChatRequest, str | None]:
-        """Aliases to catalog ids; ``tier:<name>`` to the tier's chain, stepped down while
-        the day's budget is low. The request to price, and its tier."""
+    async def route(
+        self, request: ChatRequest
+    ) -> tuple[ChatRequest, str | None, dict[str, Any] | None]:
+        """Aliases to catalog ids; ``tier:<name>`` to the tier's chain, stepped down while the
+        day's budget is low; a prompt with sensitive content to the local tier, or (with the
+        agent's consent) to cloud models with zero data retention. Returns the request to
+        price, its tier, and the privacy decision."""
         if self.routing is None:
-            return request, None
+            return request, None, None
         policy = self.routing.policy
         model = request.model or ""
+        tier: str | None = None
         if not model.startswith("tier:"):
             models = [policy.resolve(m) for m in request.models or []]
             update = {"model": policy.resolve(model) if model else None, "models": models or None}
-            return request.model_copy(update=update), None
-        wanted = model.removeprefix("tier:")
-        if wanted == "default":
-            wanted = policy.default_tier
-        if wanted not in policy.tiers:
-            raise Problem(
-                400, "unknown_tier", f"no tier {wanted!r}; tiers: {', '.join(policy.tiers)}"
+            request = request.model_copy(update=update)
+        else:
+            wanted = model.removeprefix("tier:")
+            if wanted == "default":
+                wanted = policy.default_tier
+            if wanted not in policy.tiers:
+                raise Problem(
+                    400, "unknown_tier", f"no tier {wanted!r}; tiers: {', '.join(policy.tiers)}"
+                )
+            tier = policy.step_down(wanted, await self._budget_remaining())
+            if tier is None:
+                raise Problem(
+                    429, "budget_exhausted", "the day's budget is spent down to every tier's floor"
+                )
+            chain = policy.chain(tier)
+            request = request.model_copy(update={"model": chain[0], "models": chain})
+        kinds = Detector(policy.private_patterns).kinds(message_texts(request.messages))
+        if not kinds:
+            return request, tier, None
+        found = sorted(kinds)
+        if request.allow_sensitive_cloud:
+            provider = {**(request.provider or {}), "data_collection": "deny", "zdr": True}
+            return (
+                request.model_copy(update={"provider": provider}),
+                tier,
+                {"kinds": found, "decision": "cloud_zdr"},
             )
-        tier = policy.step_down(wanted, await self._budget_remaining())
-        if tier is None:
+        local = policy.tiers.get(policy.private_tier or "", ())
+        if self.local_runner is None or not local:
             raise Problem(
-                429, "budget_exhausted", "the day's budget is spent down to every tier's floor"
+                422,
+                "sensitive_content",
+                f"the prompt contains {', '.join(found)}; no local model is "
+                "configured here, and cloud models need allow_sensitive_cloud=true "
+                "(they then run with zero data retention)",
+                extra={"kinds": found},
             )
-        chain = policy.chain(tier)
-        return request.model_copy(update={"model": chain[0], "models": chain}), tier
+        chain = list(local)
+        request = request.model_copy(update={"model": chain[0], "models": chain, "provider": None})
+        return request, policy.private_tier, {"kinds": found, "decision": "local"}
 
     async def _budget_remaining(self) -> Decimal | None:
         """The fraction of the global daily dollar budget left (None without one)."""
@@ -366,6 +407,7 @@ class Engine:
             "callback_url": callback_url,
             "callback_secret": callback_secret,
             "tier": priced.tier,
+            "privacy": priced.privacy,
             "token_hash": token_hash(token),
         }
         task = TaskRow(task_id, State.AWAITING_PAYMENT, task_id, data, now, now)
@@ -422,6 +464,7 @@ class Engine:
             "held_msat": priced.quote.total.value,
             "budget": self._budget_data(priced.quote, now),
             "tier": priced.tier,
+            "privacy": priced.privacy,
         }
         task = TaskRow(task_id, State.RUNNING, payer, data, now, now)
         try:
@@ -661,7 +704,7 @@ class Engine:
             self.dispatched[task.id] = time.time()
         started = time.perf_counter()
         try:
-            result, attempts = await self.runner.chat(task.data["request"])
+            result, attempts = await self.runner_for(task).chat(task.data["request"])
         except AllModelsFailed as exc:
             self._observe_upstream(task.data["request"]["model"], "error", started)
             self.observe_breakers()
@@ -673,6 +716,14 @@ class Engine:
         self.observe_breakers()
         done = await self.complete(task, result, upstream_seconds=seconds, attempts=attempts)
         return done, plain(result.raw)
+
+    def runner_for(self, task: TaskRow) -> FallbackRunner:
+        """The local endpoint for a prompt that must stay local; OpenRouter otherwise."""
+        privacy = task.data.get("privacy") or {}
+        if privacy.get("decision") == "local":
+            assert self.local_runner is not None, "routed locally without a local endpoint"
+            return self.local_runner
+        return self.runner
 
     def observe_breakers(self) -> None:
         if self.metrics is None:
@@ -691,7 +742,8 @@ class Engine:
 
     async def reconcile(self, task: TaskRow) -> TaskRow | None:
         """Settle a completed task from OpenRouter's authoritative cost."""
-        generation_id = task.data.get("generation_id")
+        local = (task.data.get("privacy") or {}).get("decision") == "local"
+        generation_id = None if local else task.data.get("generation_id")
         provisional = False
         cost_usd: Decimal | None = None
         if generation_id:
@@ -710,7 +762,7 @@ class Engine:
             if inline is None and generation_id:
                 # Neither the record nor an inline cost: charge the quoted maximum cost.
                 inline = str(Decimal(task.data["quote"]["cost_max_nusd"]) / 10**9)
-            cost_usd = Decimal(inline) if inline is not None else Decimal(0)
+            cost_usd = Decimal(inline) if inline is not None and not local else Decimal(0)
             provisional = provisional or generation_id is not None
         cost = NanoUsd.from_usd(cost_usd, Rounding.UP)
         rate = _rate_of(task.data)
