@@ -56,13 +56,17 @@ class Budgets:
         return f"day:{local:%Y-%m-%d}", f"month:{local:%Y-%m}"
 
     def scopes(self, payer: str, now: float) -> list[tuple[str, str, Cap]]:
+        """The capped scopes a call by ``payer`` counts against (uncapped ones keep no count)."""
+        if not self.any:
+            return []
         day, month = self.periods(now)
-        return [
+        scopes = [
             ("global", day, self.global_daily),
             ("global", month, self.global_monthly),
             (f"agent:{payer}", day, self.agent_daily),
             (f"agent:{payer}", month, self.agent_monthly),
         ]
+        return [s for s in scopes if s[2].usd is not None or s[2].sats is not None]
 
 
 async def check(
