@@ -16,7 +16,7 @@ A model whose price is variable or unknown has no :class:`ModelPrice` and cannot
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -184,4 +184,22 @@ def charge(actual_cost: NanoUsd, *, paid: Msat, rate: Rate, policy: PricingPolic
         total=total,
         change=paid - total,
         capped=capped,
+    )
+
+
+def combine(quotes: Sequence[Quote], model: str) -> Quote:
+    """One quote for several calls priced separately (consensus): the sum of each part."""
+    if not quotes:
+        raise QuoteError("nothing to combine")
+    first = quotes[0]
+    return Quote(
+        model=model,
+        prompt_tokens_max=max(q.prompt_tokens_max for q in quotes),
+        completion_tokens_max=max(q.completion_tokens_max for q in quotes),
+        cost_max=NanoUsd(sum(q.cost_max.value for q in quotes)),
+        rate=first.rate,
+        cost_msat=Msat(sum(q.cost_msat.value for q in quotes)),
+        markup=Msat(sum(q.markup.value for q in quotes)),
+        fee=Msat(sum(q.fee.value for q in quotes)),
+        total=Msat(sum(q.total.value for q in quotes)),
     )

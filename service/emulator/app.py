@@ -381,7 +381,7 @@ async def _route(
             provider=_provider_name(served),
             messages=messages,
             prompt_tokens=prompt,
-            tokens=text.reply_tokens(messages, limit),
+            tokens=text.reply_tokens(messages, limit, served),
             fault=fault,
             attempts=attempts,
             started=started,
@@ -416,7 +416,8 @@ def _usage(call: _Call, completion_tokens: int) -> dict[str, Any]:
 
 def _finish_reason(call: _Call, produced: int) -> str:
     """``length`` when max_tokens cut the reply short, else ``stop``."""
-    return "length" if produced < len(text.reply_tokens(call.messages, None)) else "stop"
+    full = text.reply_tokens(call.messages, None, call.model)
+    return "length" if produced < len(full) else "stop"
 
 
 def _envelope(call: _Call, gen_id: str, kind: str) -> dict[str, Any]:
@@ -686,7 +687,7 @@ async def _local_chat(request: web.Request) -> web.StreamResponse:
         provider="local",
         messages=messages,
         prompt_tokens=text.prompt_tokens(messages),
-        tokens=text.reply_tokens(messages, max_tokens),
+        tokens=text.reply_tokens(messages, max_tokens, model),
         fault=fault,
         attempts=[],
         started=time.monotonic(),

@@ -6,7 +6,8 @@ overhead) always holds against the emulator, as it does against real tokenizers.
 
 Directives in the last user message steer the reply for tests and demos:
 ``[[tokens=N]]`` asks for exactly N completion tokens (capped by ``max_tokens``);
-``[[reply:TEXT]]`` asks for TEXT as the reply.
+``[[reply:TEXT]]`` asks for TEXT as the reply; ``[[reply@MODEL:TEXT]]`` asks it of MODEL only
+(for consensus tests, where models must disagree).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 _TOKEN = re.compile(r"\w+|[^\w\s]")
 _TOKENS_DIRECTIVE = re.compile(r"\[\[tokens=(\d{1,6})\]\]")
 _REPLY_DIRECTIVE = re.compile(r"\[\[reply:(.*?)\]\]", re.DOTALL)
+_MODEL_REPLY = re.compile(r"\[\[reply@([^:\]]+):(.*?)\]\]", re.DOTALL)
 
 #: Per message (role and separators) and per request, as chat templates add them.
 MESSAGE_TOKENS = 4
@@ -52,9 +54,14 @@ def prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
     return REQUEST_TOKENS + sum(MESSAGE_TOKENS + count_tokens(message_text(m)) for m in messages)
 
 
-def reply_tokens(messages: Sequence[Mapping[str, Any]], max_tokens: int | None) -> list[str]:
+def reply_tokens(
+    messages: Sequence[Mapping[str, Any]], max_tokens: int | None, model: str = ""
+) -> list[str]:
     """The reply as a list of tokens, each to be sent as one stream chunk."""
     last_user = next((message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+    for target, text in _MODEL_REPLY.findall(last_user):
+        if target == model:
+            return _TOKEN.findall(text)[: max_tokens if max_tokens is not None else None]
     if reply := _REPLY_DIRECTIVE.search(last_user):
         tokens = _TOKEN.findall(reply.group(1))
     else:

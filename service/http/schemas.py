@@ -22,6 +22,17 @@ class ChatMessage(BaseModel):
     content: str | list[dict[str, Any]] | None = None
 
 
+class ConsensusSpec(BaseModel):
+    """Ask several models and report how far they agree; priced as the sum of the calls."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[str] | None = Field(None, min_length=2, max_length=5)
+    tier: str | None = Field(None, min_length=1, max_length=40)
+    n: int = Field(3, ge=2, le=5)  # with a tier: its first n models
+    threshold: float = Field(0.67, ge=0, le=1)  # flag the task when agreement is lower
+
+
 class ChatRequest(BaseModel):
     """An OpenAI-compatible chat completion request. Unknown fields are passed to OpenRouter."""
 
@@ -38,10 +49,11 @@ class ChatRequest(BaseModel):
     max_price_msat: int | None = Field(None, ge=1)
     #: Let a prompt with sensitive content go to cloud models (with zero data retention).
     allow_sensitive_cloud: bool = False
+    consensus: ConsensusSpec | None = None
 
     @model_validator(mode="after")
     def _needs_a_model(self) -> ChatRequest:
-        if not self.model and not self.models:
+        if not self.model and not self.models and self.consensus is None:
             raise ValueError("set model (or models)")
         return self
 
@@ -70,18 +82,20 @@ class TaskRequest(BaseModel):
     max_price_msat: int | None = Field(None, ge=1)
     tier: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[a-z0-9_-]+$")
     allow_sensitive_cloud: bool = False
+    consensus: ConsensusSpec | None = None
     callback_url: HttpUrl | None = None
 
     def chat(self, default_model: str) -> ChatRequest:
         return ChatRequest(
             model=self.model
             or (f"tier:{self.tier}" if self.tier else None)
-            or (None if self.models else default_model),
+            or (None if self.models or self.consensus else default_model),
             models=self.models,
             messages=self.messages,
             max_tokens=self.max_tokens,
             max_price_msat=self.max_price_msat,
             allow_sensitive_cloud=self.allow_sensitive_cloud,
+            consensus=self.consensus,
         )
 
 
@@ -131,6 +145,7 @@ class TaskView(BaseModel):
     charge_msat: int | None = None
     change_msat: int | None = None
     provisional: bool | None = None
+    consensus: dict[str, Any] | None = None
     error: str | None = None
 
 

@@ -34,5 +34,6 @@ def task_view(task: TaskRow) -> TaskView:
         charge_msat=data.get("charge_msat"),
         change_msat=data.get("change_msat"),
         provisional=data.get("provisional"),
+        consensus=data.get("consensus"),
         error=data.get("error"),
     )

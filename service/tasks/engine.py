@@ -42,6 +42,7 @@ from billing.pricing import (
     Quote,
     QuoteError,
     charge,
+    combine,
     prompt_tokens_upper_bound,
     quote,
 )
@@ -52,6 +53,7 @@ from ..http.problems import Problem
 from ..http.schemas import ChatRequest
 from ..metrics import Metrics
 from ..routing.breaker import Breakers, BreakerState
+from ..routing.consensus import decide
 from ..routing.fallback import AllModelsFailed, Attempt, FallbackRunner
 from ..routing.policy import PolicyHolder
 from ..routing.privacy import Detector
@@ -174,6 +176,8 @@ class Engine:
 
     async def price(self, request: ChatRequest) -> Priced:
         """Quote the most this request can cost, across its whole fallback chain."""
+        if request.consensus is not None:
+            return await self._price_consensus(request)
         try:
             catalog = await self.catalog.get()
         except CatalogUnavailable as exc:
@@ -231,6 +235,35 @@ class Engine:
         body["max_tokens"] = worst.completion_tokens_max
         body.pop("stream", None)
         return Priced(worst, body, tier, privacy)
+
+    async def _price_consensus(self, request: ChatRequest) -> Priced:
+        """Each model priced on its own; the quote is their sum."""
+        spec = request.consensus
+        assert spec is not None
+        policy = self.routing.policy if self.routing is not None else None
+        if spec.models:
+            models = [policy.resolve(m) if policy else m for m in spec.models]
+        elif spec.tier and policy is not None and spec.tier in policy.tiers:
+            models = list(policy.tiers[spec.tier][: spec.n])
+        else:
+            raise Problem(400, "invalid_consensus", "name two to five models, or a known tier")
+        if len(set(models)) < 2:
+            raise Problem(400, "invalid_consensus", "consensus needs two different models")
+        single = request.model_copy(update={"consensus": None, "models": None})
+        calls = [await self.price(single.model_copy(update={"model": m})) for m in models]
+        if any(c.privacy and c.privacy["decision"] == "local" for c in calls):
+            raise Problem(
+                422,
+                "sensitive_content",
+                "consensus asks cloud models; this prompt must stay local",
+                extra={"kinds": calls[0].privacy["kinds"] if calls[0].privacy else []},
+            )
+        quote = combine([c.quote for c in calls], "consensus(" + ",".join(models) + ")")
+        body = {
+            **calls[0].body,
+            "consensus": {"calls": [c.body for c in calls], "threshold": spec.threshold},
+        }
+        return Priced(quote, body, spec.tier, calls[0].privacy)
 
     async def route(
         self, request: ChatRequest
@@ -594,6 +627,7 @@ class Engine:
         generation_id: str | None = None,
         upstream_seconds: float | None = None,
         attempts: list[Attempt] | None = None,
+        extra: dict[str, Any] | None = None,
     ) -> TaskRow:
         """Record the call's result; the reconciler takes it from here."""
         usage = usage or (result.usage if result else None)
@@ -607,6 +641,7 @@ class Engine:
             "completed_at": time.time(),
             "upstream_seconds": upstream_seconds,
             "attempts": [a.as_dict() for a in attempts or []],
+            **(extra or {}),
         }
         async with self.store.transaction() as tx:
             current = await tx.task(task.id)
@@ -702,6 +737,8 @@ class Engine:
         afterwards and the answer to pass on (None if every model failed)."""
         if task.data.get("kind") == "invoice" and len(self.dispatched) < 10_000:
             self.dispatched[task.id] = time.time()
+        if task.data["request"].get("consensus"):
+            return await self._execute_consensus(task)
         started = time.perf_counter()
         try:
             result, attempts = await self.runner_for(task).chat(task.data["request"])
@@ -716,6 +753,51 @@ class Engine:
         self.observe_breakers()
         done = await self.complete(task, result, upstream_seconds=seconds, attempts=attempts)
         return done, plain(result.raw)
+
+    async def _execute_consensus(self, task: TaskRow) -> tuple[TaskRow, dict[str, Any] | None]:
+        """Every model at once; the majority answer, with the agreement, is the result."""
+        spec = task.data["request"]["consensus"]
+        outcomes = await asyncio.gather(
+            *(self.runner.chat(body) for body in spec["calls"]), return_exceptions=True
+        )
+        attempts: list[Attempt] = []
+        answered: list[ChatResult] = []
+        for outcome in outcomes:
+            if isinstance(outcome, AllModelsFailed):
+                attempts.extend(outcome.attempts)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                answered.append(outcome[0])
+                attempts.extend(outcome[1])
+        self.observe_breakers()
+        if not answered:
+            return await self.fail(
+                task, "every model of the consensus failed", attempts=attempts
+            ), None
+        verdict = decide(
+            [(r.completion.model, r.completion.text) for r in answered], float(spec["threshold"])
+        )
+        majority = next(r for r in answered if r.completion.model == verdict.majority_models[0])
+        report = {
+            **verdict.as_dict(),
+            "answers": [{"model": r.completion.model, "text": r.completion.text} for r in answered],
+        }
+        calls = [
+            {
+                "model": r.completion.model,
+                "generation_id": r.generation_id,
+                "inline_cost_usd": str(r.usage.cost)
+                if r.usage and r.usage.cost is not None
+                else None,
+            }
+            for r in answered
+        ]
+        done = await self.complete(
+            task, majority, attempts=attempts, extra={"consensus": report, "calls": calls}
+        )
+        answer = {**plain(majority.raw), "consensus": report}
+        return done, answer
 
     def runner_for(self, task: TaskRow) -> FallbackRunner:
         """The local endpoint for a prompt that must stay local; OpenRouter otherwise."""
@@ -740,30 +822,47 @@ class Engine:
 
     # -- reconciling ----------------------------------------------------------------------
 
+    async def _call_cost(
+        self, task_id: str, generation_id: str | None, inline: str | None, quoted_max: Decimal
+    ) -> tuple[Decimal, bool]:
+        """One call's cost in dollars, and whether it is provisional: OpenRouter's record when
+        it appears in time, else the inline cost, else (neither) the quoted maximum."""
+        if not generation_id:
+            return (Decimal(inline) if inline is not None else Decimal(0)), False
+        try:
+            generation = await self.upstream.generation(
+                generation_id, deadline=self.config.generation_deadline
+            )
+            return generation.total_cost, False
+        except GenerationNotReady:
+            pass
+        except UpstreamError as exc:
+            log.warning("%s: generation lookup failed: %r", task_id, exc)
+        return (Decimal(inline) if inline is not None else quoted_max), True
+
     async def reconcile(self, task: TaskRow) -> TaskRow | None:
         """Settle a completed task from OpenRouter's authoritative cost."""
-        local = (task.data.get("privacy") or {}).get("decision") == "local"
-        generation_id = None if local else task.data.get("generation_id")
-        provisional = False
-        cost_usd: Decimal | None = None
-        if generation_id:
-            try:
-                generation = await self.upstream.generation(
-                    generation_id, deadline=self.config.generation_deadline
+        quoted_max = Decimal(task.data["quote"]["cost_max_nusd"]) / 10**9
+        if (task.data.get("privacy") or {}).get("decision") == "local":
+            cost_usd, provisional = Decimal(0), False  # local models cost nothing upstream
+        elif calls := task.data.get("calls"):  # consensus: every call's own cost
+            parts = await asyncio.gather(
+                *(
+                    self._call_cost(
+                        task.id, c["generation_id"], c["inline_cost_usd"], quoted_max / len(calls)
+                    )
+                    for c in calls
                 )
-                cost_usd = generation.total_cost
-            except GenerationNotReady:
-                provisional = True
-            except UpstreamError as exc:
-                log.warning("%s: generation lookup failed: %r", task.id, exc)
-                provisional = True
-        if cost_usd is None:
-            inline = task.data.get("inline_cost_usd")
-            if inline is None and generation_id:
-                # Neither the record nor an inline cost: charge the quoted maximum cost.
-                inline = str(Decimal(task.data["quote"]["cost_max_nusd"]) / 10**9)
-            cost_usd = Decimal(inline) if inline is not None and not local else Decimal(0)
-            provisional = provisional or generation_id is not None
+            )
+            cost_usd = sum((c for c, _ in parts), Decimal(0))
+            provisional = any(p for _, p in parts)
+        else:
+            cost_usd, provisional = await self._call_cost(
+                task.id,
+                task.data.get("generation_id"),
+                task.data.get("inline_cost_usd"),
+                quoted_max,
+            )
         cost = NanoUsd.from_usd(cost_usd, Rounding.UP)
         rate = _rate_of(task.data)
         held = Msat(int(task.data["held_msat"]))
