@@ -121,6 +121,48 @@ def _audit(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _bench_models(args: argparse.Namespace) -> int:
+    import os
+    from pathlib import Path
+
+    from billing.store import open_store
+
+    from .bench.models import load_suite, report, run
+    from .demo.loopback import serve
+    from .emulator.app import DEFAULT_API_KEY, EmulatorConfig
+    from .emulator.app import create_app as create_emulator
+    from .upstream.openrouter import OpenRouterClient
+
+    settings = load_settings()
+    suite = load_suite(Path(args.suite) if args.suite else None)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+
+    async def main() -> int:
+        runner = None
+        key: str | None
+        if settings.openrouter_api_key is None and not os.environ.get("OPENROUTER_BASE_URL"):
+            runner, url = await serve(create_emulator(EmulatorConfig(generation_delay=0.1)))
+            base, key = url + "/api/v1", DEFAULT_API_KEY
+            print(f"against the OpenRouter emulator at {base}")
+        else:
+            secret = settings.openrouter_api_key
+            base, key = settings.openrouter_base_url, secret.get_secret_value() if secret else None
+        store = await open_store(settings.database_url)
+        try:
+            async with OpenRouterClient(base_url=base, api_key=key) as client:
+                summaries = await run(client, store, models, suite)
+        finally:
+            await store.close()
+            if runner is not None:
+                await runner.cleanup()
+        markdown, chart = report(summaries, suite, Path(args.out))
+        print(markdown.read_text())
+        print(f"wrote {markdown} and {chart}")
+        return 0
+
+    return asyncio.run(main())
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -174,6 +216,12 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("action", choices=("verify", "export"))
     audit.add_argument("--output", help="export: write JSON Lines here instead of stdout")
     audit.set_defaults(run=_audit)
+
+    bench = commands.add_parser("bench-models", help="run the prompt suite across models")
+    bench.add_argument("--models", required=True, help="comma-separated model ids")
+    bench.add_argument("--suite", help="a suite JSON file (default: the shipped suite)")
+    bench.add_argument("--out", default="build/bench", help="where the report goes")
+    bench.set_defaults(run=_bench_models)
 
     demo = commands.add_parser("demo", help="run the scripted demo on embedded defaults")
     demo.set_defaults(run=_demo)

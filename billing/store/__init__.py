@@ -176,6 +176,12 @@ class Tx(Protocol):
 
     async def add_budget_usage(self, scope: str, period: str, msat: int, nusd: int) -> None: ...
 
+    # model benchmarks: rows are (run_id, at, model, prompt_id, ttft_ms, latency_ms,
+    # prompt_tokens, completion_tokens, cost_nusd, score, error)
+    async def insert_bench_results(self, rows: Sequence[tuple[Any, ...]]) -> None: ...
+    async def bench_results(self, model: str) -> list[tuple[Any, ...]]:
+        """Every stored result for ``model``, oldest first."""
+
     # top-ups
     async def insert_topup(self, topup: TopupRow) -> None: ...
     async def update_topup(

@@ -497,6 +497,27 @@ class SqliteTx:
             (scope, period, msat, nusd),
         )
 
+    # -- model benchmarks --------------------------------------------------------------------
+
+    async def insert_bench_results(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        self._conn.executemany(
+            "INSERT INTO bench_results (run_id, at, model, prompt_id, ttft_ms, latency_ms, "
+            "prompt_tokens, completion_tokens, cost_nusd, score, error) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    async def bench_results(self, model: str) -> list[tuple[Any, ...]]:
+        return [
+            tuple(r)
+            for r in self._all(
+                "SELECT run_id, at, model, prompt_id, ttft_ms, latency_ms, prompt_tokens, "
+                "completion_tokens, cost_nusd, score, error FROM bench_results WHERE model = ? "
+                "ORDER BY at, prompt_id",
+                (model,),
+            )
+        ]
+
     # -- top-ups ---------------------------------------------------------------------------
 
     async def insert_topup(self, topup: TopupRow) -> None:

@@ -1,0 +1,1 @@
+"""Model benchmarking: a fixed prompt suite across models, scored, timed, costed and kept."""
