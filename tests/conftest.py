@@ -105,6 +105,21 @@ class Service:
         async with self.app[STORE].read() as tx:
             return (await tx.ledger_totals()).entries
 
+    async def funded_account(self, http: httpx.AsyncClient, sats: int) -> dict[str, Any]:
+        """A prepaid account whose deposit of ``sats`` the agent paid and satrouter credited."""
+        account = dict((await http.post("/v1/accounts")).json())
+        auth = {"Authorization": f"Bearer {account['api_key']}"}
+        deposit = (
+            await http.post("/v1/accounts/deposits", json={"amount_sat": sats}, headers=auth)
+        ).json()
+        await self.pay(deposit["bolt11"])
+        for _ in range(200):
+            me = (await http.get("/v1/accounts/me", headers=auth)).json()
+            if me["balance_msat"] == sats * 1000:
+                return {**account, "auth": auth}
+            await asyncio.sleep(0.05)
+        raise AssertionError("the deposit was not credited")
+
     async def pay(self, bolt11: str) -> dict[str, Any]:
         response = await asyncio.to_thread(self.lnbits.pay, self.agent, bolt11)
         assert response.status_code < 300, response.text
@@ -117,24 +132,32 @@ class Service:
         return dict(status.json())
 
 
+def service_settings(
+    tmp_path: Path, emulator: Emulator, lnbits: LnbitsServer, wallet: Wallet, **overrides: Any
+) -> Settings:
+    """satrouter's settings against the emulator and an LNbits wallet, on a fresh SQLite file."""
+    base: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path}/satrouter.db",
+        "openrouter_base_url": emulator.base_url,
+        "openrouter_api_key": DEFAULT_API_KEY,
+        "openrouter_management_key": DEFAULT_MANAGEMENT_KEY,
+        "lnbits_url": lnbits.url,
+        "lnbits_invoice_key": wallet.inkey,
+        "lnbits_admin_key": wallet.adminkey,
+        "btc_usd": "100000",
+        "catalog_cache": tmp_path / "models.json",
+        "admin_token": "admin-secret",
+    }
+    return Settings(**{**base, **overrides})
+
+
 @pytest.fixture
 async def service(lnbits: LnbitsServer, tmp_path: Path) -> AsyncIterator[Service]:
     emulator, emulator_runner = await start_emulator(EmulatorConfig(generation_delay=0.2))
     wallet = lnbits.create_wallet("satrouter")
     agent = lnbits.create_wallet("agent")
     lnbits.fund(agent, 1_000_000)
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path}/satrouter.db",
-        openrouter_base_url=emulator.base_url,
-        openrouter_api_key=DEFAULT_API_KEY,
-        openrouter_management_key=DEFAULT_MANAGEMENT_KEY,
-        lnbits_url=lnbits.url,
-        lnbits_invoice_key=wallet.inkey,
-        lnbits_admin_key=wallet.adminkey,
-        btc_usd="100000",
-        catalog_cache=tmp_path / "models.json",
-        admin_token="admin-secret",
-    )
+    settings = service_settings(tmp_path, emulator, lnbits, wallet)
     app = create_service(
         settings,
         engine_config=EngineConfig(generation_deadline=3, sweep_interval=0.1, invoice_expiry=60),

@@ -142,15 +142,7 @@ async def test_paid_calls_fall_back_record_attempts_and_pay_for_what_ran(
 async def test_a_stream_failing_after_tokens_is_reported_honestly(service: Service) -> None:
     service.emulator.state.faults.set(PRIMARY, Fault(kind="error_chunk", after_tokens=3))
     async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
-        account = (await http.post("/v1/accounts")).json()
-        auth = {"Authorization": f"Bearer {account['api_key']}"}
-        deposit = (
-            await http.post("/v1/accounts/deposits", json={"amount_sat": 100}, headers=auth)
-        ).json()
-        await service.pay(deposit["bolt11"])
-        for _ in range(100):
-            if (await http.get("/v1/accounts/me", headers=auth)).json()["balance_msat"]:
-                break
+        auth = (await service.funded_account(http, 100))["auth"]
         streamed = await http.post(
             "/v1/chat/completions",
             headers=auth,

@@ -96,6 +96,18 @@ def test_since_accepts_dates_and_relative_times() -> None:
         parse_since("yesterday")
 
 
+def _offline(tmp_path: Path, **overrides: str) -> Settings:
+    """Settings whose upstreams are unreachable: the admin API only reads the database."""
+    return Settings(
+        lnbits_url="http://127.0.0.1:9",
+        lnbits_invoice_key="unused",
+        btc_usd="100000",
+        openrouter_base_url="http://127.0.0.1:9/api/v1",
+        catalog_cache=tmp_path / "none.json",
+        **overrides,
+    )
+
+
 @pytest.fixture
 async def stored(tmp_path: Path) -> AsyncIterator[tuple[Store, Path]]:
     path = tmp_path / "margins.db"
@@ -111,15 +123,7 @@ async def test_api_and_cli_show_the_same_numbers(
     stored: tuple[Store, Path], tmp_path: Path
 ) -> None:
     _, path = stored
-    settings = Settings(
-        database_url=f"sqlite:///{path}",
-        admin_token="admin-secret",
-        lnbits_url="http://127.0.0.1:9",
-        lnbits_invoice_key="unused",
-        btc_usd="100000",
-        openrouter_base_url="http://127.0.0.1:9/api/v1",
-        catalog_cache=tmp_path / "none.json",
-    )
+    settings = _offline(tmp_path, database_url=f"sqlite:///{path}", admin_token="admin-secret")
     app = create_app(settings)
     runner, url = await serve(app)
     try:
@@ -159,14 +163,7 @@ async def test_api_and_cli_show_the_same_numbers(
 
 
 async def test_admin_is_off_without_a_token(tmp_path: Path) -> None:
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path}/x.db",
-        lnbits_url="http://127.0.0.1:9",
-        lnbits_invoice_key="unused",
-        btc_usd="100000",
-        openrouter_base_url="http://127.0.0.1:9/api/v1",
-        catalog_cache=tmp_path / "none.json",
-    )
+    settings = _offline(tmp_path, database_url=f"sqlite:///{tmp_path}/x.db")
     runner, url = await serve(create_app(settings))
     try:
         async with httpx.AsyncClient(base_url=url) as http:

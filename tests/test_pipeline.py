@@ -16,15 +16,14 @@ from aiohttp import web
 
 from billing import ledger
 from service.app import create_app
-from service.config import Settings
 from service.demo.lnbits import LnbitsServer
 from service.demo.loopback import serve
-from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
+from service.emulator.app import EmulatorConfig
 from service.emulator.faults import Fault
 from service.http.keys import ENGINE, STORE
 from service.tasks.engine import EngineConfig
 
-from .conftest import Service, start_emulator
+from .conftest import Service, service_settings, start_emulator
 
 pytestmark = pytest.mark.lnbits
 CHEAP = "meta-llama/llama-3.1-8b-instruct"
@@ -101,18 +100,8 @@ async def test_prepaid_account_with_the_openai_sdk(service: Service) -> None:
     import openai
 
     async with httpx.AsyncClient(base_url=service.url) as http:
-        account = (await http.post("/v1/accounts")).json()
-        auth = {"Authorization": f"Bearer {account['api_key']}"}
-        deposit = (
-            await http.post("/v1/accounts/deposits", json={"amount_sat": 500}, headers=auth)
-        ).json()
-        await service.pay(deposit["bolt11"])
-
-        async def funded() -> bool:
-            me = (await http.get("/v1/accounts/me", headers=auth)).json()
-            return bool(me["balance_msat"] == 500_000)
-
-        await _until(funded)
+        account = await service.funded_account(http, 500)
+        auth = account["auth"]
         sdk = openai.AsyncOpenAI(base_url=service.url + "/v1", api_key=account["api_key"])
         reply = await sdk.chat.completions.create(model=CHEAP, messages=HELLO, max_tokens=20)
         assert reply.choices[0].message.content
@@ -387,16 +376,7 @@ async def test_unpaid_invoices_expire_and_late_payments_become_credit(
     emulator, emulator_runner = await start_emulator(EmulatorConfig(generation_delay=0.1))
     wallet, agent = lnbits.create_wallet("satrouter"), lnbits.create_wallet("agent")
     lnbits.fund(agent, 10_000)
-    settings = Settings(
-        database_url=f"sqlite:///{tmp_path}/expiry.db",
-        openrouter_base_url=emulator.base_url,
-        openrouter_api_key=DEFAULT_API_KEY,
-        lnbits_url=lnbits.url,
-        lnbits_invoice_key=wallet.inkey,
-        lnbits_admin_key=wallet.adminkey,
-        btc_usd="100000",
-        catalog_cache=tmp_path / "models.json",
-    )
+    settings = service_settings(tmp_path, emulator, lnbits, wallet)
     app = create_app(settings, engine_config=EngineConfig(invoice_expiry=2, sweep_interval=0.1))
     runner, url = await serve(app)
     try:

@@ -10,7 +10,7 @@ from aiohttp import web
 
 from billing.money import NanoUsd, Rounding, nusd_to_msat
 
-from ..tasks.engine import TERMINAL, Priced
+from ..tasks.engine import TERMINAL, Priced, quote_data
 from .auth import bearer, payer_of
 from .keys import ENGINE, STORE
 from .problems import Problem, read_json
@@ -67,23 +67,7 @@ async def _priced(request: web.Request) -> tuple[TaskRequest, Priced]:
 @routes.post("/v1/quote")
 async def post_quote(request: web.Request) -> web.Response:
     _, priced = await _priced(request)
-    return web.json_response(
-        price_view(
-            {
-                "model": priced.quote.model,
-                "prompt_tokens_max": priced.quote.prompt_tokens_max,
-                "completion_tokens_max": priced.quote.completion_tokens_max,
-                "cost_max_nusd": priced.quote.cost_max.value,
-                "btc_usd": str(priced.quote.rate.usd_per_btc),
-                "rate_source": priced.quote.rate.source,
-                "rate_at": priced.quote.rate.at,
-                "cost_msat": priced.quote.cost_msat.value,
-                "markup_msat": priced.quote.markup.value,
-                "fee_msat": priced.quote.fee.value,
-                "total_msat": priced.quote.total.value,
-            }
-        ).model_dump()
-    )
+    return web.json_response(price_view(quote_data(priced.quote)).model_dump())
 
 
 @routes.post("/v1/tasks")

@@ -22,7 +22,7 @@ from billing.money import Msat
 from billing.store import InvoiceRow, TaskRow
 
 from ..routing.fallback import AllModelsFailed
-from ..tasks.engine import Engine, Priced
+from ..tasks.engine import Engine, Priced, quote_data
 from ..upstream.errors import UpstreamError
 from .auth import payer_of
 from .keys import ENGINE, L402, STORE
@@ -173,17 +173,11 @@ async def _l402_challenge(
         "Authorization: L402 <macaroon>:<preimage>",
         header_lists={"WWW-Authenticate": challenge(macaroon, invoice.bolt11)},
         extra={
-            "price": price_view(_quote_json(priced)).model_dump(),
+            "price": price_view(quote_data(priced.quote)).model_dump(),
             "invoice": invoice.bolt11,
             "macaroon": macaroon,
         },
     )
-
-
-def _quote_json(priced: Priced) -> dict[str, object]:
-    from ..tasks.engine import _quote_data
-
-    return _quote_data(priced.quote)
 
 
 async def _l402_paid(

@@ -109,7 +109,8 @@ class Priced:
     privacy: dict[str, Any] | None = None  # kinds found and where the prompt may go
 
 
-def _quote_data(q: Quote) -> dict[str, Any]:
+def quote_data(q: Quote) -> dict[str, Any]:
+    """A quote as stored with a task and shown to agents (``PriceBreakdown``)."""
     return {
         "model": q.model,
         "prompt_tokens_max": q.prompt_tokens_max,
@@ -430,7 +431,7 @@ class Engine:
             "kind": "invoice",
             "payer": task_id,
             "request": priced.body,
-            "quote": _quote_data(priced.quote),
+            "quote": quote_data(priced.quote),
             "invoice": {
                 "payment_hash": invoice.payment_hash,
                 "bolt11": invoice.bolt11,
@@ -472,9 +473,9 @@ class Engine:
         return task, token, callback_secret
 
     @staticmethod
-    def _budget_data(q: Quote, now: float) -> dict[str, Any]:
+    def _budget_data(charge: Msat, cost: NanoUsd, now: float) -> dict[str, Any]:
         """What a call counted against the budgets, to correct at settlement."""
-        return {"committed_at": now, "charge_msat": q.total.value, "cost_nusd": q.cost_max.value}
+        return {"committed_at": now, "charge_msat": charge.value, "cost_nusd": cost.value}
 
     @staticmethod
     def _over_budget(exc: BudgetExceeded) -> Problem:
@@ -493,9 +494,9 @@ class Engine:
             "kind": kind,
             "payer": payer,
             "request": priced.body,
-            "quote": _quote_data(priced.quote),
+            "quote": quote_data(priced.quote),
             "held_msat": priced.quote.total.value,
-            "budget": self._budget_data(priced.quote, now),
+            "budget": self._budget_data(priced.quote.total, priced.quote.cost_max, now),
             "tier": priced.tier,
             "privacy": priced.privacy,
         }
@@ -577,11 +578,7 @@ class Engine:
                             updates={
                                 "held_msat": paid.value,
                                 "paid_at": now,
-                                "budget": {
-                                    "committed_at": now,
-                                    "charge_msat": quote_total.value,
-                                    "cost_nusd": cost_max.value,
-                                },
+                                "budget": self._budget_data(quote_total, cost_max, now),
                             },
                         )
                 else:  # paid after it expired: the money is the payer's credit
