@@ -4,7 +4,8 @@ Each prompt goes to each model as a stream (so the time to the first token is me
 answer is scored by the prompt's check (``exact``, ``contains``, ``regex`` or ``json_schema``),
 and its cost is OpenRouter's ``/generation`` record (the inline cost when that does not appear in
 time). Results go to the database; each model is compared with its previous run, and a drop in
-score, or a rise in latency or cost by half, is flagged as a regression. The report is a Markdown
+score, or a rise in latency (beyond 100 ms of jitter) or cost by half, is flagged as a
+regression. The report is a Markdown
 table and a PNG chart of cost against score, the marker size showing latency.
 """
 
@@ -31,6 +32,9 @@ from billing.store import Store
 
 from ..upstream.errors import UpstreamError
 from ..upstream.openrouter import GenerationNotReady, OpenRouterClient
+
+#: Latency changes smaller than this are jitter, not a regression, however large in relative terms.
+LATENCY_NOISE_MS = 100.0
 
 
 def load_suite(path: Path | None = None) -> dict[str, Any]:
@@ -144,7 +148,8 @@ def regressions(now: Summary, before: Summary | None) -> tuple[str, ...]:
     found = []
     if now.score < before.score - 0.1:
         found.append(f"score {before.score:.2f} -> {now.score:.2f}")
-    if before.latency_p50_ms and now.latency_p50_ms > before.latency_p50_ms * 1.5:
+    slower = now.latency_p50_ms - before.latency_p50_ms
+    if slower > LATENCY_NOISE_MS and now.latency_p50_ms > before.latency_p50_ms * 1.5:
         found.append(f"latency p50 {before.latency_p50_ms:.0f} -> {now.latency_p50_ms:.0f} ms")
     if before.cost_nusd and now.cost_nusd > before.cost_nusd * 1.5:
         found.append(f"cost {before.cost_nusd} -> {now.cost_nusd} nUSD")
