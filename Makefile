@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser proto bench-upstream bench-pipeline serve emulator clean
+.PHONY: demo test lint typecheck unit browser proto bench-upstream bench-pipeline eval-routing serve emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "satrouter needs Python 3.11 or newer")'
@@ -53,3 +53,6 @@ clean:
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python -m benchmarks.pipeline --write docs/benchmarks.md
+
+eval-routing: $(STAMP)
+	$(BIN)/python -m benchmarks.routing --write docs/routing.md

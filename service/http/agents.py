@@ -19,7 +19,7 @@ from .views import price_view, task_view
 
 routes = web.RouteTableDef()
 #: With no model or tier named, the policy's default tier.
-DEFAULT_MODEL = "tier:default"
+DEFAULT_MODEL = "auto"
 
 
 @routes.get("/v1/models")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..emulator.app import LOCAL_MODELS
+from .classifier import COMPLEXITIES, KINDS, TaskClass
 
 
 class PolicyError(ValueError):
@@ -30,6 +31,16 @@ class PolicyError(ValueError):
 class Alias:
     pattern: re.Pattern[str]
     replacement: str
+
+
+@dataclass(frozen=True, slots=True)
+class Cascade:
+    """``model: "cascade"``: draft on the first tier, escalate along ``steps`` when the draft
+    fails its check (see :mod:`service.routing.cascade`)."""
+
+    steps: tuple[str, ...]
+    min_confidence: float = 0.5
+    judge: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,16 @@ class Policy:
     #: where sensitive prompts go, and the operator's own sensitive patterns
     private_tier: str | None = None
     private_patterns: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
+    #: task class (``kind.complexity`` or ``kind``) to tier, for ``model: "auto"``
+    classes: Mapping[str, str] = field(default_factory=dict)
+    cascade: Cascade | None = None
+
+    def tier_for(self, task_class: TaskClass) -> str:
+        """The tier a class of task deserves: its exact class's rule, else its kind's, else
+        the default tier."""
+        return self.classes.get(
+            task_class.name, self.classes.get(task_class.kind, self.default_tier)
+        )
 
     def resolve(self, model: str) -> str:
         """An agent's model name to a catalog id (exact aliases first, then patterns)."""
@@ -156,9 +177,52 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
             extra[name] = re.compile(regex)
         except (re.error, TypeError) as exc:
             raise fail(f"[privacy.patterns] {name}: {exc}", name) from None
+    classes = _strings(data.get("classes", {}), "classes", fail)
+    for name, tier in classes.items():
+        kind, _, complexity = name.partition(".")
+        if kind not in KINDS or (complexity and complexity not in COMPLEXITIES):
+            raise fail(
+                f"[classes] {name!r}: a class is a kind ({', '.join(KINDS)}), optionally "
+                f"with .{'/.'.join(COMPLEXITIES)}",
+                name,
+            )
+        if tier not in tiers:
+            raise fail(f"[classes] {name!r} names tier {tier!r}, which is not in [tiers]", name)
     return Policy(
-        tiers, fallback, names, tuple(patterns), default_tier, floors, source, private_tier, extra
+        tiers,
+        fallback,
+        names,
+        tuple(patterns),
+        default_tier,
+        floors,
+        source,
+        private_tier,
+        extra,
+        classes,
+        _cascade(data.get("cascade"), tiers, known_model, fail),
     )
+
+
+def _cascade(
+    value: Any,
+    tiers: Mapping[str, tuple[str, ...]],
+    known_model: Callable[[str], bool],
+    fail: Callable[[str, str], PolicyError],
+) -> Cascade | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise fail("[cascade] must be a table", "[cascade]")
+    steps = value.get("steps")
+    if not isinstance(steps, list) or len(steps) < 2 or not all(s in tiers for s in steps):
+        raise fail("[cascade] steps: two or more tiers from [tiers], cheapest first", "steps")
+    confidence = value.get("min_confidence", 0.5)
+    if not isinstance(confidence, int | float) or not 0 <= confidence <= 1:
+        raise fail("[cascade] min_confidence: a probability from 0 to 1", "min_confidence")
+    judge = value.get("judge") or None
+    if judge is not None and (not isinstance(judge, str) or not known_model(judge)):
+        raise fail(f"[cascade] judge: unknown model {judge!r}", "judge")
+    return Cascade(tuple(steps), float(confidence), judge)
 
 
 def _strings(value: Any, table: str, fail: Callable[[str, str], PolicyError]) -> dict[str, str]:

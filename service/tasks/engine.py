@@ -29,7 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from billing import audit, budget, ledger
 from billing.budget import BudgetExceeded, Budgets
@@ -53,6 +53,7 @@ from ..http.problems import Problem
 from ..http.schemas import ChatRequest
 from ..metrics import Metrics
 from ..routing.breaker import Breakers, BreakerState
+from ..routing.classifier import TaskClass, classify
 from ..routing.consensus import decide
 from ..routing.fallback import AllModelsFailed, Attempt, FallbackRunner
 from ..routing.policy import PolicyHolder
@@ -64,6 +65,9 @@ from ..upstream.schemas import Usage, plain
 from .callbacks import CallbackSender
 
 log = logging.getLogger(__name__)
+
+#: Model names that ask satrouter to classify the prompt and pick the tier.
+AUTO = frozenset({"auto", "tier:auto"})
 
 
 class State(enum.StrEnum):
@@ -107,6 +111,22 @@ class Priced:
     body: dict[str, Any]
     tier: str | None = None
     privacy: dict[str, Any] | None = None  # kinds found and where the prompt may go
+    task_class: TaskClass | None = None  # for "auto" and "cascade"
+
+    def record(self) -> dict[str, Any]:
+        """What the task keeps of how it was routed."""
+        data: dict[str, Any] = {"tier": self.tier, "privacy": self.privacy}
+        if self.task_class is not None:
+            data["task_class"] = self.task_class.name
+            data["classification"] = self.task_class.as_dict()
+        return data
+
+
+class Route(NamedTuple):
+    request: ChatRequest
+    tier: str | None
+    privacy: dict[str, Any] | None
+    task_class: TaskClass | None = None
 
 
 def quote_data(q: Quote) -> dict[str, Any]:
@@ -187,7 +207,7 @@ class Engine:
             rate = await self.rates.current()
         except RateUnavailable as exc:
             raise Problem(503, "rate_unavailable", str(exc)) from None
-        request, tier, privacy = await self.route(request)
+        request, tier, privacy, task_class = await self.route(request)
         local = privacy is not None and privacy["decision"] == "local"
         texts = message_texts(request.messages)
         prompt_max = prompt_tokens_upper_bound(texts, len(request.messages))
@@ -235,7 +255,7 @@ class Engine:
         # Never let the call produce more than was paid for.
         body["max_tokens"] = worst.completion_tokens_max
         body.pop("stream", None)
-        return Priced(worst, body, tier, privacy)
+        return Priced(worst, body, tier, privacy, task_class)
 
     async def _price_consensus(self, request: ChatRequest) -> Priced:
         """Each model priced on its own; the quote is their sum."""
@@ -266,18 +286,21 @@ class Engine:
         }
         return Priced(quote, body, spec.tier, calls[0].privacy)
 
-    async def route(
-        self, request: ChatRequest
-    ) -> tuple[ChatRequest, str | None, dict[str, Any] | None]:
-        """Aliases to catalog ids; ``tier:<name>`` to the tier's chain, stepped down while the
-        day's budget is low; a prompt with sensitive content to the local tier, or (with the
-        agent's consent) to cloud models with zero data retention. Returns the request to
-        price, its tier, and the privacy decision."""
+    async def route(self, request: ChatRequest) -> Route:
+        """Aliases to catalog ids; ``auto`` to the tier the prompt's class deserves;
+        ``tier:<name>`` to the tier's chain, stepped down while the day's budget is low; a
+        prompt with sensitive content to the local tier, or (with the agent's consent) to cloud
+        models with zero data retention. Returns the request to price, its tier, the privacy
+        decision and the class."""
         if self.routing is None:
-            return request, None, None
+            return Route(request, None, None)
         policy = self.routing.policy
         model = request.model or ""
         tier: str | None = None
+        task_class: TaskClass | None = None
+        if model in AUTO:
+            task_class = classify(message_texts(request.messages), request.completion_limit)
+            model = "tier:" + policy.tier_for(task_class)
         if not model.startswith("tier:"):
             models = [policy.resolve(m) for m in request.models or []]
             update = {"model": policy.resolve(model) if model else None, "models": models or None}
@@ -299,14 +322,15 @@ class Engine:
             request = request.model_copy(update={"model": chain[0], "models": chain})
         kinds = Detector(policy.private_patterns).kinds(message_texts(request.messages))
         if not kinds:
-            return request, tier, None
+            return Route(request, tier, None, task_class)
         found = sorted(kinds)
         if request.allow_sensitive_cloud:
             provider = {**(request.provider or {}), "data_collection": "deny", "zdr": True}
-            return (
+            return Route(
                 request.model_copy(update={"provider": provider}),
                 tier,
                 {"kinds": found, "decision": "cloud_zdr"},
+                task_class,
             )
         local = policy.tiers.get(policy.private_tier or "", ())
         if self.local_runner is None or not local:
@@ -320,7 +344,8 @@ class Engine:
             )
         chain = list(local)
         request = request.model_copy(update={"model": chain[0], "models": chain, "provider": None})
-        return request, policy.private_tier, {"kinds": found, "decision": "local"}
+        privacy = {"kinds": found, "decision": "local"}
+        return Route(request, policy.private_tier, privacy, task_class)
 
     async def _budget_remaining(self) -> Decimal | None:
         """The fraction of the global daily dollar budget left (None without one)."""
@@ -440,8 +465,7 @@ class Engine:
             },
             "callback_url": callback_url,
             "callback_secret": callback_secret,
-            "tier": priced.tier,
-            "privacy": priced.privacy,
+            **priced.record(),
             "token_hash": token_hash(token),
         }
         task = TaskRow(task_id, State.AWAITING_PAYMENT, task_id, data, now, now)
@@ -497,8 +521,7 @@ class Engine:
             "quote": quote_data(priced.quote),
             "held_msat": priced.quote.total.value,
             "budget": self._budget_data(priced.quote.total, priced.quote.cost_max, now),
-            "tier": priced.tier,
-            "privacy": priced.privacy,
+            **priced.record(),
         }
         task = TaskRow(task_id, State.RUNNING, payer, data, now, now)
         try:
