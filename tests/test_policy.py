@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -56,10 +57,18 @@ replace = "meta-llama/llama-\\\\1"
         ('[tiers]\na = ["openai/gpt-4o"]\n[routing]\ndefault_tier = "b"\n', ":4: default_tier"),
         ('[tiers]\na = ["openai/gpt-4o"]\n[budget]\na = 2\n', "from 0 to 1"),
         ("tiers = nope", "policy: "),
+        ('[tiers]\na = ["openai/gpt-4o"]\n[classes]\npoetry = "a"\n', ":4: [classes] 'poetry'"),
+        ('[tiers]\na = ["openai/gpt-4o"]\n[classes]\ncode = "b"\n', ":4: [classes] 'code' names"),
+        ('[tiers]\na = ["openai/gpt-4o"]\n[cascade]\nsteps = ["a"]\n', ":4: [cascade] steps"),
+        (
+            '[tiers]\na = ["openai/gpt-4o"]\nb = ["openai/gpt-4o"]\n[cascade]\nsteps = ["a", "b"]\n'
+            'judge = "nobody/none"\n',
+            ":6: [cascade] judge",
+        ),
     ],
 )
 def test_mistakes_are_named_with_their_line(text: str, message: str) -> None:
-    with pytest.raises(PolicyError, match=message.replace("(", r"\(")):
+    with pytest.raises(PolicyError, match=re.escape(message)):
         parse(text, KNOWN)
 
 

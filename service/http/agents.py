@@ -14,7 +14,7 @@ from ..tasks.engine import TERMINAL, Priced, quote_data
 from .auth import bearer, payer_of
 from .keys import ENGINE, STORE
 from .problems import Problem, read_json
-from .schemas import ModelView, TaskCreated, TaskRequest, parse
+from .schemas import ModelView, QuoteView, TaskCreated, TaskRequest, parse
 from .views import price_view, task_view
 
 routes = web.RouteTableDef()
@@ -67,7 +67,12 @@ async def _priced(request: web.Request) -> tuple[TaskRequest, Priced]:
 @routes.post("/v1/quote")
 async def post_quote(request: web.Request) -> web.Response:
     _, priced = await _priced(request)
-    return web.json_response(price_view(quote_data(priced.quote)).model_dump())
+    view = QuoteView(
+        **price_view(quote_data(priced.quote)).model_dump(),
+        tier=priced.tier,
+        task_class=priced.task_class.name if priced.task_class else None,
+    )
+    return web.json_response(view.model_dump())
 
 
 @routes.post("/v1/tasks")

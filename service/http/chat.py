@@ -67,6 +67,10 @@ async def _run(
         "X-Satrouter-Task": task.id,
         "X-Satrouter-Max-Price-Msat": str(priced.quote.total.value),
     }
+    if priced.tier:
+        headers["X-Satrouter-Tier"] = priced.tier
+    if priced.task_class:
+        headers["X-Satrouter-Class"] = priced.task_class.name
     if stream:
         return await _stream(request, engine, task, headers)
     done, answer = await engine.execute(task)

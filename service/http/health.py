@@ -48,7 +48,7 @@ async def readyz(request: web.Request) -> web.Response:
 #: (method, path, request model, response model, summary)
 OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None, str]] = [
     ("get", "/v1/models", None, schemas.ModelView, "Models with prices in msat"),
-    ("post", "/v1/quote", schemas.TaskRequest, schemas.PriceBreakdown, "Quote a request"),
+    ("post", "/v1/quote", schemas.TaskRequest, schemas.QuoteView, "Quote a request"),
     (
         "post",
         "/v1/chat/completions",

@@ -126,6 +126,13 @@ class PriceBreakdown(BaseModel):
     total_msat: int
 
 
+class QuoteView(PriceBreakdown):
+    """``POST /v1/quote``: the price, and where the request would be routed."""
+
+    tier: str | None = None
+    task_class: str | None = None  # with "auto": the class the prompt was given
+
+
 class InvoiceView(BaseModel):
     payment_hash: str
     bolt11: str
@@ -146,6 +153,9 @@ class TaskView(BaseModel):
     change_msat: int | None = None
     provisional: bool | None = None
     consensus: dict[str, Any] | None = None
+    cascade: dict[str, Any] | None = None
+    tier: str | None = None
+    task_class: str | None = None
     error: str | None = None
 
 

@@ -35,5 +35,8 @@ def task_view(task: TaskRow) -> TaskView:
         change_msat=data.get("change_msat"),
         provisional=data.get("provisional"),
         consensus=data.get("consensus"),
+        cascade=data.get("cascade"),
+        tier=data.get("tier"),
+        task_class=data.get("task_class"),
         error=data.get("error"),
     )
