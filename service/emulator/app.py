@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from importlib import resources
@@ -250,6 +251,7 @@ class _Call:
     attempts: list[dict[str, Any]]
     started: float
     stream: bool
+    logprobs: bool = False
 
 
 def _parse_chat(body: Any) -> tuple[list[dict[str, Any]], int | None, bool]:
@@ -305,6 +307,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
             )
         candidates = _candidates(body)
         call = await _route(state, candidates, messages, max_tokens, stream)
+        call = replace(call, logprobs=body.get("logprobs") is True)
     except _Refusal as refusal:
         state.counters["errors"] += 1
         return refusal.response()
@@ -492,6 +495,17 @@ async def _latency(state: EmulatorState, call: _Call, tokens: int) -> None:
         await asyncio.sleep(delay)
 
 
+def _logprobs(call: _Call) -> dict[str, Any]:
+    logprob = math.log(max(text.token_confidence(call.messages, call.model), 1e-9))
+    return {
+        "content": [
+            {"token": t, "logprob": logprob, "bytes": list(t.encode()), "top_logprobs": []}
+            for t in call.tokens
+        ],
+        "refusal": None,
+    }
+
+
 async def _respond(state: EmulatorState, call: _Call) -> web.Response:
     await _latency(state, call, len(call.tokens))
     gen_id = _gen_id()
@@ -500,7 +514,7 @@ async def _respond(state: EmulatorState, call: _Call) -> web.Response:
         **_envelope(call, gen_id, "chat.completion"),
         "choices": [
             {
-                "logprobs": None,
+                "logprobs": _logprobs(call) if call.logprobs else None,
                 "finish_reason": finish,
                 "native_finish_reason": finish,
                 "index": 0,

@@ -7,7 +7,9 @@ overhead) always holds against the emulator, as it does against real tokenizers.
 Directives in the last user message steer the reply for tests and demos:
 ``[[tokens=N]]`` asks for exactly N completion tokens (capped by ``max_tokens``);
 ``[[reply:TEXT]]`` asks for TEXT as the reply; ``[[reply@MODEL:TEXT]]`` asks it of MODEL only
-(for consensus tests, where models must disagree).
+(for consensus tests, where models must disagree); ``[[confidence=P]]`` and
+``[[confidence@MODEL=P]]`` set the probability every token gets when logprobs are asked for
+(0.9 otherwise), for cascade tests.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 _TOKENS_DIRECTIVE = re.compile(r"\[\[tokens=(\d{1,6})\]\]")
 _REPLY_DIRECTIVE = re.compile(r"\[\[reply:(.*?)\]\]", re.DOTALL)
 _MODEL_REPLY = re.compile(r"\[\[reply@([^:\]]+):(.*?)\]\]", re.DOTALL)
+_CONFIDENCE = re.compile(r"\[\[confidence(?:@([^=\]]+))?=([01](?:\.\d+)?)\]\]")
+DEFAULT_CONFIDENCE = 0.9
 
 #: Per message (role and separators) and per request, as chat templates add them.
 MESSAGE_TOKENS = 4
@@ -71,6 +75,18 @@ def reply_tokens(
     if max_tokens is not None:
         tokens = tokens[: max(0, max_tokens)]
     return tokens
+
+
+def token_confidence(messages: Sequence[Mapping[str, Any]], model: str) -> float:
+    """The probability each reply token is given in logprobs."""
+    last_user = next((message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+    chosen = DEFAULT_CONFIDENCE
+    for target, value in _CONFIDENCE.findall(last_user):
+        if target == model:
+            return float(value)
+        if not target:
+            chosen = float(value)
+    return chosen
 
 
 def _cycle(words: Sequence[str], n: int) -> Iterable[str]:

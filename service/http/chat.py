@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -71,7 +72,8 @@ async def _run(
         headers["X-Satrouter-Tier"] = priced.tier
     if priced.task_class:
         headers["X-Satrouter-Class"] = priced.task_class.name
-    if stream:
+    several = any(k in task.data["request"] for k in ("consensus", "cascade"))
+    if stream and not several:
         return await _stream(request, engine, task, headers)
     done, answer = await engine.execute(task)
     upstream = done.data.get("upstream_seconds")
@@ -85,7 +87,37 @@ async def _run(
             f"every model failed; nothing was charged ({done.data.get('error')})",
             headers=headers,
         )
+    if stream:  # consensus and cascade answer once every call is in: one chunk
+        return await _replay(request, answer, headers)
     return web.json_response(answer, headers=headers)
+
+
+async def _replay(
+    request: web.Request, answer: dict[str, Any], headers: dict[str, str]
+) -> web.StreamResponse:
+    """A finished completion sent as a stream: one content chunk, the finish, the usage."""
+    choice = (answer.get("choices") or [{}])[0]
+    base = {k: answer.get(k) for k in ("id", "model", "provider", "created")}
+    base["object"] = "chat.completion.chunk"
+    delta = {"role": "assistant", "content": (choice.get("message") or {}).get("content") or ""}
+    events: list[dict[str, Any]] = [
+        {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
+        {
+            **base,
+            "choices": [{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}],
+        },
+        {**base, "choices": [], "usage": answer.get("usage")},
+    ]
+    events[-1].update({k: answer[k] for k in ("consensus", "cascade") if k in answer})
+    response = web.StreamResponse(
+        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    for event in events:
+        await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+    await response.write(b"data: [DONE]\n\n")
+    await response.write_eof()
+    return response
 
 
 async def _stream(

@@ -50,8 +50,9 @@ from billing.rates import Rate, RateProvider, RateUnavailable
 from billing.store import InvoiceRow, Store, TaskRow, Tx
 
 from ..http.problems import Problem
-from ..http.schemas import ChatRequest
+from ..http.schemas import ChatMessage, ChatRequest
 from ..metrics import Metrics
+from ..routing import cascade
 from ..routing.breaker import Breakers, BreakerState
 from ..routing.classifier import TaskClass, classify
 from ..routing.consensus import decide
@@ -68,6 +69,8 @@ log = logging.getLogger(__name__)
 
 #: Model names that ask satrouter to classify the prompt and pick the tier.
 AUTO = frozenset({"auto", "tier:auto"})
+#: The model name that asks for a cheap draft, checked, and escalated when the check fails.
+CASCADE = "cascade"
 
 
 class State(enum.StrEnum):
@@ -127,6 +130,28 @@ class Route(NamedTuple):
     tier: str | None
     privacy: dict[str, Any] | None
     task_class: TaskClass | None = None
+
+
+def _within_max_price(request: ChatRequest, quote: Quote) -> None:
+    """Refuse, before anything runs, a request that may cost more than its caller allows."""
+    if request.max_price_msat is not None and quote.total.value > request.max_price_msat:
+        raise Problem(
+            402,
+            "over_max_price",
+            f"this request may cost up to {quote.total.value} msat, above its "
+            f"max_price_msat of {request.max_price_msat}",
+            extra={"price_msat": quote.total.value},
+        )
+
+
+def _call_record(result: ChatResult) -> dict[str, Any]:
+    """What reconciliation needs of one call of a task that makes several."""
+    usage = result.usage
+    return {
+        "model": result.completion.model,
+        "generation_id": result.generation_id,
+        "inline_cost_usd": str(usage.cost) if usage and usage.cost is not None else None,
+    }
 
 
 def quote_data(q: Quote) -> dict[str, Any]:
@@ -199,6 +224,8 @@ class Engine:
         """Quote the most this request can cost, across its whole fallback chain."""
         if request.consensus is not None:
             return await self._price_consensus(request)
+        if request.model == CASCADE:
+            return await self._price_cascade(request)
         try:
             catalog = await self.catalog.get()
         except CatalogUnavailable as exc:
@@ -237,14 +264,7 @@ class Engine:
             if worst is None or q.total > worst.total:
                 worst = q
         assert worst is not None
-        if request.max_price_msat is not None and worst.total.value > request.max_price_msat:
-            raise Problem(
-                402,
-                "over_max_price",
-                f"this request may cost up to {worst.total.value} msat, above its "
-                f"max_price_msat of {request.max_price_msat}",
-                extra={"price_msat": worst.total.value},
-            )
+        _within_max_price(request, worst)
         body = request.model_dump(
             exclude_none=True, exclude={"max_completion_tokens", "max_price_msat"}
         )
@@ -280,11 +300,67 @@ class Engine:
                 extra={"kinds": calls[0].privacy["kinds"] if calls[0].privacy else []},
             )
         quote = combine([c.quote for c in calls], "consensus(" + ",".join(models) + ")")
+        _within_max_price(request, quote)
         body = {
             **calls[0].body,
             "consensus": {"calls": [c.body for c in calls], "threshold": spec.threshold},
         }
         return Priced(quote, body, spec.tier, calls[0].privacy)
+
+    async def _price_cascade(self, request: ChatRequest) -> Priced:
+        """Every step of the cascade, and a judge call after each draft, priced on its own;
+        the quote is their sum (what does not run comes back as change)."""
+        rules = self.routing.policy.cascade if self.routing is not None else None
+        if rules is None:
+            raise Problem(400, "cascade_unavailable", "this satrouter's policy has no [cascade]")
+        steps = [
+            await self.price(request.model_copy(update={"model": f"tier:{tier}", "models": None}))
+            for tier in rules.steps
+        ]
+        if steps[0].privacy and steps[0].privacy["decision"] == "local":
+            return steps[0]  # a prompt that must stay local runs on the local tier alone
+        judges: list[Priced] = []
+        if rules.judge:
+            ask = cascade.last_user_text(steps[0].body["messages"])
+            for step in steps[:-1]:
+                # The judge reads the draft cut to this many bytes: a bound on its prompt.
+                draft_bytes = 4 * step.quote.completion_tokens_max
+                judge = request.model_copy(
+                    update={
+                        "model": rules.judge,
+                        "models": None,
+                        "messages": [
+                            ChatMessage.model_validate(m)
+                            for m in cascade.judge_messages(ask, "x" * draft_bytes)
+                        ],
+                        "max_tokens": cascade.JUDGE_MAX_TOKENS,
+                        "max_completion_tokens": None,
+                        "max_price_msat": None,
+                        "response_format": None,
+                    }
+                )
+                judges.append(await self.price(judge))
+        tiers = [step.tier or "" for step in steps]
+        quote = combine([p.quote for p in (*steps, *judges)], "cascade(" + ",".join(tiers) + ")")
+        _within_max_price(request, quote)
+        body = {
+            **steps[0].body,
+            "cascade": {
+                "steps": [
+                    {
+                        "tier": tier,
+                        "body": step.body,
+                        "judge": judge.body if judge else None,
+                        "draft_bytes": 4 * step.quote.completion_tokens_max,
+                    }
+                    for tier, step, judge in zip(
+                        tiers, steps, [*judges, *[None] * len(steps)], strict=False
+                    )
+                ],
+                "min_confidence": rules.min_confidence,
+            },
+        }
+        return Priced(quote, body, CASCADE, steps[0].privacy, steps[0].task_class)
 
     async def route(self, request: ChatRequest) -> Route:
         """Aliases to catalog ids; ``auto`` to the tier the prompt's class deserves;
@@ -759,6 +835,8 @@ class Engine:
             self.dispatched[task.id] = time.time()
         if task.data["request"].get("consensus"):
             return await self._execute_consensus(task)
+        if task.data["request"].get("cascade"):
+            return await self._execute_cascade(task)
         started = time.perf_counter()
         try:
             result, attempts = await self.runner_for(task).chat(task.data["request"])
@@ -803,21 +881,88 @@ class Engine:
             **verdict.as_dict(),
             "answers": [{"model": r.completion.model, "text": r.completion.text} for r in answered],
         }
-        calls = [
-            {
-                "model": r.completion.model,
-                "generation_id": r.generation_id,
-                "inline_cost_usd": str(r.usage.cost)
-                if r.usage and r.usage.cost is not None
-                else None,
-            }
-            for r in answered
-        ]
+        calls = [_call_record(r) for r in answered]
         done = await self.complete(
             task, majority, attempts=attempts, extra={"consensus": report, "calls": calls}
         )
         answer = {**plain(majority.raw), "consensus": report}
         return done, answer
+
+    async def _execute_cascade(self, task: TaskRow) -> tuple[TaskRow, dict[str, Any] | None]:
+        """Draft on the cheapest step; check it; escalate step by step until a draft passes
+        or the last step answers. Every call that ran is paid for."""
+        spec = task.data["request"]["cascade"]
+        runner = self.runner_for(task)
+        attempts: list[Attempt] = []
+        calls: list[dict[str, Any]] = []
+        record: list[dict[str, Any]] = []
+        answer: ChatResult | None = None
+        for n, step in enumerate(spec["steps"]):
+            last = n == len(spec["steps"]) - 1
+            body = step["body"] if last else {**step["body"], "logprobs": True}
+            try:
+                result, tried = await runner.chat(body)
+            except AllModelsFailed as exc:
+                attempts.extend(exc.attempts)
+                record.append({"tier": step["tier"], "error": str(exc)})
+                continue
+            attempts.extend(tried)
+            calls.append(_call_record(result))
+            answer = result
+            if last:
+                record.append({"tier": step["tier"], "model": result.completion.model})
+                break
+            check = cascade.check_draft(
+                result.completion, step["body"], min_confidence=spec["min_confidence"]
+            )
+            if check.passed and step["judge"]:
+                check = await self._judge(runner, step, result, check, calls, attempts)
+            record.append(
+                {
+                    "tier": step["tier"],
+                    "model": result.completion.model,
+                    "draft": result.completion.text,
+                    "check": check.as_dict(),
+                }
+            )
+            if check.passed:
+                break
+        self.observe_breakers()
+        if answer is None:
+            failed = await self.fail(task, "every step of the cascade failed", attempts=attempts)
+            return failed, None
+        report = {
+            "steps": record,
+            "escalated": len(record) > 1,
+            "answered_by": answer.completion.model,
+        }
+        done = await self.complete(
+            task, answer, attempts=attempts, extra={"cascade": report, "calls": calls}
+        )
+        return done, {**plain(answer.raw), "cascade": report}
+
+    async def _judge(
+        self,
+        runner: FallbackRunner,
+        step: dict[str, Any],
+        draft: ChatResult,
+        check: cascade.Check,
+        calls: list[dict[str, Any]],
+        attempts: list[Attempt],
+    ) -> cascade.Check:
+        """Ask the judge about a draft that passed the free checks; a judge that cannot be
+        reached fails the draft (escalating costs money, a wrong answer costs the agent)."""
+        ask = cascade.last_user_text(step["body"]["messages"])
+        text = cascade.cut(draft.completion.text, step["draft_bytes"])
+        body = {**step["judge"], "messages": cascade.judge_messages(ask, text)}
+        try:
+            verdict, tried = await runner.chat(body)
+        except AllModelsFailed as exc:
+            attempts.extend(exc.attempts)
+            return cascade.judged(check, "")
+        attempts.extend(tried)
+        calls.append(_call_record(verdict))
+        return cascade.judged(check, verdict.completion.text)
 
     def runner_for(self, task: TaskRow) -> FallbackRunner:
         """The local endpoint for a prompt that must stay local; OpenRouter otherwise."""

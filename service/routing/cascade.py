@@ -1,0 +1,141 @@
+"""Cascade mode: a cheap model drafts, the draft is checked, a failed check escalates.
+
+The checks cost nothing but a judge call: a draft fails when it is empty, cut short by
+``max_tokens``, not the JSON the request asked for, hedged ("I'm not sure", "as an AI"), or
+(where the model returns logprobs) when its mean token probability is under the policy's
+``min_confidence``. When those pass and the policy names a judge model, the judge is asked
+whether the draft answers the request; anything but "yes" fails it.
+
+The judge sees the draft cut to a byte budget fixed when the task is quoted, so its call can
+never cost more than was paid for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from ..upstream.schemas import ChatCompletion
+
+#: The judge answers in a word.
+JUDGE_MAX_TOKENS = 3
+JUDGE_SYSTEM = (
+    "You check answers written by another assistant. Reply with one word: yes if the answer "
+    "fully and correctly does what the request asks, no otherwise."
+)
+
+_HEDGES = re.compile(
+    r"\b(?:i'?m not (?:sure|certain)|i am not (?:sure|certain)|i don'?t know|i do not know|"
+    r"i cannot (?:be sure|determine|answer|help)|i can'?t (?:be sure|determine|answer|help)|"
+    r"i'?m unable|i am unable|as an ai\b|not enough information|it'?s (?:unclear|hard to say)|"
+    r"it is (?:unclear|hard to say)|i'?m afraid i)",
+    re.IGNORECASE,
+)
+_ASKS_JSON = re.compile(r"\bjson\b", re.IGNORECASE)
+_FENCED_JSON = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The verdict on one draft: passed, why not, and the confidence when it was measured."""
+
+    passed: bool
+    reasons: list[str] = field(default_factory=list)
+    confidence: float | None = None
+    judge: str | None = None  # the judge's word, when a judge was asked
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def wants_json(request: dict[str, Any]) -> bool:
+    """Whether the request asks for JSON: a JSON response format, or the word in its ask."""
+    response_format = request.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in (
+        "json_object",
+        "json_schema",
+    ):
+        return True
+    return bool(_ASKS_JSON.search(last_user_text(request.get("messages") or [])))
+
+
+def last_user_text(messages: list[Any]) -> str:
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return ""
+
+
+def confidence(completion: ChatCompletion) -> float | None:
+    """The mean probability of the draft's tokens, when the model returned logprobs."""
+    if not completion.choices:
+        return None
+    logprobs = (completion.choices[0].model_extra or {}).get("logprobs")
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    values = [
+        float(t["logprob"])
+        for t in content or []
+        # Parsed bodies carry numbers as Decimal (see service.upstream.schemas.loads).
+        if isinstance(t, dict) and isinstance(t.get("logprob"), int | float | Decimal)
+    ]
+    if not values:
+        return None
+    return sum(math.exp(v) for v in values) / len(values)
+
+
+def _is_json(text: str) -> bool:
+    fenced = _FENCED_JSON.match(text.strip())
+    try:
+        json.loads(fenced.group(1) if fenced else text)
+    except ValueError:
+        return False
+    return True
+
+
+def check_draft(
+    completion: ChatCompletion, request: dict[str, Any], *, min_confidence: float
+) -> Check:
+    """The free checks on a draft (the judge, when there is one, comes after)."""
+    text = completion.text.strip()
+    reasons: list[str] = []
+    if not text:
+        reasons.append("empty")
+    finish = completion.choices[0].finish_reason if completion.choices else None
+    if finish == "length":
+        reasons.append("cut_short")
+    if text and wants_json(request) and not _is_json(text):
+        reasons.append("not_json")
+    if _HEDGES.search(text):
+        reasons.append("hedged")
+    measured = confidence(completion)
+    if measured is not None and measured < min_confidence:
+        reasons.append("low_confidence")
+    return Check(not reasons, reasons, None if measured is None else round(measured, 4))
+
+
+def judged(check: Check, reply: str) -> Check:
+    """``check`` with the judge's reply applied."""
+    word = (re.findall(r"[a-z]+", reply.lower()) or [""])[0]
+    if word == "yes":
+        return Check(check.passed, check.reasons, check.confidence, word)
+    return Check(False, [*check.reasons, "judge_rejected"], check.confidence, word or "-")
+
+
+def cut(text: str, max_bytes: int) -> str:
+    """``text`` cut to at most ``max_bytes`` of UTF-8, never inside a character."""
+    return text.encode()[:max_bytes].decode("utf-8", errors="ignore")
+
+
+def judge_messages(request_text: str, draft: str) -> list[dict[str, str]]:
+    return [
+        {"role": "system", "content": JUDGE_SYSTEM},
+        {"role": "user", "content": f"Request:\n{request_text}\n\nAnswer:\n{draft}"},
+    ]
