@@ -188,3 +188,15 @@ async def test_cascade_over_chat_completions_streams_the_answer(service: Service
     # The caller's cap applies to the whole cascade, not to each step.
     assert capped.status_code == 402
     assert capped.json()["type"].endswith("over_max_price")
+
+
+async def test_a_policy_without_a_cascade_refuses_it(service: Service) -> None:
+    text = resources.files("service.routing").joinpath("default_policy.toml").read_text()
+    without = text[: text.index("[cascade]")] + text[text.index("[budget]") :]
+    service.app[ENGINE].routing = PolicyHolder(parse(without, KNOWN), None, KNOWN)
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        refused = await http.post(
+            "/v1/tasks", json={"messages": [{"role": "user", "content": "hi"}], "model": "cascade"}
+        )
+    assert refused.status_code == 400
+    assert refused.json()["type"].endswith("cascade_unavailable")
