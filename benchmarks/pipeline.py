@@ -4,8 +4,9 @@ In one process, against the emulator (its own process, zero latency): (a) a raw 
 pass-through proxy with no billing (the floor), (b) satrouter prepaid chat completions,
 (c) satrouter L402 requests with an already-paid credential (spending the token's credit), at
 concurrency 1, 16 and 128: requests/s, p50/p99 latency and the added latency over the floor,
-and the process's peak RSS. Then the time from a settlement (the payer's LNbits payment
-returning) to the upstream request starting, over 50 tasks. A real LNbits funds everything.
+and the process's peak RSS. Then the time from a settlement push to the upstream request
+starting, over 50 tasks, on the real LNbits and on the LND backend against the gRPC stand-in
+node the tests use. A real LNbits funds everything.
 The fixed fee is 0 here so that one L402 payment covers the whole run; fees do not change the
 work done per request.
 """
@@ -17,7 +18,10 @@ import asyncio
 import json
 import resource
 import tempfile
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -31,6 +35,7 @@ from service.demo.loopback import serve
 from service.emulator.app import DEFAULT_API_KEY
 from service.http.keys import ENGINE, STORE
 from service.tasks.engine import EngineConfig
+from tests.lnd_node import start_node
 
 MESSAGES = [{"role": "user", "content": "Say something short. [[tokens=16]]"}]
 BODY = {"model": "meta-llama/llama-3.1-8b-instruct", "messages": MESSAGES, "max_tokens": 16}
@@ -62,6 +67,89 @@ def raw_proxy(upstream: str) -> web.Application:
     app.cleanup_ctx.append(session_ctx)
     app.router.add_post("/v1/chat/completions", forward)
     return app
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Milliseconds per task: push to upstream request, push to confirmed, paid to request."""
+
+    total: list[float]
+    confirm: list[float]
+    engine: list[float]
+
+    def row(self, backend: str) -> str:
+        def p(values: list[float], q: float) -> str:
+            return f"{percentile(values, q):.1f} ms"
+
+        return (
+            f"| {backend} | {p(self.total, 50)} | {p(self.total, 99)} | {p(self.confirm, 50)} "
+            f"| {p(self.engine, 50)} | {p(self.engine, 99)} |\n"
+        )
+
+
+async def settlement_to_dispatch(
+    http: aiohttp.ClientSession,
+    app: web.Application,
+    url: str,
+    pay: Callable[[dict[str, Any]], Awaitable[None]],
+    tasks: int = 50,
+) -> Dispatch:
+    """Create ``tasks`` tasks, pay each, and time each from its push to its upstream call."""
+    engine = app[ENGINE]
+    hashes: dict[str, str] = {}
+    for _ in range(tasks):
+        async with http.post(url + "/v1/tasks", json={"messages": MESSAGES, "max_tokens": 16}) as r:
+            task = await r.json()
+        await pay(task)
+        hashes[task["id"]] = task["invoice"]["payment_hash"]
+        await asyncio.sleep(0.05)
+    for _ in range(100):
+        if all(t in engine.dispatched for t in hashes):
+            break
+        await asyncio.sleep(0.1)
+    paid: dict[str, float] = {}
+    async with app[STORE].read() as tx:
+        for task_id in hashes:
+            row = await tx.task(task_id)
+            if row is not None and row.data.get("paid_at"):
+                paid[task_id] = row.data["paid_at"]
+    pushed, dispatched = engine.pushed, engine.dispatched
+    done = [(t, h) for t, h in hashes.items() if t in dispatched and t in paid and h in pushed]
+    return Dispatch(
+        [(dispatched[t] - pushed[h]) * 1e3 for t, h in done],
+        [(paid[t] - pushed[h]) * 1e3 for t, h in done],
+        [(dispatched[t] - paid[t]) * 1e3 for t, h in done],
+    )
+
+
+async def _on_lnd(http: aiohttp.ClientSession, emulator: str, workdir: Path) -> Dispatch:
+    """The same measurement on the LND backend, against the gRPC stand-in node."""
+    macaroon = "0201036c6e6402f801030a10" + "ab" * 20
+    node, address, cert = await start_node(macaroon)
+    (workdir / "tls.cert").write_bytes(cert)
+    (workdir / "admin.macaroon").write_bytes(bytes.fromhex(macaroon))
+    settings = Settings(
+        database_url=f"sqlite:///{workdir}/lnd.db",
+        openrouter_base_url=emulator + "/api/v1",
+        openrouter_api_key=DEFAULT_API_KEY,
+        lightning="lnd",
+        lnd_grpc_host="localhost:" + address.rsplit(":", 1)[1],
+        lnd_tls_cert=workdir / "tls.cert",
+        lnd_macaroon=workdir / "admin.macaroon",
+        btc_usd="100000",
+        catalog_cache=workdir / "models.json",
+    )
+    app = create_app(settings, engine_config=EngineConfig(generation_deadline=5))
+    runner, url = await serve(app, access_log=None)
+
+    async def settle(task: dict[str, Any]) -> None:
+        node.settle(task["invoice"]["payment_hash"])
+
+    try:
+        return await settlement_to_dispatch(http, app, url, settle)
+    finally:
+        await runner.cleanup()
+        await node.server.stop(None)
 
 
 async def run(emulator: str, seconds: float) -> str:
@@ -171,38 +259,11 @@ async def run(emulator: str, seconds: float) -> str:
                     )
                 await asyncio.sleep(2)  # let reconciliation catch up between cells
 
-            # Settlement to dispatch.
-            engine = app[ENGINE]
-            hashes: dict[str, str] = {}
-            for _ in range(50):
-                async with http.post(
-                    service + "/v1/tasks", json={"messages": MESSAGES, "max_tokens": 16}
-                ) as r:
-                    task = await r.json()
+            async def lnbits_pays(task: dict[str, Any]) -> None:
                 await asyncio.to_thread(lnbits.pay, agent, task["invoice"]["bolt11"])
-                hashes[task["id"]] = task["invoice"]["payment_hash"]
-                await asyncio.sleep(0.05)
-            for _ in range(100):
-                if all(t in engine.dispatched for t in hashes):
-                    break
-                await asyncio.sleep(0.1)
-            async with app[STORE].read() as tx:
-                paid = {t: (await tx.task(t)).data.get("paid_at") for t in hashes}  # type: ignore[union-attr]
-            engine_side = [
-                (engine.dispatched[t] - paid[t]) * 1e3
-                for t in hashes
-                if t in engine.dispatched and paid.get(t)
-            ]
-            confirm = [
-                (paid[t] - engine.pushed[h]) * 1e3
-                for t, h in hashes.items()
-                if paid.get(t) and h in engine.pushed
-            ]
-            delays = [
-                (engine.dispatched[t] - engine.pushed[h]) * 1e3
-                for t, h in hashes.items()
-                if t in engine.dispatched and h in engine.pushed
-            ]
+
+            on_lnbits = await settlement_to_dispatch(http, app, service, lnbits_pays)
+            on_lnd = await _on_lnd(http, emulator, workdir)
     finally:
         for runner in reversed(runners):
             await runner.cleanup()
@@ -224,14 +285,12 @@ async def run(emulator: str, seconds: float) -> str:
         f"satrouter, the floor proxy and the load generator in one process; {seconds:g} s per "
         "cell; SQLite; real LNbits for the payments).\n\n" + "\n".join(table) + "\n\n"
         f"Peak RSS of that process: {rss_mb:.0f} MB.\n\n"
-        f"Settlement to dispatch (LNbits push received -> confirmed by the status call -> "
-        f"task paid -> upstream request started), "
-        f"{len(delays)} tasks: p50 {percentile(delays, 50):.1f} ms, "
-        f"p99 {percentile(delays, 99):.1f} ms. Of that, the confirmation (LNbits' "
-        f"authenticated status call, which must come before anything runs) took p50 "
-        f"{percentile(confirm, 50):.1f} ms, and satrouter's own part (paid -> upstream request "
-        f"started) p50 {percentile(engine_side, 50):.1f} ms, p99 "
-        f"{percentile(engine_side, 99):.1f} ms.\n"
+        "Settlement to dispatch: the push received -> confirmed by the backend's authenticated "
+        "status call -> task paid -> upstream request started, 50 tasks each:\n\n"
+        "| backend | push to dispatch p50 | p99 | confirmation p50 | satrouter's part p50 "
+        "| p99 |\n|---|---:|---:|---:|---:|---:|\n"
+        + on_lnbits.row("LNbits (real, FakeWallet; websocket push, status call)")
+        + on_lnd.row("LND (the gRPC stand-in; invoice subscription, LookupInvoice)")
     )
 
 

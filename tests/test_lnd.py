@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from billing.lightning import InvalidInvoice, InvoiceState, LightningError, PaymentFailed
@@ -17,8 +18,14 @@ from billing.lightning.lndrpc import lightning_pb2 as ln
 from billing.lightning.protogen import OUT_DIR, generate
 from billing.lightning.settlement import confirmed_settlements
 from billing.money import Msat
+from service.app import create_app
+from service.config import Settings
+from service.demo.loopback import serve
+from service.emulator.app import DEFAULT_API_KEY
 
+from .conftest import Emulator
 from .lnd_node import FakeLnd, start_node
+from .test_pipeline import _task_until
 
 MACAROON = "0201036c6e6402f801030a10" + "ab" * 20
 
@@ -216,3 +223,37 @@ async def test_settle_index_is_kept_in_the_database(tmp_path: Path) -> None:
         assert await StoredIndex(store).get() == 42
     finally:
         await store.close()
+
+
+async def test_a_task_paid_over_lnd_runs_and_reconciles(
+    emulator: Emulator, lnd: tuple[FakeLnd, str, bytes], tmp_path: Path
+) -> None:
+    """The whole app on the LND backend: invoice from AddInvoice, the settlement from the
+    invoice subscription (confirmed with LookupInvoice), the call, the reconciliation."""
+    node, address, cert = lnd
+    (tmp_path / "tls.cert").write_bytes(cert)
+    (tmp_path / "admin.macaroon").write_bytes(bytes.fromhex(MACAROON))
+    settings = Settings(
+        database_url=f"sqlite:///{tmp_path}/satrouter.db",
+        openrouter_base_url=emulator.base_url,
+        openrouter_api_key=DEFAULT_API_KEY,
+        lightning="lnd",
+        lnd_grpc_host="localhost:" + address.rsplit(":", 1)[1],  # the name on the certificate
+        lnd_tls_cert=tmp_path / "tls.cert",
+        lnd_macaroon=tmp_path / "admin.macaroon",
+        btc_usd="100000",
+        catalog_cache=tmp_path / "models.json",
+    )
+    runner, url = await serve(create_app(settings))
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            messages = [{"role": "user", "content": "Hello over LND [[tokens=5]]"}]
+            task = (await http.post("/v1/tasks", json={"messages": messages})).json()
+            assert task["status"] == "awaiting_payment"
+            assert task["invoice"]["payment_hash"] in node.invoices
+            node.settle(task["invoice"]["payment_hash"])
+            done = await _task_until(http, task, "reconciled")
+    finally:
+        await runner.cleanup()
+    assert done["charge_msat"] + done["change_msat"] == task["invoice"]["amount_msat"]
+    assert done["result"]["choices"][0]["message"]["content"]
