@@ -213,6 +213,37 @@ class Demo:
             self.account(await self.settled(created["id"]))
             faults.clear()
 
+    async def _paid_task(self, payer: Wallet, body: dict[str, Any]) -> TaskRow:
+        created = (await self.http.post("/v1/tasks", json=body)).json()
+        await self.pay(payer, created["invoice"]["bolt11"])
+        return await self.settled(created["id"])
+
+    async def routing(self, bob: Wallet) -> None:
+        _say("\n6. Routing: auto picks a tier by task class; cascade drafts, checks, escalates")
+        for ask in (
+            "Write a Python function that tells whether a number is prime.",
+            "Extract the city from: 'I flew in from Lisbon yesterday.' Reply with the name only.",
+        ):
+            message = [{"role": "user", "content": ask}]
+            task = await self._paid_task(bob, {"messages": message, "model": "auto"})
+            _say(f"   auto: {ask[:48]!r}... is {task.data['task_class']} -> {task.data['tier']}")
+            self.account(task)
+        ask = "Name the capital of Australia in one word."
+        if self.emulator is not None:  # emulated drafts are confident unless told otherwise
+            ask += " [[confidence=0.3]]"
+        message = [{"role": "user", "content": ask}]
+        task = await self._paid_task(bob, {"messages": message, "model": "cascade"})
+        report = task.data["cascade"]
+        draft = report["steps"][0]
+        check = draft.get("check") or {}
+        verdict = "passed" if check.get("passed") else f"failed ({', '.join(check['reasons'])})"
+        _say(
+            f"   cascade: draft by {draft.get('model')} {verdict}"
+            + (f" -> escalated to {report['answered_by']}" if report["escalated"] else "")
+            + f"; {len(task.data['calls'])} calls paid"
+        )
+        self.account(task)
+
     async def books(self) -> bool:
         async with self.app[STORE].read() as tx:
             check = await ledger.check(tx)
@@ -282,6 +313,7 @@ async def run_demo() -> int:
         await demo.callback_task(bob)
         await demo.prepaid(alice)
         await demo.fallback_and_refund(bob)
+        await demo.routing(bob)
         ok = await demo.books()
     finally:
         if demo is not None:
