@@ -52,6 +52,9 @@ _CODE_LINE = re.compile(
 _CODE_ASK = _words(
     rf"(?:{_LANGUAGES})\b",
     r"in c\b",
+    r"in go\b",
+    r"go (?:function|program|http|handler|struct|routine|module)",
+    r"handler\b",
     r"regex",
     r"regular expression",
     r"dockerfile",
@@ -89,7 +92,8 @@ _MATHS = _words(
     r"derivative",
     r"differentiate",
     r"probability",
-    r"expected value",
+    r"expected (?:value|number)",
+    r"without replacement",
     r"prove\b",
     r"proof",
     r"show that",
@@ -110,7 +114,7 @@ _MATHS = _words(
     r"squared?\b",
     r"sum of",
     r"show (?:your |the )?(?:working|calculation|steps)",
-    r"reason carefully",
+    r"reason (?:carefully|it out|it through|through)",
     r"puzzle",
     r"riddle",
     r"knights?\b",
@@ -119,6 +123,19 @@ _MATHS = _words(
     r"how long does it take",
     r"km/h",
     r"mph\b",
+)
+#: Words that make a prompt mathematics on their own.
+_PROOF = _words(
+    r"prove\b",
+    r"proofs?\b",
+    r"theorem",
+    r"probability",
+    r"integral",
+    r"derivative",
+    r"equations?",
+    r"eigen",
+    r"show that",
+    r"formula",
 )
 _ARITHMETIC = re.compile(
     r"\d\s*[+*^=\u00d7\u00f7]\s*\(?\d|\d\s+[-/]\s+\d|\b\d?[xyn]\s*[\^\u00b2=+]|\\frac|"
@@ -226,8 +243,7 @@ _WRITING = _words(
 )
 #: Pieces of writing that take a capable model to do well.
 _SUBSTANTIAL = _words(
-    r"e-?mail (?:to|asking|announcing|explaining)",
-    r"reminder email",
+    r"e-?mail\b",
     r"cover letter",
     r"blog post",
     r"linkedin post",
@@ -244,8 +260,10 @@ _SUBSTANTIAL = _words(
     r"reply to a customer",
     r"firm\b",
     r"professional",
-    r"formal register",
-    r"keeping the .{0,30}tone",
+    r"(?:formal|informal|warm|friendly|professional|polite) (?:tone|register)",
+    r"keeping (?:a|the) .{0,30}tone",
+    r"for (?:new |our |the |my )?(?:members|customers|clients|residents|team|staff|employees|"
+    r"readers|users|audience|investors|parents)",
 )
 #: Asking for an explanation, advice or a plan rather than a fact.
 _EXPLAIN = _words(
@@ -254,6 +272,9 @@ _EXPLAIN = _words(
     r"how (?:does|do) .{0,40} work",
     r"what are (?:the )?(?:main |key )?(?:differences|symptoms|rules|pros|ways|features)",
     r"what's the difference",
+    r"how (?:do|does) .{0,30} differ",
+    r"what are (?:the )?(?:main |key |common )?causes",
+    r"guide\b",
     r"what should i",
     r"give me (?:ideas|tips|talking points|a .{0,20}plan|\w+ interview questions)",
     r"ideas for",
@@ -310,7 +331,9 @@ _STAKES = _words(
     r"nuanc",
     r"software architecture",
     r"system design",
-    r"design (?:a|an|the) (?:system|service|protocol|schema|database|api|algorithm|caching)",
+    r"design (?:a|an|the) (?:[\w-]+ ){0,2}(?:system|service|protocol|schema|database|api|"
+    r"algorithm|caching|architecture|pipeline|platform)",
+    r"audit\b",
     r"design document",
     r"post-mortem",
     r"root cause",
@@ -383,6 +406,7 @@ class Features:
     code_lines: int
     code_asks: int
     maths: int
+    proof: int
     numbers: int
     reasoning: int
     extraction: int
@@ -447,6 +471,7 @@ def features(texts: Sequence[str], output_tokens: int | None = None) -> Features
         code_lines=len(_CODE_LINE.findall(text)),
         code_asks=len(_CODE_ASK.findall(prose)),
         maths=len(_MATHS.findall(prose)) + len(_ARITHMETIC.findall(prose)),
+        proof=len(_PROOF.findall(prose)),
         numbers=len(_NUMBER.findall(prose)),
         reasoning=len(_REASONING.findall(prose)),
         extraction=len(_EXTRACTION.findall(prose)),
@@ -466,6 +491,8 @@ def features(texts: Sequence[str], output_tokens: int | None = None) -> Features
 def _kind(f: Features) -> str:
     if f.code_fences or f.code_lines >= 3:
         return "code"
+    if f.code_asks >= 2:
+        return "code"
     light = f.stakes < 2  # a job with stakes is never a light one
     if light and f.translation:
         return "translation"
@@ -475,19 +502,20 @@ def _kind(f: Features) -> str:
         return "extraction"
     if f.code_asks:
         return "code"
-    if f.maths >= 2 or (f.maths and (f.reasoning or f.numbers)) or (f.numbers >= 3 and light):
+    if f.proof or f.maths >= 2 or (f.maths and (f.reasoning or f.numbers)):
         return "maths"
     if f.reasoning >= 2 or (f.reasoning and f.stakes):
         return "reasoning"
     if f.writing:
         return "writing"
-    if f.reasoning or f.maths:
+    if f.reasoning:
         return "reasoning"
     return "chat"
 
 
 def _score(kind: str, f: Features) -> int:
     score = 2 * f.stakes + f.weight + min(1, f.substantial) + min(1, f.explain)
+    score += f.stakes > 0 and f.aspects >= 3  # many sides of a weighty question
     asked = max(f.words_asked, int((f.output_tokens or 0) * 0.75))
     score += (asked >= 150) + (asked >= 800)
     if kind in ("extraction", "summarisation", "translation"):

@@ -36,6 +36,8 @@ class Prompt:
     id: str
     tier: str
     prompt: str
+    #: "tuning": written while the classifier's rules were; "holdout": written after them
+    split: str = "tuning"
 
 
 def prompts() -> list[Prompt]:
@@ -70,18 +72,23 @@ class Evaluation:
     #: per labelled tier: (always-premium, routed) cost in nano-dollars
     by_label: dict[str, tuple[int, int]] = field(default_factory=dict)
 
-    @property
-    def accuracy(self) -> float:
-        return sum(r.tier == r.prompt.tier for r in self.routed) / len(self.routed)
+    def accuracy(self, split: str | None = None) -> float:
+        chosen = [r for r in self.routed if split is None or r.prompt.split == split]
+        return sum(r.tier == r.prompt.tier for r in chosen) / len(chosen) if chosen else 0.0
 
     @property
     def saving(self) -> float:
         """How much cheaper routed is than always-premium (0.7 = 70 % cheaper)."""
         return 1 - self.cost_routed_usd / self.cost_premium_usd
 
-    def under_routed(self, label: str | None = None) -> float:
+    def under_routed(self, label: str | None = None, split: str | None = None) -> float:
         """The share of prompts (of one label, or all) routed below the tier they deserve."""
-        chosen = [r for r in self.routed if label is None or r.prompt.tier == label]
+        chosen = [
+            r
+            for r in self.routed
+            if (label is None or r.prompt.tier == label)
+            and (split is None or r.prompt.split == split)
+        ]
         return sum(r.below for r in chosen) / len(chosen) if chosen else 0.0
 
 
@@ -135,6 +142,7 @@ def report(evaluation: Evaluation) -> str:
     """The Markdown section for docs/routing.md."""
     e = evaluation
     routed_tiers = sorted({t for _, t in e.confusion}, key=lambda t: (RANK.get(t, 0), t))
+    holdout = sum(r.prompt.split == "holdout" for r in e.routed)
     lines = [
         f"{len(e.routed)} labelled prompts "
         + ", ".join(f"{sum(r.prompt.tier == t for r in e.routed)} {t}" for t in LABELS)
@@ -142,9 +150,13 @@ def report(evaluation: Evaluation) -> str:
         "",
         "| measure | value |",
         "|---|---|",
-        f"| classifier accuracy (routed tier = labelled tier) | {e.accuracy:.1%} |",
+        f"| classifier accuracy (routed tier = labelled tier) | {e.accuracy():.1%} |",
         f"| premium-deserving prompts routed below premium | {e.under_routed('premium'):.1%} |",
         f"| all prompts routed below their tier | {e.under_routed():.1%} |",
+        f"| accuracy on the {holdout} held-out prompts | {e.accuracy('holdout'):.1%} |",
+        f"| held-out premium prompts routed below premium | "
+        f"{e.under_routed('premium', 'holdout'):.1%} |",
+        f"| held-out prompts routed below their tier | {e.under_routed(split='holdout'):.1%} |",
         f"| cost, always premium | ${e.cost_premium_usd:.4f} |",
         f"| cost, routed | ${e.cost_routed_usd:.4f} |",
         f"| cost, every prompt on its labelled tier | ${e.cost_labelled_usd:.4f} |",
@@ -182,5 +194,12 @@ def report(evaluation: Evaluation) -> str:
         lines += [
             f"- `{r.prompt.id}` ({r.task_class} -> {r.tier}): {r.prompt.prompt[:90]!r}"
             for r in misses
+        ]
+    above = [r for r in e.routed if r.prompt.split == "holdout" and r.tier != r.prompt.tier]
+    if above:
+        lines += ["", "Held-out prompts routed to another tier:", ""]
+        lines += [
+            f"- `{r.prompt.id}` ({r.task_class} -> {r.tier}): {r.prompt.prompt[:90]!r}"
+            for r in above
         ]
     return "\n".join(lines)
