@@ -195,11 +195,11 @@ def report(evaluation: Evaluation) -> str:
             f"- `{r.prompt.id}` ({r.task_class} -> {r.tier}): {r.prompt.prompt[:90]!r}"
             for r in misses
         ]
-    above = [r for r in e.routed if r.prompt.split == "holdout" and r.tier != r.prompt.tier]
-    if above:
+    elsewhere = [r for r in e.routed if r.prompt.split == "holdout" and r.tier != r.prompt.tier]
+    if elsewhere:
         lines += ["", "Held-out prompts routed to another tier:", ""]
         lines += [
             f"- `{r.prompt.id}` ({r.task_class} -> {r.tier}): {r.prompt.prompt[:90]!r}"
-            for r in above
+            for r in elsewhere
         ]
     return "\n".join(lines)
