@@ -19,7 +19,9 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from ..upstream.openrouter import ChatResult
 from ..upstream.schemas import ChatCompletion
+from .fallback import AllModelsFailed, Attempt, FallbackRunner
 
 #: The judge answers in a word.
 JUDGE_MAX_TOKENS = 3
@@ -139,3 +141,74 @@ def judge_messages(request_text: str, draft: str) -> list[dict[str, str]]:
         {"role": "system", "content": JUDGE_SYSTEM},
         {"role": "user", "content": f"Request:\n{request_text}\n\nAnswer:\n{draft}"},
     ]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a cascade did: the answer (None if every step failed), each step, every call that
+    ran (to reconcile and pay for) and every attempt."""
+
+    answer: ChatResult | None = None
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    calls: list[ChatResult] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def report(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "escalated": len(self.steps) > 1,
+            "answered_by": self.answer.completion.model if self.answer else None,
+        }
+
+
+async def run(runner: FallbackRunner, spec: dict[str, Any]) -> Outcome:
+    """Draft on the first step; check it; escalate step by step until a draft passes or the
+    last step answers. ``spec`` is the stored ``cascade`` part of a priced request."""
+    out = Outcome()
+    for n, step in enumerate(spec["steps"]):
+        last = n == len(spec["steps"]) - 1
+        body = step["body"] if last else {**step["body"], "logprobs": True}
+        try:
+            result, tried = await runner.chat(body)
+        except AllModelsFailed as exc:  # a step that cannot answer escalates too
+            out.attempts.extend(exc.attempts)
+            out.steps.append({"tier": step["tier"], "error": str(exc)})
+            continue
+        out.attempts.extend(tried)
+        out.calls.append(result)
+        out.answer = result
+        if last:
+            out.steps.append({"tier": step["tier"], "model": result.completion.model})
+            break
+        check = check_draft(result.completion, step["body"], min_confidence=spec["min_confidence"])
+        if check.passed and step["judge"]:
+            check = await _judge(runner, step, result, check, out)
+        out.steps.append(
+            {
+                "tier": step["tier"],
+                "model": result.completion.model,
+                "draft": result.completion.text,
+                "check": check.as_dict(),
+            }
+        )
+        if check.passed:
+            break
+    return out
+
+
+async def _judge(
+    runner: FallbackRunner, step: dict[str, Any], draft: ChatResult, check: Check, out: Outcome
+) -> Check:
+    """Ask the judge about a draft that passed the free checks. A judge that cannot be
+    reached fails the draft: escalating costs money, a wrong answer costs the agent."""
+    ask = last_user_text(step["body"]["messages"])
+    text = cut(draft.completion.text, step["draft_bytes"])
+    body = {**step["judge"], "messages": judge_messages(ask, text)}
+    try:
+        verdict, tried = await runner.chat(body)
+    except AllModelsFailed as exc:
+        out.attempts.extend(exc.attempts)
+        return judged(check, "")
+    out.attempts.extend(tried)
+    out.calls.append(verdict)
+    return judged(check, verdict.completion.text)

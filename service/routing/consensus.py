@@ -9,11 +9,15 @@ flagged when that is under its threshold.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from typing import Any
+
+from ..upstream.openrouter import ChatResult
+from .fallback import AllModelsFailed, Attempt, FallbackRunner
 
 SIMILAR = 0.85
 _VERDICTS = {
@@ -90,3 +94,48 @@ def decide(answers: list[tuple[str, str]], threshold: float) -> Verdict:
         [[m for m, _ in g] for g in groups],
         agreement < threshold,
     )
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a consensus did: the answers that came back, the verdict on them, the answer of
+    the majority (None when every model failed) and every attempt."""
+
+    answered: list[ChatResult] = field(default_factory=list)
+    attempts: list[Attempt] = field(default_factory=list)
+    verdict: Verdict | None = None
+    majority: ChatResult | None = None
+
+    def report(self) -> dict[str, Any]:
+        assert self.verdict is not None
+        return {
+            **self.verdict.as_dict(),
+            "answers": [
+                {"model": r.completion.model, "text": r.completion.text} for r in self.answered
+            ],
+        }
+
+
+async def run(runner: FallbackRunner, spec: dict[str, Any]) -> Outcome:
+    """Ask every model of ``spec`` (the stored ``consensus`` part of a priced request) at once;
+    a model that fails is left out of the vote."""
+    results = await asyncio.gather(
+        *(runner.chat(body) for body in spec["calls"]), return_exceptions=True
+    )
+    out = Outcome()
+    for result in results:
+        if isinstance(result, AllModelsFailed):
+            out.attempts.extend(result.attempts)
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            out.answered.append(result[0])
+            out.attempts.extend(result[1])
+    if out.answered:
+        out.verdict = decide(
+            [(r.completion.model, r.completion.text) for r in out.answered],
+            float(spec["threshold"]),
+        )
+        first = out.verdict.majority_models[0]
+        out.majority = next(r for r in out.answered if r.completion.model == first)
+    return out

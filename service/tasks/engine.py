@@ -52,10 +52,9 @@ from billing.store import InvoiceRow, Store, TaskRow, Tx
 from ..http.problems import Problem
 from ..http.schemas import ChatMessage, ChatRequest
 from ..metrics import Metrics
-from ..routing import cascade
+from ..routing import cascade, consensus
 from ..routing.breaker import Breakers, BreakerState
 from ..routing.classifier import TaskClass, classify
-from ..routing.consensus import decide
 from ..routing.fallback import AllModelsFailed, Attempt, FallbackRunner
 from ..routing.policy import PolicyHolder
 from ..routing.privacy import Detector
@@ -854,115 +853,36 @@ class Engine:
 
     async def _execute_consensus(self, task: TaskRow) -> tuple[TaskRow, dict[str, Any] | None]:
         """Every model at once; the majority answer, with the agreement, is the result."""
-        spec = task.data["request"]["consensus"]
-        outcomes = await asyncio.gather(
-            *(self.runner.chat(body) for body in spec["calls"]), return_exceptions=True
-        )
-        attempts: list[Attempt] = []
-        answered: list[ChatResult] = []
-        for outcome in outcomes:
-            if isinstance(outcome, AllModelsFailed):
-                attempts.extend(outcome.attempts)
-            elif isinstance(outcome, BaseException):
-                raise outcome
-            else:
-                answered.append(outcome[0])
-                attempts.extend(outcome[1])
+        outcome = await consensus.run(self.runner, task.data["request"]["consensus"])
         self.observe_breakers()
-        if not answered:
-            return await self.fail(
-                task, "every model of the consensus failed", attempts=attempts
-            ), None
-        verdict = decide(
-            [(r.completion.model, r.completion.text) for r in answered], float(spec["threshold"])
-        )
-        majority = next(r for r in answered if r.completion.model == verdict.majority_models[0])
-        report = {
-            **verdict.as_dict(),
-            "answers": [{"model": r.completion.model, "text": r.completion.text} for r in answered],
-        }
-        calls = [_call_record(r) for r in answered]
+        if outcome.majority is None:
+            error = "every model of the consensus failed"
+            return await self.fail(task, error, attempts=outcome.attempts), None
+        report = outcome.report()
         done = await self.complete(
-            task, majority, attempts=attempts, extra={"consensus": report, "calls": calls}
+            task,
+            outcome.majority,
+            attempts=outcome.attempts,
+            extra={"consensus": report, "calls": [_call_record(r) for r in outcome.answered]},
         )
-        answer = {**plain(majority.raw), "consensus": report}
-        return done, answer
+        return done, {**plain(outcome.majority.raw), "consensus": report}
 
     async def _execute_cascade(self, task: TaskRow) -> tuple[TaskRow, dict[str, Any] | None]:
-        """Draft on the cheapest step; check it; escalate step by step until a draft passes
-        or the last step answers. Every call that ran is paid for."""
-        spec = task.data["request"]["cascade"]
-        runner = self.runner_for(task)
-        attempts: list[Attempt] = []
-        calls: list[dict[str, Any]] = []
-        record: list[dict[str, Any]] = []
-        answer: ChatResult | None = None
-        for n, step in enumerate(spec["steps"]):
-            last = n == len(spec["steps"]) - 1
-            body = step["body"] if last else {**step["body"], "logprobs": True}
-            try:
-                result, tried = await runner.chat(body)
-            except AllModelsFailed as exc:
-                attempts.extend(exc.attempts)
-                record.append({"tier": step["tier"], "error": str(exc)})
-                continue
-            attempts.extend(tried)
-            calls.append(_call_record(result))
-            answer = result
-            if last:
-                record.append({"tier": step["tier"], "model": result.completion.model})
-                break
-            check = cascade.check_draft(
-                result.completion, step["body"], min_confidence=spec["min_confidence"]
-            )
-            if check.passed and step["judge"]:
-                check = await self._judge(runner, step, result, check, calls, attempts)
-            record.append(
-                {
-                    "tier": step["tier"],
-                    "model": result.completion.model,
-                    "draft": result.completion.text,
-                    "check": check.as_dict(),
-                }
-            )
-            if check.passed:
-                break
+        """Draft, check, escalate (see :mod:`service.routing.cascade`); every call that ran
+        is paid for."""
+        outcome = await cascade.run(self.runner_for(task), task.data["request"]["cascade"])
         self.observe_breakers()
-        if answer is None:
-            failed = await self.fail(task, "every step of the cascade failed", attempts=attempts)
-            return failed, None
-        report = {
-            "steps": record,
-            "escalated": len(record) > 1,
-            "answered_by": answer.completion.model,
-        }
+        if outcome.answer is None:
+            error = "every step of the cascade failed"
+            return await self.fail(task, error, attempts=outcome.attempts), None
+        report = outcome.report()
         done = await self.complete(
-            task, answer, attempts=attempts, extra={"cascade": report, "calls": calls}
+            task,
+            outcome.answer,
+            attempts=outcome.attempts,
+            extra={"cascade": report, "calls": [_call_record(c) for c in outcome.calls]},
         )
-        return done, {**plain(answer.raw), "cascade": report}
-
-    async def _judge(
-        self,
-        runner: FallbackRunner,
-        step: dict[str, Any],
-        draft: ChatResult,
-        check: cascade.Check,
-        calls: list[dict[str, Any]],
-        attempts: list[Attempt],
-    ) -> cascade.Check:
-        """Ask the judge about a draft that passed the free checks; a judge that cannot be
-        reached fails the draft (escalating costs money, a wrong answer costs the agent)."""
-        ask = cascade.last_user_text(step["body"]["messages"])
-        text = cascade.cut(draft.completion.text, step["draft_bytes"])
-        body = {**step["judge"], "messages": cascade.judge_messages(ask, text)}
-        try:
-            verdict, tried = await runner.chat(body)
-        except AllModelsFailed as exc:
-            attempts.extend(exc.attempts)
-            return cascade.judged(check, "")
-        attempts.extend(tried)
-        calls.append(_call_record(verdict))
-        return cascade.judged(check, verdict.completion.text)
+        return done, {**plain(outcome.answer.raw), "cascade": report}
 
     def runner_for(self, task: TaskRow) -> FallbackRunner:
         """The local endpoint for a prompt that must stay local; OpenRouter otherwise."""
