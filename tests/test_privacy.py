@@ -114,3 +114,11 @@ async def test_with_consent_the_cloud_runs_with_zero_data_retention(service: Ser
         stored = await tx.task(task["id"])
     assert stored is not None
     assert stored.data["privacy"]["decision"] == "cloud_zdr"
+
+
+def test_a_run_too_long_to_check_counts_as_a_seed_phrase(monkeypatch: pytest.MonkeyPatch) -> None:
+    wrong_checksum = "abandon " * 12
+    assert Detector().kinds([wrong_checksum]) == set()
+    monkeypatch.setattr("service.routing.privacy.SEED_CHECKS", 0)
+    assert Detector().kinds([wrong_checksum]) == {"seed_phrase"}
+    assert Detector().kinds(["abandon " * 11]) == set()  # too short to be one at all

@@ -42,11 +42,13 @@ _LANGUAGES = (
 )
 _FENCE = re.compile(r"```")
 _FENCED = re.compile(r"```.*?(?:```|$)", re.DOTALL)
-_LIST_ITEM = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+\S", re.MULTILINE)
+# Possessive leading whitespace and no line-crossing wildcards: linear on any input (a body of
+# a megabyte of spaces must not stall the event loop).
+_LIST_ITEM = re.compile(r"^[ \t]*+(?:\d+[.)]|[-*•])[ \t]+\S", re.MULTILINE)
 _CODE_LINE = re.compile(
-    r"^\s*(?:def |class |import |from \S+ import|return\b|if \(|for \(|while \(|#include|"
+    r"^[ \t]*+(?:def |class |import |from \S+ import|return\b|if \(|for \(|while \(|#include|"
     r"public |private |func |fn |let |const |var |SELECT |INSERT |UPDATE |CREATE TABLE|"
-    r"\}|\{$|.*;\s*$|.*\)\s*\{$|<\w+[ >])",
+    r"\}|\{$|[^\n]*;[ \t]*$|[^\n]*\)[ \t]*\{$|<\w+[ >])",
     re.MULTILINE,
 )
 _CODE_ASK = _words(

@@ -17,7 +17,10 @@ from functools import lru_cache
 
 from mnemonic import Mnemonic
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+# Every pattern stays linear on any input (a request body of a megabyte of digits must not
+# stall the event loop): runs start only where the character before cannot continue them, and
+# quantifiers that cannot lead to a match do not backtrack.
+_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
 _PHONE = re.compile(r"(?<![\w+])\+?\d[\d ().-]{8,18}\d(?!\w)")
 _CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
 _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
@@ -31,6 +34,12 @@ _PRIVATE_KEY = re.compile(
     re.IGNORECASE,
 )
 _WORD = re.compile(r"[a-z]+")
+_DIGIT = re.compile(r"\d")
+_KEY_PREFIXES = ("sk-", "sk_live_", "AKIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "AIza")
+#: Checksum checks per prompt. A real seed phrase is a run of 12-24 such words; only an odd or
+#: hostile prompt has runs long and many enough to need more, and it is then treated as holding
+#: one (a long run of BIP-39 words almost surely contains a window whose checksum holds).
+SEED_CHECKS = 5_000
 
 
 def _luhn(digits: str) -> bool:
@@ -58,16 +67,18 @@ def _bip39() -> tuple[Mnemonic, frozenset[str]]:
     return mnemonic, frozenset(mnemonic.wordlist)
 
 
-def _has_seed_phrase(text: str) -> bool:
+def _has_seed_phrase(lowered: str) -> bool:
     mnemonic, words = _bip39()
+    budget = SEED_CHECKS
     run: list[str] = []
-    for word in [*_WORD.findall(text.lower()), ""]:
+    for word in [*_WORD.findall(lowered), ""]:
         if word in words:
             run.append(word)
             continue
         for size in (24, 21, 18, 15, 12):
             for start in range(0, len(run) - size + 1):
-                if mnemonic.check(" ".join(run[start : start + size])):
+                budget -= 1
+                if budget < 0 or mnemonic.check(" ".join(run[start : start + size])):
                     return True
         run = []
     return False
@@ -82,32 +93,42 @@ class Detector:
     def kinds(self, texts: Iterable[str]) -> set[str]:
         found: set[str] = set()
         for text in texts:
-            if _EMAIL.search(text):
+            lowered = text.lower()
+            # Cheap substring tests first: most prompts skip most patterns.
+            if "@" in text and _EMAIL.search(text):
                 found.add("email")
-            cards = [m.group() for m in _CARD.finditer(text) if _is_card(m.group())]
-            if cards:
-                found.add("payment_card")
-            ibans = [m.group() for m in _IBAN.finditer(text) if _iban_ok(m.group())]
-            if ibans:
-                found.add("iban")
-            rest = text
-            for number in (*cards, *ibans):  # these also look like long phone numbers
-                rest = rest.replace(number, " ")
-            if any(
-                10 <= sum(c.isdigit() for c in m.group()) <= 15  # E.164: at most 15
-                for m in _PHONE.finditer(rest)
-            ):
-                found.add("phone")
-            if _SSN.search(text):
-                found.add("national_id")
-            if _API_KEYS.search(text):
+            if _DIGIT.search(text):
+                found.update(_numbers(text))
+            if any(prefix in text for prefix in _KEY_PREFIXES) and _API_KEYS.search(text):
                 found.add("api_key")
-            if _PRIVATE_KEY.search(text):
+            if ("private" in lowered or "secret" in lowered) and _PRIVATE_KEY.search(text):
                 found.add("private_key")
-            if _has_seed_phrase(text):
+            if _has_seed_phrase(lowered):
                 found.add("seed_phrase")
             found.update(name for name, pattern in self.extra.items() if pattern.search(text))
         return found
+
+
+def _numbers(text: str) -> set[str]:
+    """Kinds made of digits: cards, IBANs, phone numbers, national ids."""
+    found: set[str] = set()
+    cards = [m.group() for m in _CARD.finditer(text) if _is_card(m.group())]
+    if cards:
+        found.add("payment_card")
+    ibans = [m.group() for m in _IBAN.finditer(text) if _iban_ok(m.group())]
+    if ibans:
+        found.add("iban")
+    rest = text
+    for number in (*cards, *ibans):  # these also look like long phone numbers
+        rest = rest.replace(number, " ")
+    if any(
+        10 <= sum(c.isdigit() for c in m.group()) <= 15  # E.164: at most 15
+        for m in _PHONE.finditer(rest)
+    ):
+        found.add("phone")
+    if _SSN.search(text):
+        found.add("national_id")
+    return found
 
 
 def _is_card(candidate: str) -> bool:
