@@ -38,7 +38,6 @@ _HEDGES = re.compile(
     re.IGNORECASE,
 )
 _ASKS_JSON = re.compile(r"\bjson\b", re.IGNORECASE)
-_FENCED_JSON = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,9 +93,12 @@ def confidence(completion: ChatCompletion) -> float | None:
 
 
 def _is_json(text: str) -> bool:
-    fenced = _FENCED_JSON.match(text.strip())
+    """JSON, bare or in a Markdown code fence."""
+    body = text.strip()
+    if len(body) >= 6 and body.startswith("```") and body.endswith("```"):
+        body = body[3:-3].removeprefix("json")
     try:
-        json.loads(fenced.group(1) if fenced else text)
+        json.loads(body)
     except ValueError:
         return False
     return True
