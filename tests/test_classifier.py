@@ -146,3 +146,17 @@ async def test_auto_routes_by_class_and_records_it(service: Service) -> None:
     assert stored.data["classification"]["features"]["code_asks"] >= 1
     assert "task_class" not in other.data
     assert json.dumps(stored.data["classification"])  # recorded as plain JSON
+
+
+def test_messages_with_parts_are_classified_by_their_text() -> None:
+    from service.http.schemas import ChatMessage
+
+    parts = ChatMessage(
+        role="user",
+        content=[
+            {"type": "text", "text": "Translate into French: 'good night'"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+        ],
+    )
+    assert parts.text == "Translate into French: 'good night'"
+    assert classify([parts.text]).kind == "translation"

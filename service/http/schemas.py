@@ -21,6 +21,15 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
 
+    @property
+    def text(self) -> str:
+        """The message's words: its content, or the text of its parts (images left out)."""
+        if isinstance(self.content, str):
+            return self.content
+        return " ".join(
+            str(part.get("text", "")) for part in self.content or [] if part.get("type") == "text"
+        )
+
 
 class ConsensusSpec(BaseModel):
     """Ask several models and report how far they agree; priced as the sum of the calls."""

@@ -374,7 +374,7 @@ class Engine:
         tier: str | None = None
         task_class: TaskClass | None = None
         if model in AUTO:
-            task_class = classify(message_texts(request.messages), request.completion_limit)
+            task_class = classify([m.text for m in request.messages], request.completion_limit)
             model = "tier:" + policy.tier_for(task_class)
         if not model.startswith("tier:"):
             models = [policy.resolve(m) for m in request.models or []]
