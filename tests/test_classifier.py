@@ -10,6 +10,7 @@ import pytest
 
 from service.emulator.app import load_catalog
 from service.http.keys import STORE
+from service.http.schemas import ChatMessage
 from service.routing import evaluation
 from service.routing.classifier import COMPLEXITIES, KINDS, classify
 from service.routing.policy import builtin
@@ -149,8 +150,6 @@ async def test_auto_routes_by_class_and_records_it(service: Service) -> None:
 
 
 def test_messages_with_parts_are_classified_by_their_text() -> None:
-    from service.http.schemas import ChatMessage
-
     parts = ChatMessage(
         role="user",
         content=[
