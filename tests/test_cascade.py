@@ -99,6 +99,7 @@ async def test_a_good_draft_is_the_answer_and_the_rest_is_change(service: Servic
     assert report["steps"][0]["check"]["passed"] is True
     assert report["steps"][0]["check"]["confidence"] == 0.9  # the emulator's logprobs
     assert report["steps"][0]["draft"] == done["result"]["choices"][0]["message"]["content"]
+    assert done["result"]["cascade"] == report  # the kept answer is the one the caller got
     assert len(stored.data["calls"]) == 1
     _paid_for_every_call(stored)
     # The quote covered the premium step too; only the draft ran, so most comes back.

@@ -60,6 +60,7 @@ async def test_agreeing_models_and_the_price_of_three_calls(service: Service) ->
     assert report["majority"] == "The answer is 42."
     assert not report["flagged"]
     assert done["result"]["choices"][0]["message"]["content"] == "The answer is 42."
+    assert done["result"]["consensus"] == report  # the kept answer is the one the caller got
     async with service.app[STORE].read() as tx:
         stored = await tx.task(done["id"])
     assert stored is not None

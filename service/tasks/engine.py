@@ -723,12 +723,16 @@ class Engine:
         upstream_seconds: float | None = None,
         attempts: list[Attempt] | None = None,
         extra: dict[str, Any] | None = None,
+        answer: dict[str, Any] | None = None,
     ) -> TaskRow:
-        """Record the call's result; the reconciler takes it from here."""
+        """Record the call's result (``answer``: what the caller gets, when it is more than the
+        completion); the reconciler takes it from here."""
         usage = usage or (result.usage if result else None)
+        if answer is None and result is not None:
+            answer = plain(result.raw)
         updates: dict[str, Any] = {
             # A prepaid caller already has its answer; tasks and L402 replays need it kept.
-            "result": plain(result.raw) if result and task.data["kind"] != "prepaid" else None,
+            "result": answer if task.data["kind"] != "prepaid" else None,
             "generation_id": generation_id or (result.generation_id if result else None),
             "model_used": model or (result.completion.model if result else None),
             "inline_cost_usd": str(usage.cost) if usage and usage.cost is not None else None,
@@ -859,13 +863,15 @@ class Engine:
             error = "every model of the consensus failed"
             return await self.fail(task, error, attempts=outcome.attempts), None
         report = outcome.report()
+        answer = {**plain(outcome.majority.raw), "consensus": report}
         done = await self.complete(
             task,
             outcome.majority,
             attempts=outcome.attempts,
             extra={"consensus": report, "calls": [_call_record(r) for r in outcome.answered]},
+            answer=answer,
         )
-        return done, {**plain(outcome.majority.raw), "consensus": report}
+        return done, answer
 
     async def _execute_cascade(self, task: TaskRow) -> tuple[TaskRow, dict[str, Any] | None]:
         """Draft, check, escalate (see :mod:`service.routing.cascade`); every call that ran
@@ -876,13 +882,15 @@ class Engine:
             error = "every step of the cascade failed"
             return await self.fail(task, error, attempts=outcome.attempts), None
         report = outcome.report()
+        answer = {**plain(outcome.answer.raw), "cascade": report}
         done = await self.complete(
             task,
             outcome.answer,
             attempts=outcome.attempts,
             extra={"cascade": report, "calls": [_call_record(c) for c in outcome.calls]},
+            answer=answer,
         )
-        return done, {**plain(outcome.answer.raw), "cascade": report}
+        return done, answer
 
     def runner_for(self, task: TaskRow) -> FallbackRunner:
         """The local endpoint for a prompt that must stay local; OpenRouter otherwise."""
