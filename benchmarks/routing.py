@@ -1,13 +1,15 @@
 """``make eval-routing``: the classifier and ``auto`` routing on the labelled prompt set.
 
-Prices come from the catalog satrouter ships for its emulator (real OpenRouter prices), the
-policy is the built-in one. Writes the ``eval-routing`` section of ``docs/routing.md``.
+Prices come from the catalog satrouter ships for its emulator (real OpenRouter prices); the
+policy is ``SATROUTER_POLICY`` when set, else the built-in one. Writes the ``eval-routing``
+section of ``docs/routing.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from importlib import resources
 from pathlib import Path
 
@@ -30,11 +32,13 @@ def main() -> None:
             raise SystemExit(f"{model} has no price in the shipped catalog")
         return info.price
 
-    rules = policy.builtin(lambda model: model in catalog)
+    path = os.environ.get("SATROUTER_POLICY")
+    known = catalog.__contains__
+    rules = policy.load(Path(path), known) if path else policy.builtin(known)
     result = evaluation.evaluate(rules, price_of)
     report = (
-        f"Command: `make eval-routing` ({machine()}); policy: the built-in one; prices: the "
-        "shipped catalog.\n\n" + evaluation.report(result)
+        f"Command: `make eval-routing` ({machine()}); policy: {path or 'the built-in one'}; "
+        "prices: the shipped catalog.\n\n" + evaluation.report(result)
     )
     print(report)
     if args.write:
