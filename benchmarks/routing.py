@@ -35,7 +35,10 @@ def main() -> None:
     path = os.environ.get("SATROUTER_POLICY")
     known = catalog.__contains__
     rules = policy.load(Path(path), known) if path else policy.builtin(known)
-    result = evaluation.evaluate(rules, price_of)
+    try:
+        result = evaluation.evaluate(rules, price_of)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
     report = (
         f"Command: `make eval-routing` ({machine()}); policy: {path or 'the built-in one'}; "
         "prices: the shipped catalog.\n\n" + evaluation.report(result)

@@ -103,6 +103,9 @@ def evaluate(
 ) -> Evaluation:
     """Classify and route every prompt; price routed, always-premium and labelled."""
     items = list(items if items is not None else prompts())
+    missing = sorted({p.tier for p in items} - set(policy.tiers))
+    if missing:
+        raise ValueError(f"the labelled prompts name tiers the policy lacks: {', '.join(missing)}")
     premium = price_of(policy.tiers["premium"][0])
     routed: list[Routed] = []
     totals = {"routed": 0, "premium": 0, "labelled": 0}
