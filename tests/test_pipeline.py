@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -519,3 +520,64 @@ async def test_admin_status_shows_balance_runway_and_books(service: Service) -> 
     assert Decimal(status["openrouter_balance_usd"]) <= Decimal(100)
     assert status["spend_per_hour_usd"] is not None
     assert status["ledger"]["ok"] is True
+
+
+_ODD = [
+    None,
+    "",
+    "auto",
+    "cascade",
+    "tier:auto",
+    "tier:premium",
+    "tier:nope",
+    "openrouter/auto",
+    "x" * 300,
+    -1,
+    0,
+    10**12,
+    0.5,
+    True,
+    [],
+    {},
+    ["openai/gpt-4o-mini", 5],
+    {"models": [CHEAP, BACKUP]},
+    {"tier": "premium", "n": 2},
+    {"type": "json_object"},
+]
+_CONTENTS = [
+    "hi",
+    "",
+    "Write a Python function that adds two numbers.",
+    "mail me at jo@example.com",
+    "abandon " * 11 + "about",
+    [{"type": "text", "text": "hello"}],
+    [{"type": "image_url", "image_url": {"url": "data:,"}}],
+    None,
+    7,
+    [1, 2],
+]
+
+
+async def test_odd_requests_never_get_a_server_error(service: Service) -> None:
+    """Seeded random bodies across the pricing paths (models, tiers, auto, cascade, consensus,
+    odd types): each answer is a success or a problem, never a 5xx."""
+    rng = random.Random(1)
+    fields = ("model", "models", "tier", "max_tokens", "max_price_msat", "consensus", "stream")
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        for _ in range(300):
+            roles = ["user", "system", "bogus"]
+            body: dict[str, Any] = {
+                "messages": [
+                    {"role": rng.choice(roles), "content": rng.choice(_CONTENTS)}
+                    for _ in range(rng.randint(0, 2))
+                ]
+            }
+            body.update({f: rng.choice(_ODD) for f in fields if rng.random() < 0.35})
+            path = rng.choice(["/v1/quote", "/v1/tasks", "/v1/chat/completions"])
+            if path != "/v1/chat/completions":
+                body.pop("stream", None)
+            response = await http.post(path, json=body)
+            assert response.status_code < 500, (path, body, response.text)
+            if response.status_code >= 400:
+                assert response.headers["Content-Type"].startswith("application/problem+json")
+    assert (await service.check_ledger()).ok
