@@ -41,6 +41,7 @@ _LANGUAGES = (
     r"powershell|sql|html|css|react|vue|django|flask|pandas|numpy|node\.?js|express"
 )
 _FENCE = re.compile(r"```")
+_MATERIAL = re.compile(r":\s|['\"\u2018\u201c]\w|```")
 _FENCED = re.compile(r"```.*?(?:```|$)", re.DOTALL)
 # Possessive leading whitespace and no line-crossing wildcards: linear on any input (a body of
 # a megabyte of spaces must not stall the event loop).
@@ -346,6 +347,37 @@ _STAKES = _words(
     r"plausible causes",
     r"fraud",
     r"adversar",
+    r"secur(?:e|ity)\b",
+    r"breach",
+    r"exploit",
+    r"flaws?\b",
+    r"incident",
+    r"outage",
+    r"idempoten",
+    r"walk (?:me )?through",
+)
+#: Things a prompt asks to be done; several in one prompt make a bigger job.
+_TASK_VERBS = _words(
+    r"analy[sz]e",
+    r"explain",
+    r"list\b",
+    r"propose",
+    r"design",
+    r"compare",
+    r"review",
+    r"assess",
+    r"evaluate",
+    r"recommend",
+    r"plan\b",
+    r"diagnose",
+    r"investigate",
+    r"identify",
+    r"outline",
+    r"estimate",
+    r"prove",
+    r"walk (?:me )?through",
+    r"flag",
+    r"critique",
 )
 #: Weight that calls for more than the cheapest model (counted once).
 _WEIGHT = _words(
@@ -418,9 +450,11 @@ class Features:
     substantial: int
     explain: int
     stakes: int
+    tasks: int  # distinct things asked: analyse, list, propose, ...
     weight: int
     easy: int
     aspects: int  # things the prompt asks to cover (commas and list items)
+    material: bool  # the prompt carries text to work on (quoted, or after a colon)
     words_asked: int  # an answer length the prompt names, in words
 
 
@@ -483,9 +517,11 @@ def features(texts: Sequence[str], output_tokens: int | None = None) -> Features
         substantial=len(_SUBSTANTIAL.findall(prose)),
         explain=len(_EXPLAIN.findall(prose)),
         stakes=len({m.lower() for m in _STAKES.findall(prose)}),
+        tasks=len({m.lower() for m in _TASK_VERBS.findall(prose)}),
         weight=len({m.lower() for m in _WEIGHT.findall(prose)}),
         easy=len(_EASY.findall(prose)),
         aspects=prose.count(",") + len(_LIST_ITEM.findall(prose)),
+        material=bool(_MATERIAL.search(ask)),
         words_asked=_size_asked(prose),
     )
 
@@ -504,7 +540,8 @@ def _kind(f: Features) -> str:
         return "extraction"
     if f.code_asks:
         return "code"
-    if f.proof or f.maths >= 2 or (f.maths and (f.reasoning or f.numbers)):
+    maths = f.proof or f.maths >= 2 or (f.maths and (f.reasoning or f.numbers))
+    if maths and not f.stakes:  # "prove which bug it is" in an incident is not mathematics
         return "maths"
     if f.reasoning >= 2 or (f.reasoning and f.stakes):
         return "reasoning"
@@ -518,11 +555,14 @@ def _kind(f: Features) -> str:
 def _score(kind: str, f: Features) -> int:
     score = 2 * f.stakes + f.weight + min(1, f.substantial) + min(1, f.explain)
     score += f.stakes > 0 and f.aspects >= 3  # many sides of a weighty question
+    score += f.tasks >= 3  # several things asked at once
     asked = max(f.words_asked, int((f.output_tokens or 0) * 0.75))
     score += (asked >= 150) + (asked >= 800)
     if kind in ("extraction", "summarisation", "translation"):
-        # Here the prompt is mostly the material: only a long one makes the job bigger.
+        # Here the prompt is mostly the material: only a long one makes the job bigger...
         score += f.ask_chars > 600
+        # ...unless there is none: summarising a topic from knowledge is explaining it.
+        score += kind == "summarisation" and not f.material
     else:
         score += (f.ask_chars > 350) + (f.ask_chars > 1500) + (f.chars > 6000)
         score += f.aspects >= 6
