@@ -26,7 +26,7 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -858,36 +858,51 @@ class Engine:
     async def _execute_consensus(self, task: TaskRow) -> tuple[TaskRow, dict[str, Any] | None]:
         """Every model at once; the majority answer, with the agreement, is the result."""
         outcome = await consensus.run(self.runner, task.data["request"]["consensus"])
-        self.observe_breakers()
-        if outcome.majority is None:
-            error = "every model of the consensus failed"
-            return await self.fail(task, error, attempts=outcome.attempts), None
-        report = outcome.report()
-        answer = {**plain(outcome.majority.raw), "consensus": report}
-        done = await self.complete(
+        return await self._record_several(
             task,
+            "consensus",
             outcome.majority,
-            attempts=outcome.attempts,
-            extra={"consensus": report, "calls": [_call_record(r) for r in outcome.answered]},
-            answer=answer,
+            outcome.answered,
+            outcome.attempts,
+            outcome.report,
+            "every model of the consensus failed",
         )
-        return done, answer
 
     async def _execute_cascade(self, task: TaskRow) -> tuple[TaskRow, dict[str, Any] | None]:
-        """Draft, check, escalate (see :mod:`service.routing.cascade`); every call that ran
-        is paid for."""
+        """Draft, check, escalate (see :mod:`service.routing.cascade`)."""
         outcome = await cascade.run(self.runner_for(task), task.data["request"]["cascade"])
+        return await self._record_several(
+            task,
+            "cascade",
+            outcome.answer,
+            outcome.calls,
+            outcome.attempts,
+            outcome.report,
+            "every step of the cascade failed",
+        )
+
+    async def _record_several(
+        self,
+        task: TaskRow,
+        mode: str,
+        chosen: ChatResult | None,
+        calls: list[ChatResult],
+        attempts: list[Attempt],
+        report: Callable[[], dict[str, Any]],
+        failure: str,
+    ) -> tuple[TaskRow, dict[str, Any] | None]:
+        """Record a request that made several calls: the chosen answer with the ``mode``'s
+        report, and every call that ran, each to be reconciled and paid for."""
         self.observe_breakers()
-        if outcome.answer is None:
-            error = "every step of the cascade failed"
-            return await self.fail(task, error, attempts=outcome.attempts), None
-        report = outcome.report()
-        answer = {**plain(outcome.answer.raw), "cascade": report}
+        if chosen is None:
+            return await self.fail(task, failure, attempts=attempts), None
+        details = report()
+        answer = {**plain(chosen.raw), mode: details}
         done = await self.complete(
             task,
-            outcome.answer,
-            attempts=outcome.attempts,
-            extra={"cascade": report, "calls": [_call_record(c) for c in outcome.calls]},
+            chosen,
+            attempts=attempts,
+            extra={mode: details, "calls": [_call_record(c) for c in calls]},
             answer=answer,
         )
         return done, answer
