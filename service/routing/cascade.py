@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
+from ..http.schemas import ChatMessage
 from ..upstream.openrouter import ChatResult
 from ..upstream.schemas import ChatCompletion
 from .fallback import AllModelsFailed, Attempt, FallbackRunner
@@ -65,13 +66,10 @@ def wants_json(request: dict[str, Any]) -> bool:
 
 
 def last_user_text(messages: list[Any]) -> str:
+    """The text of the last user message of a stored (already validated) request body."""
     for message in reversed(messages):
         if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+            return ChatMessage.model_validate(message).text
     return ""
 
 
