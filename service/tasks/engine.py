@@ -318,29 +318,28 @@ class Engine:
         ]
         if steps[0].privacy and steps[0].privacy["decision"] == "local":
             return steps[0]  # a prompt that must stay local runs on the local tier alone
-        judges: list[Priced] = []
+        # The judge reads each draft cut to this many bytes: a bound on its prompt.
+        draft_bytes = [4 * step.quote.completion_tokens_max for step in steps]
+        judges: list[Priced | None] = [None] * len(steps)  # none after the last step
         if rules.judge:
             ask = cascade.last_user_text(steps[0].body["messages"])
-            for step in steps[:-1]:
-                # The judge reads the draft cut to this many bytes: a bound on its prompt.
-                draft_bytes = 4 * step.quote.completion_tokens_max
+            for n in range(len(steps) - 1):
+                placeholder = cascade.judge_messages(ask, "x" * draft_bytes[n])
                 judge = request.model_copy(
                     update={
                         "model": rules.judge,
                         "models": None,
-                        "messages": [
-                            ChatMessage.model_validate(m)
-                            for m in cascade.judge_messages(ask, "x" * draft_bytes)
-                        ],
+                        "messages": [ChatMessage.model_validate(m) for m in placeholder],
                         "max_tokens": cascade.JUDGE_MAX_TOKENS,
                         "max_completion_tokens": None,
                         "max_price_msat": None,
                         "response_format": None,
                     }
                 )
-                judges.append(await self.price(judge))
+                judges[n] = await self.price(judge)
         tiers = [step.tier or "" for step in steps]
-        quote = combine([p.quote for p in (*steps, *judges)], "cascade(" + ",".join(tiers) + ")")
+        parts = [p.quote for p in (*steps, *judges) if p is not None]
+        quote = combine(parts, "cascade(" + ",".join(tiers) + ")")
         _within_max_price(request, quote)
         body = {
             **steps[0].body,
@@ -350,10 +349,10 @@ class Engine:
                         "tier": tier,
                         "body": step.body,
                         "judge": judge.body if judge else None,
-                        "draft_bytes": 4 * step.quote.completion_tokens_max,
+                        "draft_bytes": size,
                     }
-                    for tier, step, judge in zip(
-                        tiers, steps, [*judges, *[None] * len(steps)], strict=False
+                    for tier, step, judge, size in zip(
+                        tiers, steps, judges, draft_bytes, strict=True
                     )
                 ],
                 "min_confidence": rules.min_confidence,
