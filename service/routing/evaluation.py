@@ -18,7 +18,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 
 from billing.pricing import ModelPrice
@@ -51,6 +51,10 @@ class Routed:
     prompt: Prompt
     task_class: str
     tier: str
+    # what answering it costs, in nano-dollars, on...
+    routed_nusd: int  # the routed tier's first model
+    premium_nusd: int  # the premium tier's first model
+    labelled_nusd: int  # the labelled tier's first model
 
     @property
     def below(self) -> bool:
@@ -64,13 +68,29 @@ class Routed:
 @dataclass(slots=True)
 class Evaluation:
     routed: list[Routed]
-    cost_routed_usd: float
-    cost_premium_usd: float
-    cost_labelled_usd: float  # every prompt on the tier it deserves: the best routing can do
     classify_us: float  # mean time to classify one prompt, microseconds
-    confusion: Counter[tuple[str, str]] = field(default_factory=Counter)
-    #: per labelled tier: (always-premium, routed) cost in nano-dollars
-    by_label: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    @property
+    def cost_routed_usd(self) -> float:
+        return sum(r.routed_nusd for r in self.routed) / 1e9
+
+    @property
+    def cost_premium_usd(self) -> float:
+        return sum(r.premium_nusd for r in self.routed) / 1e9
+
+    @property
+    def cost_labelled_usd(self) -> float:
+        """Every prompt on the tier it deserves: the best routing can do."""
+        return sum(r.labelled_nusd for r in self.routed) / 1e9
+
+    @property
+    def confusion(self) -> Counter[tuple[str, str]]:
+        return Counter((r.prompt.tier, r.tier) for r in self.routed)
+
+    def by_label(self, label: str) -> tuple[int, int]:
+        """A labelled tier's (always-premium, routed) cost in nano-dollars."""
+        chosen = [r for r in self.routed if r.prompt.tier == label]
+        return sum(r.premium_nusd for r in chosen), sum(r.routed_nusd for r in chosen)
 
     def accuracy(self, split: str | None = None) -> float:
         chosen = [r for r in self.routed if split is None or r.prompt.split == split]
@@ -107,38 +127,18 @@ def evaluate(
     if missing:
         raise ValueError(f"the labelled prompts name tiers the policy lacks: {', '.join(missing)}")
     premium = price_of(policy.tiers["premium"][0])
-    routed: list[Routed] = []
-    totals = {"routed": 0, "premium": 0, "labelled": 0}
-    by_label: dict[str, tuple[int, int]] = {}
     started = time.perf_counter()
     classes = [classify([p.prompt]) for p in items]
     classify_us = (time.perf_counter() - started) / len(items) * 1e6
+    routed: list[Routed] = []
     for item, task_class in zip(items, classes, strict=True):
         tier = policy.tier_for(task_class)
-        routed.append(Routed(item, task_class.name, tier))
         prompt_tokens = _prompt_tokens(item.prompt)
         answer = ANSWER_TOKENS[item.tier]
-        costs = {
-            key: price.cost(prompt_tokens, answer).value
-            for key, price in (
-                ("routed", price_of(policy.tiers[tier][0])),
-                ("premium", premium),
-                ("labelled", price_of(policy.tiers[item.tier][0])),
-            )
-        }
-        for key, value in costs.items():
-            totals[key] += value
-        before = by_label.get(item.tier, (0, 0))
-        by_label[item.tier] = (before[0] + costs["premium"], before[1] + costs["routed"])
-    return Evaluation(
-        routed,
-        totals["routed"] / 1e9,
-        totals["premium"] / 1e9,
-        totals["labelled"] / 1e9,
-        classify_us,
-        Counter((r.prompt.tier, r.tier) for r in routed),
-        by_label,
-    )
+        on = (price_of(policy.tiers[tier][0]), premium, price_of(policy.tiers[item.tier][0]))
+        costs = [price.cost(prompt_tokens, answer).value for price in on]
+        routed.append(Routed(item, task_class.name, tier, *costs))
+    return Evaluation(routed, classify_us)
 
 
 def report(evaluation: Evaluation) -> str:
@@ -185,7 +185,7 @@ def report(evaluation: Evaluation) -> str:
         "|---|---|---|---|---|",
     ]
     for label in LABELS:
-        premium, routed = e.by_label.get(label, (0, 0))
+        premium, routed = e.by_label(label)
         count = sum(r.prompt.tier == label for r in e.routed)
         saving = f"{1 - routed / premium:.1%}" if premium else "-"
         lines.append(
