@@ -204,13 +204,9 @@ class Demo:
         ):
             _say(f"\n{step}. {title}")
             faults.set(fault_model, Fault(kind="rate_limit" if step == 4 else "bad_gateway"))
-            created = (
-                await self.http.post(
-                    "/v1/tasks", json={"messages": QUESTION, "models": [CHEAP, BACKUP]}
-                )
-            ).json()
-            await self.pay(bob, created["invoice"]["bolt11"])
-            self.account(await self.settled(created["id"]))
+            self.account(
+                await self._paid_task(bob, {"messages": QUESTION, "models": [CHEAP, BACKUP]})
+            )
             faults.clear()
 
     async def _paid_task(self, payer: Wallet, body: dict[str, Any]) -> TaskRow:
