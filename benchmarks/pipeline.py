@@ -35,7 +35,7 @@ from service.demo.loopback import serve
 from service.emulator.app import DEFAULT_API_KEY
 from service.http.keys import ENGINE, STORE
 from service.tasks.engine import EngineConfig
-from tests.lnd_node import start_node
+from tests.lnd_node import MACAROON, lnd_settings, start_node
 
 MESSAGES = [{"role": "user", "content": "Say something short. [[tokens=16]]"}]
 BODY = {"model": "meta-llama/llama-3.1-8b-instruct", "messages": MESSAGES, "max_tokens": 16}
@@ -124,18 +124,12 @@ async def settlement_to_dispatch(
 
 async def _on_lnd(http: aiohttp.ClientSession, emulator: str, workdir: Path) -> Dispatch:
     """The same measurement on the LND backend, against the gRPC stand-in node."""
-    macaroon = "0201036c6e6402f801030a10" + "ab" * 20
-    node, address, cert = await start_node(macaroon)
-    (workdir / "tls.cert").write_bytes(cert)
-    (workdir / "admin.macaroon").write_bytes(bytes.fromhex(macaroon))
+    node, _, _ = await start_node(MACAROON)
     settings = Settings(
         database_url=f"sqlite:///{workdir}/lnd.db",
         openrouter_base_url=emulator + "/api/v1",
         openrouter_api_key=DEFAULT_API_KEY,
-        lightning="lnd",
-        lnd_grpc_host="localhost:" + address.rsplit(":", 1)[1],
-        lnd_tls_cert=workdir / "tls.cert",
-        lnd_macaroon=workdir / "admin.macaroon",
+        **lnd_settings(node, workdir),
         btc_usd="100000",
         catalog_cache=workdir / "models.json",
     )

@@ -10,6 +10,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import bolt11
@@ -23,6 +24,7 @@ from billing.lightning.lndrpc import lightning_pb2 as ln
 from billing.lightning.lndrpc import lightning_pb2_grpc as ln_grpc
 from billing.lightning.lndrpc import router_pb2_grpc as router_grpc
 
+MACAROON = "0201036c6e6402f801030a10" + "ab" * 20  # hex, as satrouter sends it
 NODE_KEY = "c" * 64  # secp256k1 private key the node signs its invoices with
 ROUTING_FEE_MSAT = 1_000
 
@@ -236,3 +238,15 @@ async def start_node(macaroon: str) -> tuple[FakeLnd, str, bytes]:
     node = FakeLnd(macaroon)
     await serve(node, "127.0.0.1:0", self_signed_cert())
     return node, node.address, node.tls[0]
+
+
+def lnd_settings(node: FakeLnd, workdir: Path) -> dict[str, Any]:
+    """satrouter's LND settings for ``node``: its certificate and macaroon written to files."""
+    (workdir / "tls.cert").write_bytes(node.tls[0])
+    (workdir / "admin.macaroon").write_bytes(bytes.fromhex(node.macaroon))
+    return {
+        "lightning": "lnd",
+        "lnd_grpc_host": "localhost:" + node.address.rsplit(":", 1)[1],  # the certificate's name
+        "lnd_tls_cert": workdir / "tls.cert",
+        "lnd_macaroon": workdir / "admin.macaroon",
+    }

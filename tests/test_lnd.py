@@ -24,10 +24,8 @@ from service.demo.loopback import serve
 from service.emulator.app import DEFAULT_API_KEY
 
 from .conftest import Emulator
-from .lnd_node import FakeLnd, start_node
+from .lnd_node import MACAROON, FakeLnd, lnd_settings, start_node
 from .test_pipeline import _task_until
-
-MACAROON = "0201036c6e6402f801030a10" + "ab" * 20
 
 
 class MemoryIndex:
@@ -230,17 +228,12 @@ async def test_a_task_paid_over_lnd_runs_and_reconciles(
 ) -> None:
     """The whole app on the LND backend: invoice from AddInvoice, the settlement from the
     invoice subscription (confirmed with LookupInvoice), the call, the reconciliation."""
-    node, address, cert = lnd
-    (tmp_path / "tls.cert").write_bytes(cert)
-    (tmp_path / "admin.macaroon").write_bytes(bytes.fromhex(MACAROON))
+    node = lnd[0]
     settings = Settings(
         database_url=f"sqlite:///{tmp_path}/satrouter.db",
         openrouter_base_url=emulator.base_url,
         openrouter_api_key=DEFAULT_API_KEY,
-        lightning="lnd",
-        lnd_grpc_host="localhost:" + address.rsplit(":", 1)[1],  # the name on the certificate
-        lnd_tls_cert=tmp_path / "tls.cert",
-        lnd_macaroon=tmp_path / "admin.macaroon",
+        **lnd_settings(node, tmp_path),
         btc_usd="100000",
         catalog_cache=tmp_path / "models.json",
     )
