@@ -97,6 +97,50 @@ async def test_idempotency_key_returns_the_same_task(service: Service) -> None:
         assert clash.headers["Content-Type"].startswith("application/problem+json")
 
 
+async def test_task_paid_from_an_account_runs_at_once_and_once_per_key(service: Service) -> None:
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        account = await service.funded_account(http, 50)
+        auth = account["auth"]
+        body = {"messages": HELLO, "model": CHEAP, "max_tokens": 50}
+        # Five concurrent retries of one request under one key: one task, one reservation.
+        keyed = {**auth, "Idempotency-Key": "order-7"}
+        created = await asyncio.gather(
+            *(http.post("/v1/tasks", json=body, headers=keyed) for _ in range(5))
+        )
+        assert {r.status_code for r in created} == {201}, [r.text for r in created]
+        assert len({r.json()["id"] for r in created}) == 1
+        task = created[0].json()
+        assert task["invoice"] is None and task["status"] in ("paid", "running", "completed")
+        # The account reads it with its key; the task token works too.
+        done = await _task_until(http, task, "reconciled")
+        mine = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
+        assert mine["status"] == "reconciled" and mine["result"] == done["result"]
+        assert done["result"]["choices"][0]["message"]["content"]
+        me = (await http.get("/v1/accounts/me", headers=auth)).json()
+        assert me["balance_msat"] == 50_000 - done["charge_msat"]
+        # Another account's same key is its own; a different body under a used key is refused.
+        other = await service.funded_account(http, 10)
+        theirs = await http.post(
+            "/v1/tasks", json=body, headers={**other["auth"], "Idempotency-Key": "order-7"}
+        )
+        assert theirs.status_code == 201 and theirs.json()["id"] != task["id"]
+        clash = await http.post("/v1/tasks", json={**body, "max_tokens": 9}, headers=keyed)
+        assert clash.status_code == 409
+        # More than the balance: 402, nothing reserved.
+        short = await http.post(
+            "/v1/tasks",
+            json={"messages": HELLO, "model": "anthropic/claude-opus-4", "max_tokens": 30_000},
+            headers=auth,
+        )
+        assert short.status_code == 402, short.text
+        assert short.json()["type"].endswith("insufficient_balance")
+        again = (await http.get("/v1/accounts/me", headers=auth)).json()
+        assert again["balance_msat"] == me["balance_msat"]
+        forged = await http.post("/v1/tasks", json=body, headers={"Authorization": "Bearer sk-x"})
+        assert forged.status_code == 401
+    assert (await service.check_ledger()).ok
+
+
 async def test_prepaid_account_with_the_openai_sdk(service: Service) -> None:
     import openai
 
@@ -256,6 +300,8 @@ async def test_fallback_after_a_rate_limit_charges_the_model_that_ran(service: S
             413,
             "body_too_large",
         ),
+        # Empty model names in the chain are no chain at all.
+        (b'{"models": ["", ""], "messages": [{"role": "tool"}]}', 400, "invalid_request"),
     ],
 )
 async def test_bad_input_is_a_problem_and_changes_nothing(
@@ -270,6 +316,14 @@ async def test_bad_input_is_a_problem_and_changes_nothing(
     assert response.headers["Content-Type"].startswith("application/problem+json")
     assert response.json()["type"] == f"urn:satrouter:problem:{kind}"
     assert await service.journal_size() == before
+
+
+async def test_wrong_method_is_a_problem_that_names_the_allowed_ones(service: Service) -> None:
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        response = await http.delete("/v1/chat/completions")
+    assert response.status_code == 405
+    assert response.headers["Allow"] == "POST"
+    assert response.json()["type"] == "urn:satrouter:problem:method_not_allowed"
 
 
 async def test_short_balance_and_bad_keys(service: Service) -> None:

@@ -11,10 +11,10 @@ from aiohttp import web
 from billing.money import NanoUsd, Rounding, nusd_to_msat
 
 from ..tasks.engine import TERMINAL, Priced, quote_data
-from .auth import bearer, payer_of
+from .auth import bearer, payer_of, require_payer
 from .keys import ENGINE, STORE
 from .problems import Problem, read_json
-from .schemas import ModelView, QuoteView, TaskCreated, TaskRequest, parse
+from .schemas import ModelList, ModelView, QuoteView, TaskCreated, TaskRequest, parse
 from .views import price_view, task_view
 
 routes = web.RouteTableDef()
@@ -25,37 +25,32 @@ DEFAULT_MODEL = "auto"
 @routes.get("/v1/models")
 async def list_models(request: web.Request) -> web.Response:
     engine = request.app[ENGINE]
-    catalog = await engine.catalog.get()
-    rate = await engine.rates.current()
+    catalog, rate = await engine.market()
 
     def per_mtok(price: object) -> int:
         usd = NanoUsd.from_usd(price * 1_000_000, Rounding.UP)  # type: ignore[operator]
         return nusd_to_msat(usd, rate.usd_per_btc, Rounding.UP).value
 
-    models = []
-    for info in catalog:
-        price = info.price
-        models.append(
-            ModelView(
-                id=info.id,
-                name=info.name,
-                context_length=info.context_length,
-                max_completion_tokens=info.max_completion_tokens,
-                prompt_msat_per_mtok=per_mtok(price.prompt) if price else None,
-                completion_msat_per_mtok=per_mtok(price.completion) if price else None,
-                request_msat=per_mtok(price.request / 1_000_000) if price else None,
-                variable_price=price is None,
-            ).model_dump()
+    models = [
+        ModelView(
+            id=info.id,
+            name=info.name,
+            context_length=info.context_length,
+            max_completion_tokens=info.max_completion_tokens,
+            prompt_msat_per_mtok=per_mtok(info.price.prompt) if info.price else None,
+            completion_msat_per_mtok=per_mtok(info.price.completion) if info.price else None,
+            request_msat=per_mtok(info.price.request / 1_000_000) if info.price else None,
+            variable_price=info.price is None,
         )
-    return web.json_response(
-        {
-            "object": "list",
-            "data": models,
-            "btc_usd": str(rate.usd_per_btc),
-            "rate_source": rate.source,
-            "catalog_age_s": round(catalog.age()),
-        }
+        for info in catalog
+    ]
+    body = ModelList(
+        data=models,
+        btc_usd=str(rate.usd_per_btc),
+        rate_source=rate.source,
+        catalog_age_s=round(catalog.age()),
     )
+    return web.json_response(body.model_dump())
 
 
 async def _priced(request: web.Request) -> tuple[TaskRequest, Priced]:
@@ -82,8 +77,15 @@ async def create_task(request: web.Request) -> web.Response:
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 1 <= len(key) <= 255:
         raise Problem(400, "invalid_idempotency_key", "Idempotency-Key must be 1 to 255 chars")
-    task, token, secret = await engine.create_invoice_task(
+    # With credentials the task is paid from that credit at once; without, by its invoice.
+    payer = (
+        await require_payer(request, request.app[STORE])
+        if "Authorization" in request.headers
+        else None
+    )
+    task, token, secret = await engine.create_task(
         task_request.chat(DEFAULT_MODEL),
+        payer=payer,
         callback_url=str(task_request.callback_url) if task_request.callback_url else None,
         idempotency_key=key,
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel
 
+from billing.margins import GROUPS
 from billing.rates import RateUnavailable
 
 from ..upstream.catalog import CatalogUnavailable
@@ -47,7 +49,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 #: (method, path, request model, response model, summary)
 OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None, str]] = [
-    ("get", "/v1/models", None, schemas.ModelView, "Models with prices in msat"),
+    ("get", "/v1/models", None, schemas.ModelList, "Models with prices in msat"),
     ("post", "/v1/quote", schemas.TaskRequest, schemas.QuoteView, "Quote a request"),
     (
         "post",
@@ -106,6 +108,60 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
 ]
 
 
+#: The credentials each path takes; ``{}`` means none (an unpaid chat completion gets its
+#: L402 challenge; an unpaid task its invoice). Paths not named here take none.
+SECURITY: dict[str, list[dict[str, list[str]]]] = {
+    "/v1/chat/completions": [{"bearer": []}, {"l402": []}, {}],
+    "/v1/tasks": [{"bearer": []}, {}],
+    "/v1/tasks/{task_id}": [{"bearer": []}],
+    "/v1/tasks/{task_id}/events": [{"bearer": []}],
+    "/v1/accounts/me": [{"bearer": []}, {"l402": []}],
+    "/v1/accounts/deposits": [{"bearer": []}],
+    "/v1/accounts/withdrawals": [{"bearer": []}, {"l402": []}],
+    **{
+        path: [{"bearer": []}]
+        for _, path, *_ in OPERATIONS
+        if path.startswith("/admin/") and path != "/admin/"
+    },
+}
+
+#: Operations that answer 201 Created.
+CREATED = {("post", "/v1/tasks"), ("post", "/v1/accounts"), ("post", "/v1/accounts/deposits")}
+
+#: Query parameters, by path: (name, JSON schema).
+QUERY: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "/admin/margins": [
+        ("group_by", {"enum": list(GROUPS), "default": "model"}),
+        ("since", {"type": "string", "description": "2026-11-20, an ISO time, or 24h / 7d / 30m"}),
+        ("until", {"type": "string", "description": "as since"}),
+        ("format", {"enum": ["json", "csv"], "default": "json"}),
+    ],
+}
+
+SECURITY_SCHEMES = {
+    "bearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An API key (sk-sat-...), a task token, or the admin token under /admin/",
+    },
+    "l402": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "L402 <base64 macaroon>:<hex preimage> (LSAT accepted)",
+    },
+}
+
+
+def _parameters(path: str) -> list[dict[str, Any]]:
+    in_path = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in re.findall(r"{(\w+)}", path)
+    ]
+    in_query = [{"name": n, "in": "query", "schema": s} for n, s in QUERY.get(path, [])]
+    return in_path + in_query
+
+
 def openapi() -> dict[str, Any]:
     """The OpenAPI 3.1 document, generated from the pydantic models."""
     components: dict[str, Any] = {
@@ -150,17 +206,22 @@ def openapi() -> dict[str, Any]:
                     "content": {"application/json": {"schema": ref}},
                 }
             else:
-                operation["responses"]["200"] = {
+                operation["responses"]["201" if (method, path) in CREATED else "200"] = {
                     "description": "ok",
                     "content": {"application/json": {"schema": ref}},
                 }
-        operation["responses"].setdefault("200", {"description": "ok"})
+        if not any(code.startswith("2") for code in operation["responses"]):
+            operation["responses"]["200"] = {"description": "ok"}
+        if parameters := _parameters(path):
+            operation["parameters"] = parameters
+        if path in SECURITY:
+            operation["security"] = SECURITY[path]
         paths.setdefault(path, {})[method] = operation
     return {
         "openapi": "3.1.0",
         "info": {"title": "satrouter", "version": "0.1.0"},
         "paths": paths,
-        "components": {"schemas": components},
+        "components": {"schemas": components, "securitySchemes": SECURITY_SCHEMES},
     }
 
 

@@ -105,7 +105,9 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
             raise
         kind = _AIOHTTP_KINDS.get(exc.status, "http_error")
         detail = exc.reason if exc.status != 413 else "request body is too large"
-        return Problem(exc.status, kind, detail).response(request.path)
+        # A 405 says which methods the resource takes (RFC 9110): keep aiohttp's Allow.
+        kept = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return Problem(exc.status, kind, detail, headers=kept).response(request.path)
     except Exception:
         reference = secrets.token_hex(6)
         log.exception(

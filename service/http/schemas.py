@@ -1,9 +1,10 @@
 """Request and response bodies of the public API (pydantic: validated at the edge, and the
-source of ``/openapi.json``)."""
+source of ``/openapi.json``). Requests are strict: ``"1"`` is not a number and ``0`` is not
+``false``, so a money field or a privacy opt-in means exactly what was sent."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
@@ -14,9 +15,12 @@ _M = TypeVar("_M", bound=BaseModel)
 MAX_MESSAGES = 512
 MAX_MODELS = 8
 
+#: A model id, an alias, ``auto``, ``cascade`` or ``tier:<name>``: never empty.
+ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+
 
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[dict[str, Any]] | None = None
@@ -34,9 +38,9 @@ class ChatMessage(BaseModel):
 class ConsensusSpec(BaseModel):
     """Ask several models and report how far they agree; priced as the sum of the calls."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
-    models: list[str] | None = Field(None, min_length=2, max_length=5)
+    models: list[ModelName] | None = Field(None, min_length=2, max_length=5)
     tier: str | None = Field(None, min_length=1, max_length=40)
     n: int = Field(3, ge=2, le=5)  # with a tier: its first n models
     threshold: float = Field(0.67, ge=0, le=1)  # flag the task when agreement is lower
@@ -45,10 +49,10 @@ class ConsensusSpec(BaseModel):
 class ChatRequest(BaseModel):
     """An OpenAI-compatible chat completion request. Unknown fields are passed to OpenRouter."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
-    model: str | None = Field(None, min_length=1, max_length=200)
-    models: list[str] | None = Field(None, max_length=MAX_MODELS)
+    model: ModelName | None = None
+    models: list[ModelName] | None = Field(None, max_length=MAX_MODELS)
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_completion_tokens: int | None = Field(None, ge=1, le=1_000_000)
@@ -82,11 +86,11 @@ class ChatRequest(BaseModel):
 class TaskRequest(BaseModel):
     """``POST /v1/tasks`` and ``POST /v1/quote``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
-    model: str | None = Field(None, min_length=1, max_length=200)
-    models: list[str] | None = Field(None, max_length=MAX_MODELS)
+    model: ModelName | None = None
+    models: list[ModelName] | None = Field(None, max_length=MAX_MODELS)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     max_price_msat: int | None = Field(None, ge=1)
     tier: str | None = Field(None, min_length=1, max_length=40, pattern=r"^[a-z0-9_-]+$")
@@ -109,13 +113,13 @@ class TaskRequest(BaseModel):
 
 
 class DepositRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     amount_sat: int = Field(ge=1, le=10_000_000)
 
 
 class WithdrawalRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     invoice: str = Field(min_length=10, max_length=4096)
     fee_limit_msat: int | None = Field(None, ge=0, le=100_000_000)
@@ -202,6 +206,16 @@ class ModelView(BaseModel):
     completion_msat_per_mtok: int | None
     request_msat: int | None
     variable_price: bool
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``: OpenAI's list shape, prices at the rate named."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelView]
+    btc_usd: str
+    rate_source: str
+    catalog_age_s: int
 
 
 def parse(model: type[_M], data: Any) -> _M:

@@ -58,7 +58,7 @@ from ..routing.classifier import TaskClass, classify
 from ..routing.fallback import AllModelsFailed, Attempt, FallbackRunner
 from ..routing.policy import PolicyHolder
 from ..routing.privacy import Detector
-from ..upstream.catalog import CatalogCache, CatalogUnavailable, ModelInfo
+from ..upstream.catalog import Catalog, CatalogCache, CatalogUnavailable, ModelInfo
 from ..upstream.errors import UpstreamError
 from ..upstream.openrouter import ChatResult, GenerationNotReady, OpenRouterClient
 from ..upstream.schemas import Usage, plain
@@ -219,20 +219,24 @@ class Engine:
 
     # -- pricing --------------------------------------------------------------------------
 
+    async def market(self) -> tuple[Catalog, Rate]:
+        """The model catalog and the BTC/USD rate, or a 503 problem while either is unknown."""
+        try:
+            catalog = await self.catalog.get()
+        except CatalogUnavailable as exc:
+            raise Problem(503, "catalog_unavailable", str(exc)) from None
+        try:
+            return catalog, await self.rates.current()
+        except RateUnavailable as exc:
+            raise Problem(503, "rate_unavailable", str(exc)) from None
+
     async def price(self, request: ChatRequest) -> Priced:
         """Quote the most this request can cost, across its whole fallback chain."""
         if request.consensus is not None:
             return await self._price_consensus(request)
         if request.model == CASCADE:
             return await self._price_cascade(request)
-        try:
-            catalog = await self.catalog.get()
-        except CatalogUnavailable as exc:
-            raise Problem(503, "catalog_unavailable", str(exc)) from None
-        try:
-            rate = await self.rates.current()
-        except RateUnavailable as exc:
-            raise Problem(503, "rate_unavailable", str(exc)) from None
+        catalog, rate = await self.market()
         request, tier, privacy, task_class = await self.route(request)
         local = privacy is not None and privacy["decision"] == "local"
         texts = message_texts(request.messages)
@@ -479,32 +483,87 @@ class Engine:
 
     # -- creating work --------------------------------------------------------------------
 
-    async def create_invoice_task(
+    async def create_task(
         self,
         request: ChatRequest,
         *,
+        payer: str | None,
         callback_url: str | None,
         idempotency_key: str | None,
     ) -> tuple[TaskRow, str, str | None]:
-        """A task paid by its own invoice: ``(task, task token, callback secret)``."""
+        """A task for the task API: ``(task, task token, callback secret)``. With a ``payer``
+        its maximum price is reserved from that credit and it is ``paid`` at once; without,
+        it waits on its own invoice. The same ``idempotency_key`` from the same payer with the
+        same request returns the first task and charges nothing more."""
         priced = await self.price(request)
-        fingerprint = hashlib.sha256(repr((priced.body, callback_url)).encode()).hexdigest()
-        if idempotency_key:
-            async with self.store.read() as tx:
-                existing = await tx.get_value(f"idem:{token_hash(idempotency_key)}")
-            if existing:
-                task_id, seen_fingerprint, token, secret = existing.split("|")
-                if seen_fingerprint != fingerprint:
-                    raise Problem(
-                        409,
-                        "idempotency_conflict",
-                        "this Idempotency-Key was used for a different request",
-                    )
-                async with self.store.read() as tx:
-                    task = await tx.task(task_id)
-                assert task is not None
-                return task, token, secret or None
+        fingerprint = hashlib.sha256(
+            repr((request.model_dump(mode="json"), callback_url)).encode()
+        ).hexdigest()
+        scoped = f"{payer}|{idempotency_key}" if payer else idempotency_key or ""
+        idem = f"idem:{token_hash(scoped)}"
+        if idempotency_key and (earlier := await self._idempotent(idem, fingerprint)):
+            return earlier
         task_id = "task_" + secrets.token_hex(12)
+        token = f"tt_{task_id}.{secrets.token_urlsafe(24)}"
+        callback_secret = secrets.token_urlsafe(32) if callback_url else None
+        data = {
+            "callback_url": callback_url,
+            "callback_secret": callback_secret,
+            "token_hash": token_hash(token),
+        }
+        remember = (idem, f"{task_id}|{fingerprint}|{token}|{callback_secret or ''}")
+        if payer is not None:
+            task = await self.reserve(
+                payer,
+                priced,
+                kind="account",
+                task_id=task_id,
+                extra=data,
+                remember=remember if idempotency_key else None,
+            )
+            if task.id != task_id:  # a concurrent retry with the same key got there first
+                earlier = await self._idempotent(idem, fingerprint)
+                assert earlier is not None
+                return earlier
+            self._announce(task)
+            return task, token, callback_secret
+        task = await self._create_invoice_task(
+            task_id, priced, data, remember if idempotency_key else None
+        )
+        if task.id != task_id:
+            earlier = await self._idempotent(idem, fingerprint)
+            assert earlier is not None
+            return earlier
+        return task, token, callback_secret
+
+    async def _idempotent(
+        self, key: str, fingerprint: str
+    ) -> tuple[TaskRow, str, str | None] | None:
+        """The task an Idempotency-Key already made, or a 409 if it was for another request."""
+        async with self.store.read() as tx:
+            existing = await tx.get_value(key)
+            if not existing:
+                return None
+            task_id, seen_fingerprint, token, secret = existing.split("|")
+            if seen_fingerprint != fingerprint:
+                raise Problem(
+                    409,
+                    "idempotency_conflict",
+                    "this Idempotency-Key was used for a different request",
+                )
+            task = await tx.task(task_id)
+        assert task is not None
+        return task, token, secret or None
+
+    async def _create_invoice_task(
+        self,
+        task_id: str,
+        priced: Priced,
+        extra: dict[str, Any],
+        remember: tuple[str, str] | None,
+    ) -> TaskRow:
+        """A task paid by its own invoice, ``awaiting_payment``; the task ``remember`` names
+        instead when its key was taken meanwhile."""
         try:
             async with self.store.read() as tx:
                 await budget.check(
@@ -517,8 +576,6 @@ class Engine:
                 )
         except BudgetExceeded as exc:
             raise self._over_budget(exc) from None
-        token = f"tt_{task_id}.{secrets.token_urlsafe(24)}"
-        callback_secret = secrets.token_urlsafe(32) if callback_url else None
         try:
             invoice = await self.lightning.create_invoice(
                 priced.quote.total, f"satrouter {task_id}", self.config.invoice_expiry
@@ -537,13 +594,13 @@ class Engine:
                 "amount_msat": invoice.amount.value,
                 "expires_at": invoice.expires_at,
             },
-            "callback_url": callback_url,
-            "callback_secret": callback_secret,
+            **extra,
             **priced.record(),
-            "token_hash": token_hash(token),
         }
         task = TaskRow(task_id, State.AWAITING_PAYMENT, task_id, data, now, now)
         async with self.store.transaction() as tx:
+            if remember and (taken := await self._taken(tx, remember[0])):
+                return taken
             await tx.insert_task(task)
             await tx.insert_invoice(
                 InvoiceRow(
@@ -560,15 +617,22 @@ class Engine:
             await tx.append_event(
                 "task.awaiting_payment",
                 task_id,
-                {"task": task_id, "status": "awaiting_payment", "notify": bool(callback_url)},
+                {
+                    "task": task_id,
+                    "status": "awaiting_payment",
+                    "notify": bool(data["callback_url"]),
+                },
                 now,
             )
-            if idempotency_key:
-                await tx.set_value(
-                    f"idem:{token_hash(idempotency_key)}",
-                    f"{task_id}|{fingerprint}|{token}|{callback_secret or ''}",
-                )
-        return task, token, callback_secret
+            if remember:
+                await tx.set_value(*remember)
+        return task
+
+    @staticmethod
+    async def _taken(tx: Tx, key: str) -> TaskRow | None:
+        """Inside the write transaction: the task an Idempotency-Key already stands for."""
+        existing = await tx.get_value(key)
+        return await tx.task(existing.split("|")[0]) if existing else None
 
     @staticmethod
     def _budget_data(charge: Msat, cost: NanoUsd, now: float) -> dict[str, Any]:
@@ -584,10 +648,23 @@ class Engine:
             extra={"scope": exc.scope.split(":")[0], "period": exc.period},
         )
 
-    async def reserve(self, payer: str, priced: Priced, *, kind: str) -> TaskRow:
-        """A call paid from ``payer``'s credit: its maximum price moves into escrow now."""
-        task_id = "task_" + secrets.token_hex(12)
+    async def reserve(
+        self,
+        payer: str,
+        priced: Priced,
+        *,
+        kind: str,
+        task_id: str | None = None,
+        extra: dict[str, Any] | None = None,
+        remember: tuple[str, str] | None = None,
+    ) -> TaskRow:
+        """A call paid from ``payer``'s credit: its maximum price moves into escrow now. A chat
+        completion runs at once (``running``); a task (kind ``account``) is ``paid`` and waits
+        for a worker. With ``remember`` (an Idempotency-Key's entry) a key already taken
+        returns the task it stands for and reserves nothing."""
+        task_id = task_id or "task_" + secrets.token_hex(12)
         now = time.time()
+        state = State.PAID if kind == "account" else State.RUNNING
         data = {
             "kind": kind,
             "payer": payer,
@@ -595,19 +672,26 @@ class Engine:
             "quote": quote_data(priced.quote),
             "held_msat": priced.quote.total.value,
             "budget": self._budget_data(priced.quote.total, priced.quote.cost_max, now),
+            **({"paid_at": now} if state == State.PAID else {}),
+            **(extra or {}),
             **priced.record(),
         }
-        task = TaskRow(task_id, State.RUNNING, payer, data, now, now)
+        task = TaskRow(task_id, state, payer, data, now, now)
+        event: dict[str, Any] = {"task": task_id, "status": str(state)}
+        if data.get("callback_url"):
+            event["notify"] = True
         try:
             async with self.store.transaction() as tx:
+                if remember and (taken := await self._taken(tx, remember[0])):
+                    return taken
                 await tx.insert_task(task)
                 await budget.commit(
                     tx, self.config.budgets, payer, priced.quote.total, priced.quote.cost_max, now
                 )
                 await ledger.post(tx, ledger.reserve(payer, task_id, priced.quote.total))
-                await tx.append_event(
-                    "task.running", task_id, {"task": task_id, "status": "running"}, now
-                )
+                await tx.append_event(f"task.{state}", task_id, event, now)
+                if remember:
+                    await tx.set_value(*remember)
         except BudgetExceeded as exc:
             raise self._over_budget(exc) from None
         except ledger.InsufficientFunds as exc:
