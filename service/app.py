@@ -45,7 +45,7 @@ from .balance import BalanceWatcher
 from .config import ConfigError, Settings
 from .http import accounts, admin, agents, chat, health
 from .http.keys import BALANCE, ENGINE, L402, SETTINGS, STORE
-from .http.problems import problem_middleware
+from .http.problems import problem_middleware, quiet_unparseable_requests
 from .http.views import task_view
 from .metrics import Metrics
 from .routing.breaker import Breakers
@@ -208,6 +208,7 @@ def create_app(
     rates: RateProvider | None = None,
     engine_config: EngineConfig | None = None,
 ) -> web.Application:
+    quiet_unparseable_requests()
     metrics = Metrics()
     app = web.Application(
         middlewares=[metrics.middleware(), problem_middleware], client_max_size=MAX_BODY

@@ -4,6 +4,7 @@ they are off (403), never open."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import time
@@ -17,6 +18,7 @@ from billing.money import NanoUsd
 from billing.runway import runway
 
 from ..routing.policy import PolicyError
+from . import sse
 from .keys import BALANCE, ENGINE, SETTINGS, STORE
 from .problems import Problem
 
@@ -47,6 +49,9 @@ async def admin_margins(request: web.Request) -> web.Response:
     group_by = request.query.get("group_by", "model")
     if group_by not in GROUPS:
         raise Problem(400, "invalid_group_by", f"group_by is one of {', '.join(GROUPS)}")
+    answer = request.query.get("format", "json")
+    if answer not in ("json", "csv"):
+        raise Problem(400, "invalid_format", "format is json or csv")
     try:
         since = parse_since(request.query.get("since"))
         until = parse_since(request.query.get("until"))
@@ -58,7 +63,7 @@ async def admin_margins(request: web.Request) -> web.Response:
             tx, "admin", {"action": "margins", "query": dict(request.query)}, time.time()
         )
     rows = margins(tasks, group_by)
-    if request.query.get("format") == "csv":
+    if answer == "csv":
         return web.Response(text=to_csv(rows), content_type="text/csv")
     return web.json_response(
         {"group_by": group_by, "since": since, "until": until, "rows": [r.as_dict() for r in rows]}
@@ -130,23 +135,22 @@ async def admin_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: the last few task state changes, then each new one as it happens."""
     require_admin(request)
     store = request.app[STORE]
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
+    response = await sse.open_stream(request)
     async with store.read() as tx:
         position = max(0, await tx.last_event_id() - 20)
-    while True:
-        async with store.read() as tx:
-            fresh = await tx.events_after(position, limit=100)
-        for event in fresh:
-            position = event.id
-            payload = {k: v for k, v in event.payload.items() if k != "notify"}
-            data = json.dumps({**payload, "at": event.created_at})
-            await response.write(f"id: {event.id}\ndata: {data}\n\n".encode())
-        if not fresh:
-            await response.write(b": keep-alive\n\n")
-            await asyncio.sleep(0.5)
+    with contextlib.suppress(ConnectionResetError):  # the reader left
+        while True:
+            async with store.read() as tx:
+                fresh = await tx.events_after(position, limit=100)
+            for event in fresh:
+                position = event.id
+                payload = {k: v for k, v in event.payload.items() if k != "notify"}
+                data = json.dumps({**payload, "at": event.created_at})
+                await sse.send(response, data, event_id=event.id)
+            if not fresh:
+                await sse.keep_alive(response)
+                await asyncio.sleep(0.5)
+    return response
 
 
 @routes.get("/admin/")

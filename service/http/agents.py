@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 
@@ -11,6 +12,7 @@ from aiohttp import web
 from billing.money import NanoUsd, Rounding, nusd_to_msat
 
 from ..tasks.engine import TERMINAL, Priced, quote_data
+from . import sse
 from .auth import bearer, payer_of, require_payer
 from .keys import ENGINE, STORE
 from .problems import Problem, read_json
@@ -123,11 +125,8 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: every state change of the task, past ones first, until it ends."""
     task_id = await _readable_task(request)
     engine = request.app[ENGINE]
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    with engine.listen(task_id) as queue:
+    response = await sse.open_stream(request)
+    with engine.listen(task_id) as queue, contextlib.suppress(ConnectionResetError):
         async with request.app[STORE].read() as tx:
             past = await tx.events_for(task_id)
         last = 0
@@ -139,7 +138,7 @@ async def task_events(request: web.Request) -> web.StreamResponse:
             try:
                 await asyncio.wait_for(queue.get(), 15)
             except TimeoutError:
-                await response.write(b": keep-alive\n\n")
+                await sse.keep_alive(response)
                 continue
             async with request.app[STORE].read() as tx:
                 fresh = [e for e in await tx.events_for(task_id) if e.id > last]
@@ -147,12 +146,10 @@ async def task_events(request: web.Request) -> web.StreamResponse:
                 last = event.id
                 await _send(response, event.id, event.payload)
                 done = event.payload.get("status") in TERMINAL
-    await response.write_eof()
+        await response.write_eof()
     return response
 
 
 async def _send(response: web.StreamResponse, event_id: int, payload: dict[str, object]) -> None:
     data = json.dumps({**payload, "at": payload.get("at", time.time())})
-    await response.write(
-        f"id: {event_id}\nevent: {payload.get('status')}\ndata: {data}\n\n".encode()
-    )
+    await sse.send(response, data, event_id=event_id, event=str(payload.get("status")))

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Any
@@ -25,6 +26,7 @@ from billing.store import InvoiceRow, TaskRow
 from ..routing.fallback import AllModelsFailed
 from ..tasks.engine import Engine, Priced, quote_data
 from ..upstream.errors import UpstreamError
+from . import sse
 from .auth import payer_of
 from .keys import ENGINE, L402, STORE
 from .problems import Problem
@@ -109,14 +111,12 @@ async def _replay(
         {**base, "choices": [], "usage": answer.get("usage")},
     ]
     events[-1].update({k: answer[k] for k in ("consensus", "cascade") if k in answer})
-    response = web.StreamResponse(
-        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    for event in events:
-        await response.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-    await response.write(b"data: [DONE]\n\n")
-    await response.write_eof()
+    response = await sse.open_stream(request, headers)
+    with contextlib.suppress(ConnectionResetError):  # the caller left: it was answered
+        for event in events:
+            await sse.send(response, json.dumps(event))
+        await sse.send(response, "[DONE]")
+        await response.write_eof()
     return response
 
 
@@ -133,9 +133,7 @@ async def _stream(
             502, "upstream_failed", "every model failed; nothing was charged", headers=headers
         ) from None
     engine.observe_breakers()
-    response = web.StreamResponse(
-        headers={**headers, "Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
+    response = web.StreamResponse(headers={**headers, **sse.HEADERS})
     try:
         await response.prepare(request)
         try:
@@ -143,17 +141,19 @@ async def _stream(
                 engine.metrics.ttft_seconds.labels(stream.model or first.model or "-").observe(
                     time.perf_counter() - started
                 )
-            await response.write(b"data: " + stream.last_raw.encode() + b"\n\n")
+            await sse.send(response, stream.last_raw)
             async for _ in chunks:
-                await response.write(b"data: " + stream.last_raw.encode() + b"\n\n")
-            await response.write(b"data: [DONE]\n\n")
+                await sse.send(response, stream.last_raw)
+            await sse.send(response, "[DONE]")
         except UpstreamError as exc:
             # After the first bytes the caller is told honestly; what ran is still billed.
             error = {
                 "error": {"code": exc.code, "message": exc.message},
                 "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
             }
-            await response.write(b"data: " + json.dumps(error).encode() + b"\n\n")
+            await sse.send(response, json.dumps(error))
+    except ConnectionResetError:
+        pass  # the caller left mid-stream: what ran is recorded and billed all the same
     finally:
         stream.aclose()
         await engine.complete(
@@ -164,7 +164,8 @@ async def _stream(
             generation_id=stream.generation_id,
             attempts=attempts,
         )
-    await response.write_eof()
+    with contextlib.suppress(ConnectionResetError):
+        await response.write_eof()
     return response
 
 

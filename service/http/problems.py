@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         # A 405 says which methods the resource takes (RFC 9110): keep aiohttp's Allow.
         kept = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return Problem(exc.status, kind, detail, headers=kept).response(request.path)
+    except ConnectionResetError:  # the client left (an event stream closed): nothing to answer
+        raise
     except Exception:
         reference = secrets.token_hex(6)
         log.exception(
@@ -116,6 +119,21 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return Problem(
             500, "internal", f"an unexpected error occurred (reference {reference})"
         ).response(request.path)
+
+
+class _Unparseable(logging.Filter):
+    """aiohttp answers a request it cannot parse (a NUL in a header, a broken request line)
+    with 400 itself, then logs it as an error with a traceback. It is the client's mistake:
+    drop that record, so that malformed traffic cannot flood the error log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], HttpProcessingError))
+
+
+def quiet_unparseable_requests() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _Unparseable) for f in server_log.filters):
+        server_log.addFilter(_Unparseable())
 
 
 async def read_json(request: web.Request) -> Any:
