@@ -511,29 +511,23 @@ class Engine:
             "callback_secret": callback_secret,
             "token_hash": token_hash(token),
         }
-        remember = (idem, f"{task_id}|{fingerprint}|{token}|{callback_secret or ''}")
+        remember = (
+            (idem, f"{task_id}|{fingerprint}|{token}|{callback_secret or ''}")
+            if idempotency_key
+            else None
+        )
         if payer is not None:
             task = await self.reserve(
-                payer,
-                priced,
-                kind="account",
-                task_id=task_id,
-                extra=data,
-                remember=remember if idempotency_key else None,
+                payer, priced, kind="account", task_id=task_id, extra=data, remember=remember
             )
-            if task.id != task_id:  # a concurrent retry with the same key got there first
-                earlier = await self._idempotent(idem, fingerprint)
-                assert earlier is not None
-                return earlier
-            self._announce(task)
-            return task, token, callback_secret
-        task = await self._create_invoice_task(
-            task_id, priced, data, remember if idempotency_key else None
-        )
-        if task.id != task_id:
+        else:
+            task = await self._create_invoice_task(task_id, priced, data, remember)
+        if task.id != task_id:  # a concurrent retry under the same key got there first
             earlier = await self._idempotent(idem, fingerprint)
             assert earlier is not None
             return earlier
+        if task.state == State.PAID:
+            self._announce(task)
         return task, token, callback_secret
 
     async def _idempotent(
