@@ -49,7 +49,12 @@ class ConsensusSpec(BaseModel):
 class ChatRequest(BaseModel):
     """An OpenAI-compatible chat completion request. Unknown fields are passed to OpenRouter."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(
+        extra="allow",
+        strict=True,
+        # As _needs_a_model says, for clients generated from /openapi.json.
+        json_schema_extra={"anyOf": [{"required": [k]} for k in ("model", "models", "consensus")]},
+    )
 
     model: ModelName | None = None
     models: list[ModelName] | None = Field(None, max_length=MAX_MODELS)
