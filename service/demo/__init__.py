@@ -159,7 +159,7 @@ class Demo:
     async def prepaid(self, alice: Wallet) -> None:
         import openai
 
-        _say("\n3. Prepaid API key through the openai SDK, streaming")
+        _say("\n3. Prepaid API key: the openai SDK, streaming, and a task paid from the balance")
         account = (await self.http.post("/v1/accounts")).json()
         auth = {"Authorization": f"Bearer {account['api_key']}"}
         deposit = (
@@ -190,6 +190,15 @@ class Demo:
         _say(f"   streamed {len(pieces)} chunks: {''.join(pieces)[:70]!r}")
         task = await self.settled(task_id)
         self.account(task)
+        created = (
+            await self.http.post(
+                "/v1/tasks",
+                json={"messages": QUESTION, "model": CHEAP, "max_tokens": 40},
+                headers=auth,
+            )
+        ).json()
+        _say(f"   the same key pays for a task at once, no invoice: {created['status']}")
+        self.account(await self.settled(created["id"]))
         after = (await self.http.get("/v1/accounts/me", headers=auth)).json()
         _say(f"   balance now {after['balance_msat'] / 1000:g} sat")
 
