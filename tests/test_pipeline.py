@@ -250,6 +250,33 @@ async def test_l402_challenge_pay_and_retry(service: Service) -> None:
     assert (await service.check_ledger()).ok
 
 
+async def test_an_l402_credentials_credit_pays_for_a_task(service: Service) -> None:
+    # A large quote run on a short answer leaves most of the payment as credit on the token.
+    body = json.dumps(
+        {"model": "anthropic/claude-opus-4", "messages": HELLO, "max_tokens": 2000}
+    ).encode()
+    headers = {"Content-Type": "application/json"}
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        challenge = (await http.post("/v1/chat/completions", content=body, headers=headers)).json()
+        paid = await service.pay(challenge["invoice"])
+        auth = {"Authorization": f"L402 {challenge['macaroon']}:{paid['preimage']}"}
+        ran = await http.post("/v1/chat/completions", content=body, headers={**headers, **auth})
+        assert ran.status_code == 200, ran.text
+
+        async def credit() -> int:
+            return int((await http.get("/v1/accounts/me", headers=auth)).json()["balance_msat"])
+
+        before = await _until(credit)
+        created = await http.post(
+            "/v1/tasks", json={"messages": HELLO, "model": CHEAP, "max_tokens": 50}, headers=auth
+        )
+        assert created.status_code == 201, created.text
+        assert created.json()["invoice"] is None
+        done = await _task_until(http, created.json(), "reconciled")
+        assert await credit() == before - done["charge_msat"]
+    assert (await service.check_ledger()).ok
+
+
 async def test_every_model_failing_refunds_in_full(service: Service) -> None:
     service.emulator.state.faults.set("*", Fault(kind="bad_gateway"))
     async with httpx.AsyncClient(base_url=service.url) as http:
