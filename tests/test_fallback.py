@@ -158,3 +158,41 @@ async def test_a_stream_failing_after_tokens_is_reported_honestly(service: Servi
     ] == [True, True, True]
     assert lines[-1]["choices"][0]["finish_reason"] == "error"
     assert "error" in lines[-1]
+
+
+async def test_with_a_last_resort_a_tier_ends_on_the_local_model(service: Service) -> None:
+    from importlib import resources
+
+    from service.emulator.app import load_catalog
+    from service.http.keys import ENGINE
+    from service.routing.policy import PolicyHolder, parse
+    from service.upstream.catalog import Catalog
+
+    known = Catalog.from_response(load_catalog()).__contains__
+    text = resources.files("service.routing").joinpath("default_policy.toml").read_text()
+    policy = parse(text.replace('# last_resort = "local"', 'last_resort = "local"'), known)
+    engine = service.app[ENGINE]
+    engine.routing = PolicyHolder(policy, None, known)
+    engine.local_runner = FallbackRunner(
+        OpenRouterClient(base_url=service.emulator.url + "/local/v1"), Breakers()
+    )
+    for model in policy.chain("economy"):  # every cloud model of the tier's chain is down
+        service.emulator.state.faults.set(model, Fault(kind="bad_gateway"))
+    async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+        routed = (await http.post("/v1/tasks", json={"messages": HELLO, "tier": "economy"})).json()
+        pinned = (await http.post("/v1/tasks", json={"messages": HELLO, "model": PRIMARY})).json()
+        for task in (routed, pinned):
+            await service.pay(task["invoice"]["bolt11"])
+        local = await _task_until(http, routed, "reconciled")
+        refunded = await _task_until(http, pinned, "refunded")
+    assert local["model"] == "llama3.2:3b"
+    assert local["charge_msat"] == 1000  # the fee alone: the local model costs nothing upstream
+    assert local["provisional"] is False
+    async with service.app[STORE].read() as tx:
+        stored = await tx.task(local["id"])
+    assert stored is not None
+    assert stored.data["ran_locally"] is True
+    served = [a["served"] for a in stored.data["attempts"]]
+    assert served[-1] == "llama3.2:3b" and served[:-1] == [None] * (len(served) - 1)
+    assert "BadGateway" in refunded["error"]  # a pinned model is never swapped for a local one
+    assert (await service.check_ledger()).ok

@@ -65,6 +65,11 @@ replace = "meta-llama/llama-\\\\1"
             'judge = "nobody/none"\n',
             ":6: [cascade] judge",
         ),
+        ('[tiers]\na = ["openai/gpt-4o"]\n[routing]\nlast_resort = "b"\n', ":4: last_resort 'b'"),
+        (
+            '[tiers]\na = ["openai/gpt-4o"]\n[routing]\nlast_resort = "a"\n',
+            ":4: last_resort 'a' runs at the local endpoint; 'openai/gpt-4o' is a cloud model",
+        ),
     ],
 )
 def test_mistakes_are_named_with_their_line(text: str, message: str) -> None:

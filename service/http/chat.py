@@ -23,7 +23,7 @@ from billing.l402 import L402Error, challenge, request_digest
 from billing.money import Msat
 from billing.store import InvoiceRow, TaskRow
 
-from ..routing.fallback import AllModelsFailed
+from ..routing.fallback import AllModelsFailed, FallbackRunner
 from ..tasks.engine import Engine, Priced, quote_data
 from ..upstream.errors import UpstreamError
 from . import sse
@@ -125,7 +125,9 @@ async def _stream(
 ) -> web.StreamResponse:
     started = time.perf_counter()
     try:
-        stream, chunks, first, attempts = await engine.runner_for(task).stream(task.data["request"])
+        (stream, chunks, first, attempts), ran_locally = await engine.call(
+            task, FallbackRunner.stream
+        )
     except AllModelsFailed as exc:
         engine.observe_breakers()
         await engine.fail(task, str(exc), attempts=exc.attempts)
@@ -163,6 +165,7 @@ async def _stream(
             model=stream.model,
             generation_id=stream.generation_id,
             attempts=attempts,
+            extra={"ran_locally": True} if ran_locally else None,
         )
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()

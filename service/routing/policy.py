@@ -59,6 +59,8 @@ class Policy:
     #: task class (``kind.complexity`` or ``kind``) to tier, for ``model: "auto"``
     classes: Mapping[str, str] = field(default_factory=dict)
     cascade: Cascade | None = None
+    #: a tier of local models a tier-routed request ends on when every cloud model failed
+    last_resort: str | None = None
 
     def tier_for(self, task_class: TaskClass) -> str:
         """The tier a class of task deserves: its exact class's rule, else its kind's, else
@@ -157,6 +159,16 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
     default_tier = routing.get("default_tier", next(iter(tiers)))
     if default_tier not in tiers:
         raise fail(f"default_tier {default_tier!r} is not in [tiers]", "default_tier")
+    last_resort = routing.get("last_resort")
+    if last_resort is not None:
+        if last_resort not in tiers:
+            raise fail(f"last_resort {last_resort!r} is not in [tiers]", "last_resort")
+        if cloud := [m for m in tiers[last_resort] if m not in LOCAL_MODELS]:
+            raise fail(
+                f"last_resort {last_resort!r} runs at the local endpoint; {cloud[0]!r} is a "
+                "cloud model",
+                "last_resort",
+            )
     floors: dict[str, Decimal] = {}
     for tier, value in data.get("budget", {}).items():
         if tier not in tiers:
@@ -200,6 +212,7 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
         extra,
         classes,
         _cascade(data.get("cascade"), tiers, known_model, fail),
+        last_resort,
     )
 
 

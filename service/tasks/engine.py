@@ -26,10 +26,10 @@ import hashlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from billing import audit, budget, ledger
 from billing.budget import BudgetExceeded, Budgets
@@ -101,6 +101,9 @@ class EngineConfig:
 LOCAL_INFO = ModelInfo("local", "local model", None, None, ModelPrice(Decimal(0), Decimal(0)), {})
 
 
+_Run = TypeVar("_Run", bound=tuple[Any, ...])  # a runner's outcome, its attempts last
+
+
 def message_texts(messages: list[Any]) -> list[str]:
     return [m.content if isinstance(m.content, str) else str(m.content or "") for m in messages]
 
@@ -114,10 +117,14 @@ class Priced:
     tier: str | None = None
     privacy: dict[str, Any] | None = None  # kinds found and where the prompt may go
     task_class: TaskClass | None = None  # for "auto" and "cascade"
+    #: local models to try when every cloud model failed (the policy's ``last_resort``)
+    last_resort: tuple[str, ...] = ()
 
     def record(self) -> dict[str, Any]:
         """What the task keeps of how it was routed."""
         data: dict[str, Any] = {"tier": self.tier, "privacy": self.privacy}
+        if self.last_resort:
+            data["last_resort"] = list(self.last_resort)
         if self.task_class is not None:
             data["task_class"] = self.task_class.name
             data["classification"] = self.task_class.as_dict()
@@ -278,7 +285,16 @@ class Engine:
         # Never let the call produce more than was paid for.
         body["max_tokens"] = worst.completion_tokens_max
         body.pop("stream", None)
-        return Priced(worst, body, tier, privacy, task_class)
+        return Priced(worst, body, tier, privacy, task_class, self._last_resort(tier, local))
+
+    def _last_resort(self, tier: str | None, local: bool) -> tuple[str, ...]:
+        """The local models a tier-routed request may end on when every cloud model fails
+        (only where the policy names a ``last_resort`` tier and a local endpoint is set). A
+        request that names its own models gets those or its money back."""
+        policy = self.routing.policy if self.routing is not None else None
+        if policy is None or not policy.last_resort or tier is None or local:
+            return ()
+        return policy.tiers[policy.last_resort] if self.local_runner is not None else ()
 
     async def _price_consensus(self, request: ChatRequest) -> Priced:
         """Each model priced on its own; the quote is their sum."""
@@ -919,7 +935,7 @@ class Engine:
             return await self._execute_cascade(task)
         started = time.perf_counter()
         try:
-            result, attempts = await self.runner_for(task).chat(task.data["request"])
+            (result, attempts), ran_locally = await self.call(task, FallbackRunner.chat)
         except AllModelsFailed as exc:
             self._observe_upstream(task.data["request"]["model"], "error", started)
             self.observe_breakers()
@@ -929,7 +945,13 @@ class Engine:
             return await self.fail(task, error, attempts=exc.attempts), None
         seconds = self._observe_upstream(result.completion.model, "ok", started)
         self.observe_breakers()
-        done = await self.complete(task, result, upstream_seconds=seconds, attempts=attempts)
+        done = await self.complete(
+            task,
+            result,
+            upstream_seconds=seconds,
+            attempts=attempts,
+            extra={"ran_locally": True} if ran_locally else None,
+        )
         return done, plain(result.raw)
 
     async def _execute_consensus(self, task: TaskRow) -> tuple[TaskRow, dict[str, Any] | None]:
@@ -984,6 +1006,36 @@ class Engine:
         )
         return done, answer
 
+    async def call(
+        self,
+        task: TaskRow,
+        run: Callable[[FallbackRunner, dict[str, Any]], Awaitable[_Run]],
+    ) -> tuple[_Run, bool]:
+        """``run`` the task's request on its runner; if every cloud model failed with an error
+        another model may cure and the task has a last resort, once more on the local models.
+        Returns the outcome (its attempts include the cloud's) and whether it ran locally."""
+        try:
+            return await run(self.runner_for(task), task.data["request"]), False
+        except AllModelsFailed as exc:
+            chain = task.data.get("last_resort")
+            last = exc.last
+            curable = last is None or last.retryable or last.fallback_ok
+            if not chain or self.local_runner is None or not curable:
+                raise
+            log.info("%s: every cloud model failed; trying the local last resort", task.id)
+            request = {
+                **{k: v for k, v in task.data["request"].items() if k != "provider"},
+                "model": chain[0],
+                "models": chain,
+            }
+            try:
+                outcome = await run(self.local_runner, request)
+            except AllModelsFailed as again:
+                attempts = [*exc.attempts, *again.attempts]
+                raise AllModelsFailed(str(again), attempts, again.last) from None
+            outcome[-1][:0] = exc.attempts  # the local run's attempts, after the cloud's
+            return outcome, True
+
     def runner_for(self, task: TaskRow) -> FallbackRunner:
         """The local endpoint for a prompt that must stay local; OpenRouter otherwise."""
         privacy = task.data.get("privacy") or {}
@@ -1028,7 +1080,9 @@ class Engine:
     async def reconcile(self, task: TaskRow) -> TaskRow | None:
         """Settle a completed task from OpenRouter's authoritative cost."""
         quoted_max = Decimal(task.data["quote"]["cost_max_nusd"]) / 10**9
-        if (task.data.get("privacy") or {}).get("decision") == "local":
+        if (task.data.get("privacy") or {}).get("decision") == "local" or task.data.get(
+            "ran_locally"
+        ):
             cost_usd, provisional = Decimal(0), False  # local models cost nothing upstream
         elif calls := task.data.get("calls"):  # consensus: every call's own cost
             parts = await asyncio.gather(
