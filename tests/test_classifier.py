@@ -92,7 +92,8 @@ def test_auto_routing_on_the_labelled_set() -> None:
     assert result.under_routed("premium") <= 0.05
     # ...and routing costs no more than sending every prompt to the tier it deserves.
     assert result.cost_routed_usd <= result.cost_labelled_usd * 1.05
-    assert result.saving >= 0.65
+    # The shipped policy's promise: at least 70 % cheaper than always-premium.
+    assert result.saving >= 0.70
     holdout = [r for r in result.routed if r.prompt.split == "holdout"]
     assert len(holdout) >= 50
     assert result.accuracy("holdout") >= 0.85
