@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +16,7 @@ import httpx
 import pytest
 from aiohttp import web
 
+from benchmarks._report import free_port
 from billing import ledger
 from service.app import create_app as create_service
 from service.config import Settings
@@ -166,3 +171,73 @@ async def service(lnbits: LnbitsServer, tmp_path: Path) -> AsyncIterator[Service
     yield Service(url, app, emulator, lnbits, agent)
     await runner.cleanup()
     await emulator_runner.cleanup()
+
+
+class ServiceProcess:
+    """``satrouter serve`` in its own process, restartable on the same port and database."""
+
+    def __init__(self, env: dict[str, str], port: int) -> None:
+        self.env = env
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            env=self.env,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 30
+        async with httpx.AsyncClient() as http:
+            while time.monotonic() < deadline:
+                try:
+                    if (await http.get(self.url + "/healthz")).status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.1)
+        raise AssertionError("satrouter did not start")
+
+    async def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        await self.proc.wait()
+
+
+@pytest.fixture
+async def service_process(
+    lnbits: LnbitsServer, tmp_path: Path
+) -> AsyncIterator[tuple[ServiceProcess, Emulator, LnbitsServer, Wallet, Path]]:
+    emulator, runner = await start_emulator(EmulatorConfig(generation_delay=0.1))
+    wallet = lnbits.create_wallet("satrouter")
+    agent = lnbits.create_wallet("agent")
+    lnbits.fund(agent, 1_000_000)
+    port = free_port()
+    db = tmp_path / "satrouter.db"
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SATROUTER_", "OPENROUTER_", "LNBITS_", "LND_"))
+    }
+    env.update(
+        {
+            "SATROUTER_DATABASE_URL": f"sqlite:///{db}",
+            "SATROUTER_PORT": str(port),
+            "SATROUTER_BTC_USD": "100000",
+            "SATROUTER_CATALOG_CACHE": str(tmp_path / "models.json"),
+            "OPENROUTER_BASE_URL": emulator.base_url,
+            "OPENROUTER_API_KEY": DEFAULT_API_KEY,
+            "LNBITS_URL": lnbits.url,
+            "LNBITS_INVOICE_KEY": wallet.inkey,
+            "LNBITS_ADMIN_KEY": wallet.adminkey,
+        }
+    )
+    server = ServiceProcess(env, port)
+    yield server, emulator, lnbits, agent, db
+    if server.proc is not None and server.proc.returncode is None:
+        await server.kill()
+    await runner.cleanup()

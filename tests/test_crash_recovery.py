@@ -4,100 +4,24 @@ paid task ends reconciled or refunded exactly once, and that the books balance."
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from benchmarks._report import free_port
 from billing import ledger
 from billing.store import open_store
 from service.demo.lnbits import LnbitsServer, Wallet
-from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
 from service.emulator.faults import Fault
 
-from .conftest import Emulator, start_emulator
+from .conftest import Emulator, ServiceProcess
 
 pytestmark = pytest.mark.lnbits
 CHEAP = "meta-llama/llama-3.1-8b-instruct"
 SLOW = "openai/gpt-4o"
 HELLO = [{"role": "user", "content": "Hello there, agent! [[tokens=10]]"}]
-
-
-class Server:
-    """``satrouter serve`` in its own process, restartable on the same port and database."""
-
-    def __init__(self, env: dict[str, str], port: int) -> None:
-        self.env = env
-        self.url = f"http://127.0.0.1:{port}"
-        self.proc: asyncio.subprocess.Process | None = None
-
-    async def start(self) -> None:
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            env=self.env,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 30
-        async with httpx.AsyncClient() as http:
-            while time.monotonic() < deadline:
-                try:
-                    if (await http.get(self.url + "/healthz")).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(0.1)
-        raise AssertionError("satrouter did not start")
-
-    async def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        await self.proc.wait()
-
-
-@pytest.fixture
-async def setup(
-    lnbits: LnbitsServer, tmp_path: Path
-) -> AsyncIterator[tuple[Server, Emulator, LnbitsServer, Wallet, Path]]:
-    emulator, runner = await start_emulator(EmulatorConfig(generation_delay=0.1))
-    wallet = lnbits.create_wallet("satrouter")
-    agent = lnbits.create_wallet("agent")
-    lnbits.fund(agent, 1_000_000)
-    port = free_port()
-    db = tmp_path / "satrouter.db"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SATROUTER_", "OPENROUTER_", "LNBITS_", "LND_"))
-    }
-    env.update(
-        {
-            "SATROUTER_DATABASE_URL": f"sqlite:///{db}",
-            "SATROUTER_PORT": str(port),
-            "SATROUTER_BTC_USD": "100000",
-            "SATROUTER_CATALOG_CACHE": str(tmp_path / "models.json"),
-            "OPENROUTER_BASE_URL": emulator.base_url,
-            "OPENROUTER_API_KEY": DEFAULT_API_KEY,
-            "LNBITS_URL": lnbits.url,
-            "LNBITS_INVOICE_KEY": wallet.inkey,
-            "LNBITS_ADMIN_KEY": wallet.adminkey,
-        }
-    )
-    server = Server(env, port)
-    yield server, emulator, lnbits, agent, db
-    if server.proc is not None and server.proc.returncode is None:
-        await server.kill()
-    await runner.cleanup()
 
 
 async def _state(http: httpx.AsyncClient, task: dict[str, Any]) -> str:
@@ -123,9 +47,9 @@ async def _wait_state(
 
 
 async def test_sigkill_at_every_stage(
-    setup: tuple[Server, Emulator, LnbitsServer, Wallet, Path],
+    service_process: tuple[ServiceProcess, Emulator, LnbitsServer, Wallet, Path],
 ) -> None:
-    server, emulator, lnbits, agent, db = setup
+    server, emulator, lnbits, agent, db = service_process
     emulator.state.faults.set(SLOW, Fault(kind="slow", delay=3))
     await server.start()
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
 import time
 from decimal import Decimal
 from pathlib import Path
@@ -12,13 +14,14 @@ import pytest
 
 from billing.budget import Budgets, Cap
 from billing.money import NanoUsd
+from service.demo.lnbits import LnbitsServer, Wallet
 from service.emulator.app import load_catalog
 from service.http.keys import ENGINE, STORE
 from service.routing.policy import PolicyError, PolicyHolder, builtin, load, parse
 from service.tasks.engine import EngineConfig
 from service.upstream.catalog import Catalog
 
-from .conftest import Service
+from .conftest import Emulator, Service, ServiceProcess
 from .test_pipeline import HELLO, _task_until
 
 CATALOG = Catalog.from_response(load_catalog())
@@ -152,3 +155,38 @@ async def test_tier_routed_tasks_record_their_tier_and_step_down(
         stored = await tx.task(cheaper["id"])
     assert stored is not None
     assert stored.data["tier"] == "cheap"
+
+
+@pytest.mark.lnbits
+async def test_sighup_reloads_a_running_service_and_keeps_a_good_policy(
+    service_process: tuple[ServiceProcess, Emulator, LnbitsServer, Wallet, Path], tmp_path: Path
+) -> None:
+    server = service_process[0]
+    path = tmp_path / "policy.toml"
+    path.write_text(GOOD)
+    server.env["SATROUTER_POLICY"] = str(path)
+    await server.start()
+    assert server.proc is not None
+    quote = {"messages": HELLO, "tier": "cheap"}
+
+    async def cheap_model(http: httpx.AsyncClient) -> str:
+        response = await http.post("/v1/quote", json=quote)
+        assert response.status_code == 200, response.text
+        return str(response.json()["model"])
+
+    async with httpx.AsyncClient(base_url=server.url) as http:
+        assert await cheap_model(http) == "meta-llama/llama-3.1-8b-instruct"
+        path.write_text(
+            GOOD.replace("meta-llama/llama-3.1-8b-instruct", "qwen/qwen-2.5-7b-instruct")
+        )
+        server.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while await cheap_model(http) != "qwen/qwen-2.5-7b-instruct":
+            assert time.monotonic() < deadline, "SIGHUP did not reload the policy"
+            await asyncio.sleep(0.05)
+        # A broken file is refused: the running policy stays, and so does the service.
+        path.write_text(GOOD.replace("meta-llama/llama-3.1-8b-instruct", "nobody/none"))
+        server.proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.5)
+        assert server.proc.returncode is None
+        assert await cheap_model(http) == "qwen/qwen-2.5-7b-instruct"
