@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from service.emulator.faults import Fault
-from service.http.keys import STORE
+from service.http.keys import ENGINE, STORE
 from service.routing.consensus import agree, decide
 
 from .conftest import Service
@@ -84,4 +84,13 @@ async def test_a_failing_model_leaves_the_others_to_agree(service: Service) -> N
     service.emulator.state.faults.set(B, Fault(kind="bad_gateway"))
     done = await _run(service, "Capital of France? [[reply:Paris]]")
     assert [a["model"] for a in done["consensus"]["answers"]] == [A, C]
+    assert done["consensus"]["agreement"] == 1.0
+
+
+async def test_a_tier_lends_its_first_n_models(service: Service) -> None:
+    done = await _run(
+        service, "Capital of France? [[reply:Paris]]", models=None, tier="premium", n=2
+    )
+    premium = service.app[ENGINE].routing.policy.tiers["premium"]
+    assert [a["model"] for a in done["consensus"]["answers"]] == list(premium[:2])
     assert done["consensus"]["agreement"] == 1.0
