@@ -1,4 +1,5 @@
-"""Shared fixtures: the OpenRouter emulator on a real loopback port, and a client bound to it."""
+"""Shared fixtures: the OpenRouter emulator on a real loopback port, a client bound to it, and
+satrouter itself, in this process (`service`) or as its own `satrouter serve` process."""
 
 from __future__ import annotations
 
