@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -150,3 +153,24 @@ async def test_amounts_are_whole_sats_and_keys_stay_private(
     assert service.adminkey not in repr(backend)
     with pytest.raises(ValueError, match="hex"):
         await backend.invoice_status("not-a-hash")
+
+
+def test_stopping_lnbits_leaves_no_process_behind() -> None:
+    # LNbits serves from a forked worker; stopping only the parent left the worker running.
+    server = LnbitsServer()
+    server.start()
+    group = os.getpgid(server.pid)
+    assert len(_members(group)) >= 2  # the launcher and its worker
+    server.stop()
+    assert _members(group) == []
+
+
+def _members(group: int) -> list[int]:
+    """The live (not zombie) processes of a process group."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group and fields[0] != "Z":
+                found.append(int(stat.parent.name))
+    return found

@@ -7,8 +7,10 @@ be funded, and stopped at the end.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -69,6 +71,12 @@ class LnbitsServer:
         self._token = ""
         self.log_path = Path(self._data.name) / "lnbits.log"
 
+    @property
+    def pid(self) -> int:
+        """The launcher's process id, which is also its process group's."""
+        assert self._proc is not None, "not started"
+        return self._proc.pid
+
     def start(self) -> None:
         executable = install()
         env = {
@@ -80,14 +88,25 @@ class LnbitsServer:
             "LNBITS_RESERVE_FEE_PERCENT": "0",
         }
         log = open(self.log_path, "wb")  # noqa: SIM115 (owned by the process)
-        # LNbits finds its static files relative to the working directory.
+        # LNbits finds its static files relative to the working directory. It serves from a
+        # forked worker, so it gets a process group of its own, which stop() ends whole.
         self._proc = subprocess.Popen(
             [str(executable), "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=_site_packages(),
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
+        try:
+            self._set_up()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _set_up(self) -> None:
+        """Wait for LNbits to answer, then create its super user and switch off price lookups."""
+        assert self._proc is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -108,15 +127,29 @@ class LnbitsServer:
         )
         response.raise_for_status()
         self._token = response.json()["access_token"]
+        # Offline, LNbits would look up a BTC price (a price service, then eight exchanges) for
+        # every payment and fail, which took most of its CPU: no price sources.
+        response = httpx.patch(
+            self.url + "/admin/api/v1/settings",
+            json={"lnbits_price_aggregator_enabled": False, "lnbits_exchange_rate_providers": []},
+            headers={"Authorization": f"Bearer {self._token}"},
+            timeout=10,
+        )
+        response.raise_for_status()
 
     def stop(self) -> None:
         if self._proc is not None:
-            self._proc.terminate()
-            try:
+            self._signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self._proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
+            self._signal(signal.SIGKILL)  # whatever of the group is left, the worker included
+            self._proc.wait()
         self._data.cleanup()
+
+    def _signal(self, number: int) -> None:
+        assert self._proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self._proc.pid, number)
 
     def create_wallet(self, name: str) -> Wallet:
         response = httpx.post(self.url + "/api/v1/account", json={"name": name}, timeout=10)
