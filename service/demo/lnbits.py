@@ -112,7 +112,7 @@ class LnbitsServer:
             raise
 
     def _set_up(self) -> None:
-        """Wait for LNbits to answer, then create its super user and switch off price lookups."""
+        """Wait for LNbits to answer, then create its super user."""
         assert self._proc is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
