@@ -88,6 +88,7 @@ async def create_task(request: web.Request) -> web.Response:
     task, token, secret = await engine.create_task(
         task_request.chat(DEFAULT_MODEL),
         payer=payer,
+        caller=payer or f"address:{request.remote}",
         callback_url=str(task_request.callback_url) if task_request.callback_url else None,
         idempotency_key=key,
     )

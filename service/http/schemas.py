@@ -178,7 +178,8 @@ class TaskView(BaseModel):
 
 
 class TaskCreated(TaskView):
-    task_token: str
+    #: None only when an Idempotency-Key replay finds a task older than derived tokens
+    task_token: str | None
     callback_secret: str | None = None
 
 

@@ -20,9 +20,11 @@ task token can withdraw); a prepaid call by its account ``acct_<id>``; an L402 c
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import enum
 import hashlib
+import hmac
 import logging
 import secrets
 import time
@@ -186,6 +188,19 @@ def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+#: The store key of the server secret task tokens are derived from.
+TOKEN_KEY = "secret:task_tokens"
+
+
+def idem_scope(caller: str, key: str) -> str:
+    """Where an Idempotency-Key lives: the hash of who sent it and the key, length-prefixed
+    so no caller's key can spell another caller's (``acct_1|k`` from one caller is not key
+    ``k`` of ``acct_1``). ``caller`` is the payer for credentialed requests, the client's
+    address otherwise."""
+    framed = f"{len(caller)}:{caller}|{key}"
+    return hashlib.sha256(framed.encode()).hexdigest()
+
+
 class Engine:
     def __init__(
         self,
@@ -219,6 +234,7 @@ class Engine:
         self._running: set[str] = set()
         self._reconciling: set[str] = set()
         self._slots = asyncio.Semaphore(self.config.max_concurrent_runs)
+        self._token_key: bytes | None = None
         #: For the dispatch-latency benchmark: when a payment's push arrived, and when its
         #: task's upstream call started.
         self.pushed: dict[str, float] = {}
@@ -504,34 +520,44 @@ class Engine:
         request: ChatRequest,
         *,
         payer: str | None,
+        caller: str,
         callback_url: str | None,
         idempotency_key: str | None,
-    ) -> tuple[TaskRow, str, str | None]:
+    ) -> tuple[TaskRow, str | None, str | None]:
         """A task for the task API: ``(task, task token, callback secret)``. With a ``payer``
         its maximum price is reserved from that credit and it is ``paid`` at once; without,
-        it waits on its own invoice. The same ``idempotency_key`` from the same payer with the
-        same request returns the first task and charges nothing more."""
+        it waits on its own invoice.
+
+        An ``idempotency_key`` belongs to the ``caller`` that sent it (see :func:`idem_scope`):
+        the same key and request from the same caller returns the first task and charges
+        nothing more; the same key from anyone else is a key of theirs, a new task. A replay
+        hands back the task token re-derived for that caller (the record keeps no credential);
+        a task made before tokens were derived gets none, its payer reads it by its own key."""
         priced = await self.price(request)
         fingerprint = hashlib.sha256(
             repr((request.model_dump(mode="json"), callback_url)).encode()
         ).hexdigest()
-        scoped = f"{payer}|{idempotency_key}" if payer else idempotency_key or ""
-        idem = f"idem:{token_hash(scoped)}"
-        if idempotency_key and (earlier := await self._idempotent(idem, fingerprint)):
+        scope = idem_scope(caller, idempotency_key) if idempotency_key else None
+        if scope and (earlier := await self._idempotent(f"idem:{scope}", fingerprint, scope)):
             return earlier
+        if payer and idempotency_key:  # a record from before keys were scoped this way
+            legacy = f"idem:{token_hash(f'{payer}|{idempotency_key}')}"
+            earlier = await self._idempotent(legacy, fingerprint, None)
+            if earlier is not None and earlier[0].data.get("payer") == payer:
+                return earlier
         task_id = "task_" + secrets.token_hex(12)
-        token = f"tt_{task_id}.{secrets.token_urlsafe(24)}"
+        token = (
+            await self._derived_token(scope, task_id)
+            if scope
+            else f"tt_{task_id}.{secrets.token_urlsafe(24)}"
+        )
         callback_secret = secrets.token_urlsafe(32) if callback_url else None
         data = {
             "callback_url": callback_url,
             "callback_secret": callback_secret,
             "token_hash": token_hash(token),
         }
-        remember = (
-            (idem, f"{task_id}|{fingerprint}|{token}|{callback_secret or ''}")
-            if idempotency_key
-            else None
-        )
+        remember = (f"idem:{scope}", f"{task_id}|{fingerprint}") if scope else None
         if payer is not None:
             task = await self.reserve(
                 payer, priced, kind="account", task_id=task_id, extra=data, remember=remember
@@ -539,7 +565,8 @@ class Engine:
         else:
             task = await self._create_invoice_task(task_id, priced, data, remember)
         if task.id != task_id:  # a concurrent retry under the same key got there first
-            earlier = await self._idempotent(idem, fingerprint)
+            assert scope is not None
+            earlier = await self._idempotent(f"idem:{scope}", fingerprint, scope)
             assert earlier is not None
             return earlier
         if task.state == State.PAID:
@@ -547,14 +574,17 @@ class Engine:
         return task, token, callback_secret
 
     async def _idempotent(
-        self, key: str, fingerprint: str
-    ) -> tuple[TaskRow, str, str | None] | None:
-        """The task an Idempotency-Key already made, or a 409 if it was for another request."""
+        self, record: str, fingerprint: str, scope: str | None
+    ) -> tuple[TaskRow, str | None, str | None] | None:
+        """The task an Idempotency-Key's ``record`` names, or a 409 if its caller used the key
+        for a different request. The token is re-derived from ``scope``; a task made before
+        tokens were derived (or an earlier release's record, ``scope`` None) gets none back:
+        nothing is stored to give, and its payer reads it by its own key."""
         async with self.store.read() as tx:
-            existing = await tx.get_value(key)
+            existing = await tx.get_value(record)
             if not existing:
                 return None
-            task_id, seen_fingerprint, token, secret = existing.split("|")
+            task_id, seen_fingerprint = existing.split("|")[:2]
             if seen_fingerprint != fingerprint:
                 raise Problem(
                     409,
@@ -563,7 +593,24 @@ class Engine:
                 )
             task = await tx.task(task_id)
         assert task is not None
-        return task, token, secret or None
+        token = await self._derived_token(scope, task.id) if scope else None
+        if token is not None and token_hash(token) != task.data.get("token_hash"):
+            token = None
+        return task, token, task.data.get("callback_secret")
+
+    async def _derived_token(self, scope: str, task_id: str) -> str:
+        """The task token of a task made under an Idempotency-Key: a MAC of the key's scope
+        and the task under a server secret, so a replay by the same caller gets it again
+        without the token ever being stored."""
+        if self._token_key is None:
+            async with self.store.transaction() as tx:
+                stored = await tx.get_value(TOKEN_KEY)
+                if stored is None:
+                    stored = secrets.token_hex(32)
+                    await tx.set_value(TOKEN_KEY, stored)
+            self._token_key = bytes.fromhex(stored)
+        mac = hmac.new(self._token_key, f"{scope}|{task_id}".encode(), hashlib.sha256)
+        return f"tt_{task_id}." + base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
 
     async def _create_invoice_task(
         self,
