@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import secrets
 import time
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -239,35 +241,47 @@ async def _l402_paid(
             raise _refusal(again) from None
         bound = False
     payer = f"l402_{grant.token_id}"
+    served = f"l402:served:{grant.token_id}"
     if bound:
         async with engine.store.read() as tx:
-            served = await tx.get_value(f"l402:served:{grant.token_id}")
-        if served is not None:  # a repeat of the paid request: same answer, nothing runs
-            async with engine.store.read() as tx:
-                task = await tx.task(served)
-            if task is not None and task.data.get("result") is not None:
-                return web.json_response(
-                    task.data["result"],
-                    headers={"X-Satrouter-Task": task.id, "X-Satrouter-Replay": "true"},
-                )
-            raise Problem(409, "l402_already_used", "this request was already run")
+            task_id = await tx.get_value(served)
+            earlier = await tx.task(task_id) if task_id else None
+        if earlier is not None:
+            return _replay_paid(earlier)
     priced = await engine.price(chat)
+    if not bound:
+        task = await engine.reserve(payer, priced, kind="l402")
+        return await _run(request, engine, task, priced, chat.stream, began)
+    # The paid request runs once: its task is recorded in the transaction that reserves it,
+    # so a concurrent repeat finds that task instead of running again.
+    task_id = "task_" + secrets.token_hex(12)
     task = await engine.reserve(
-        payer, _capped(priced, grant.max_price if bound else None), kind="l402"
+        payer,
+        _capped(priced, grant.max_price),
+        kind="l402",
+        task_id=task_id,
+        remember=(served, task_id),
     )
-    if bound:
-        async with engine.store.transaction() as tx:
-            await tx.set_value(f"l402:served:{grant.token_id}", task.id)
+    if task.id != task_id:
+        return _replay_paid(task)
     return await _run(request, engine, task, priced, chat.stream, began)
 
 
-def _capped(priced: Priced, paid: Msat | None) -> Priced:
-    """The paid request holds at most what was paid for it (the rate may have moved since)."""
-    if paid is None or priced.quote.total <= paid:
-        return priced
-    from dataclasses import replace
+def _replay_paid(task: TaskRow) -> web.Response:
+    """A repeat of a paid request: the same answer, nothing runs (409 while it still runs)."""
+    if task.data.get("result") is None:
+        raise Problem(409, "l402_already_used", "this request was already run")
+    return web.json_response(
+        task.data["result"], headers={"X-Satrouter-Task": task.id, "X-Satrouter-Replay": "true"}
+    )
 
-    return Priced(replace(priced.quote, total=paid), priced.body)
+
+def _capped(priced: Priced, paid: Msat) -> Priced:
+    """The paid request holds at most what was paid for it (the rate may have moved since);
+    everything else about it, its routing above all, stays as priced."""
+    if priced.quote.total <= paid:
+        return priced
+    return replace(priced, quote=replace(priced.quote, total=paid))
 
 
 def _refusal(exc: L402Error) -> Problem:
