@@ -11,10 +11,12 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
+from .holdings import Holding
 from .ledger import LLM_COST
 from .margins import margins
 from .money import Msat, NanoUsd, Rounding
@@ -132,6 +134,16 @@ async def readings(
             )
         )
     return out
+
+
+def books(found: Sequence[Holding]) -> list[Reading]:
+    """One reading per holding whose world is known: crossed while the books do not match it.
+    Always on: a mismatch is money unaccounted for, not a preference."""
+    return [
+        Reading(f"books:{h.name}", h.matches is False, "books do not match: " + h.describe())
+        for h in found
+        if h.matches is not None
+    ]
 
 
 async def new_crossings(tx: Tx, current: list[Reading]) -> list[Reading]:

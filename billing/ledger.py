@@ -64,6 +64,7 @@ LIGHTNING_FEES = Account("expenses:lightning_fees", Currency.MSAT, AccountType.E
 FX_MSAT = Account("equity:fx:msat", Currency.MSAT, AccountType.EQUITY)
 FX_NUSD = Account("equity:fx:nusd", Currency.NUSD, AccountType.EQUITY)
 OWNER_NUSD = Account("equity:owner:nusd", Currency.NUSD, AccountType.EQUITY)
+OWNER_MSAT = Account("equity:owner:msat", Currency.MSAT, AccountType.EQUITY)
 TOPUPS_PENDING = Account("assets:topups_pending", Currency.MSAT, AccountType.ASSET)
 TOPUP_LOSSES = Account("expenses:topup_unconfirmed", Currency.MSAT, AccountType.EXPENSE)
 
@@ -359,6 +360,18 @@ def credits_funded(amount: NanoUsd, key: str, memo: str | None = None) -> Entry:
         None,
         debit(OPENROUTER_CREDITS, amount),
         credit(OWNER_NUSD, amount),
+        memo=memo,
+    )
+
+
+def wallet_funded(amount: Msat, key: str, memo: str | None = None) -> Entry:
+    """The operator's own sats in the wallet (an opening balance): the owner's, not an agent's."""
+    return _entry(
+        "wallet_funded",
+        f"wallet-funded:{key}",
+        None,
+        debit(LIGHTNING, amount),
+        credit(OWNER_MSAT, amount),
         memo=memo,
     )
 

@@ -15,6 +15,7 @@ from billing.runway import runway
 from billing.store import Store
 
 from .balance import BalanceWatcher
+from .books import BooksWatcher
 from .tasks.callbacks import post_signed
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,7 @@ class AlertWorker:
         limits: alerts.Thresholds,
         *,
         balance: BalanceWatcher | None,
+        books: BooksWatcher | None = None,
         webhook_url: str | None,
         secret: str | None,
         interval: float = 30.0,
@@ -36,6 +38,7 @@ class AlertWorker:
         self._session = session
         self._limits = limits
         self._balance = balance
+        self._books = books
         self._url = webhook_url
         self._secret = secret or ""
         self._interval = interval
@@ -46,6 +49,8 @@ class AlertWorker:
         balance = self._balance.latest if self._balance is not None else None
         left = await runway(self._store, balance.usd, now=now) if balance is not None else None
         current = await alerts.readings(self._store, self._limits, left, now)
+        if self._books is not None:
+            current += alerts.books(self._books.latest)
         async with self._store.transaction() as tx:
             fired = await alerts.new_crossings(tx, current)
         for reading in fired:

@@ -42,9 +42,10 @@ from billing.topup import (
 
 from .alerts import AlertWorker
 from .balance import BalanceWatcher
+from .books import BooksWatcher
 from .config import ConfigError, Settings
 from .http import accounts, admin, agents, chat, health
-from .http.keys import BALANCE, ENGINE, L402, SETTINGS, STORE
+from .http.keys import BALANCE, BOOKS, ENGINE, L402, SETTINGS, STORE
 from .http.problems import problem_middleware, quiet_unparseable_requests
 from .http.views import task_view
 from .metrics import Metrics
@@ -278,20 +279,29 @@ def create_app(
                 interval=settings.balance_interval,
             )
             app[BALANCE] = balance
-            background = [catalog.run(), balance.run()]
-            limits = _thresholds(settings)
-            if limits.any:
-                secret = settings.alert_secret
-                background.append(
-                    AlertWorker(
-                        store,
-                        session,
-                        limits,
-                        balance=balance,
-                        webhook_url=settings.alert_webhook_url,
-                        secret=secret.get_secret_value() if secret else None,
-                    ).run()
-                )
+            books = BooksWatcher(
+                store,
+                backend,
+                balance,
+                wallet_tolerance=Msat.from_sat(settings.books_wallet_tolerance_sat),
+                credits_tolerance=NanoUsd.from_usd(
+                    settings.books_credits_tolerance_usd, Rounding.DOWN
+                ),
+                metrics=metrics,
+                interval=settings.balance_interval,
+            )
+            app[BOOKS] = books
+            secret = settings.alert_secret
+            alerting = AlertWorker(
+                store,
+                session,
+                _thresholds(settings),
+                balance=balance,
+                books=books,
+                webhook_url=settings.alert_webhook_url,
+                secret=secret.get_secret_value() if secret else None,
+            )
+            background = [catalog.run(), balance.run(), books.run(), alerting.run()]
             if settings.topup_executor != "off":
                 background.append(
                     _topups(

@@ -74,6 +74,12 @@ class Settings(BaseSettings):
 
     # Operator: balance watching and spend alerts
     balance_interval: float = _env("SATROUTER_BALANCE_INTERVAL", 60.0, gt=0)
+    #: How far the wallet and the OpenRouter credits may stray from the books (beyond what is
+    #: in flight) before the books are said not to match the world.
+    books_wallet_tolerance_sat: int = _env("SATROUTER_BOOKS_WALLET_TOLERANCE_SAT", 10, ge=0)
+    books_credits_tolerance_usd: Decimal = _env(
+        "SATROUTER_BOOKS_CREDITS_TOLERANCE_USD", Decimal("0.01"), ge=0
+    )
     alert_webhook_url: str | None = _env("SATROUTER_ALERT_WEBHOOK_URL", None)
     alert_secret: SecretStr | None = _env("SATROUTER_ALERT_SECRET", None)
     alert_daily_spend_usd: Decimal | None = _env("SATROUTER_ALERT_DAILY_SPEND_USD", None, gt=0)

@@ -86,6 +86,19 @@ class Metrics:
             "OpenRouter credits left (needs a management key)",
             registry=r,
         )
+        self.books_difference = Gauge(
+            "satrouter_books_difference",
+            "What the world holds less what the books say (msat for lightning, nano-USD for "
+            "openrouter)",
+            ["holding"],
+            registry=r,
+        )
+        self.books_match = Gauge(
+            "satrouter_books_match",
+            "1 while the books match the world within what is in flight and the tolerance",
+            ["holding"],
+            registry=r,
+        )
 
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
         @web.middleware

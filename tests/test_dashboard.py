@@ -80,6 +80,7 @@ async def test_dashboard_shows_what_the_api_says(service: Service) -> None:
         assert await shown("cost-usd") == f"${total['cost_nusd'] / 1e9:.6f}"
         assert await shown("balance-usd") == f"${float(status['openrouter_balance_usd']):.2f}"
         assert await shown("ledger") == "balanced"
+        assert await shown("world") == "match"
         first_model = await page.text_content('[data-testid="models"] tbody tr td')
         assert first_model == models[0]["group"]
         assert await page.locator('[data-testid="models"] tbody tr').count() == len(models)

@@ -71,6 +71,10 @@ class LightningBackend(Protocol):
 
     async def create_invoice(self, amount: Msat, memo: str, expiry: int) -> CreatedInvoice: ...
     async def invoice_status(self, payment_hash: str) -> InvoiceStatus: ...
+    async def wallet_balance(self) -> Msat:
+        """What the wallet holds now, in msat (outgoing payments in flight already taken off).
+        Raises :class:`LightningError` if the backend cannot tell right now."""
+
     def hints(self) -> AsyncIterator[Hint]: ...
     async def payment_status(self, payment_hash: str) -> Payment | None:
         """An outgoing payment: the payment if it succeeded, None if it did not (or is unknown).

@@ -136,6 +136,13 @@ class LnbitsBackend:
         state = InvoiceState.CANCELED if status in ("failed", "expired") else InvoiceState.OPEN
         return InvoiceStatus(payment_hash, state, Msat(0))
 
+    async def wallet_balance(self) -> Msat:
+        data = await self._call("GET", "/api/v1/wallet", self._invoice_key)
+        balance = data.get("balance") if isinstance(data, Mapping) else None
+        if not isinstance(balance, int) or isinstance(balance, bool):
+            raise LightningError("LNbits answered without a wallet balance")
+        return Msat(balance)  # LNbits reports msat, less outgoing payments still pending
+
     async def hints(self) -> AsyncIterator[Hint]:
         url = self._url.replace("http", "ws", 1) + f"/api/v1/ws/{self._invoice_key}"
         delay = 0.5

@@ -141,6 +141,15 @@ class LndBackend:
             settled_at=float(invoice.settle_date) if settled else None,
         )
 
+    async def wallet_balance(self) -> Msat:
+        """The node's spendable channel balance: outgoing HTLCs in flight are already off it
+        (LND counts them in ``unsettled_local_balance``); on-chain funds are not Lightning."""
+        try:
+            balance = await self._lightning.ChannelBalance(ln.ChannelBalanceRequest(), **_CALL)
+        except grpc.aio.AioRpcError as exc:
+            raise LightningError(f"LND ChannelBalance: {exc.code().name}") from None
+        return Msat(balance.local_balance.msat)
+
     async def hints(self) -> AsyncIterator[Hint]:
         delay = 0.5
         while True:

@@ -19,7 +19,7 @@ from billing.runway import runway
 
 from ..routing.policy import PolicyError
 from . import sse
-from .keys import BALANCE, ENGINE, SETTINGS, STORE
+from .keys import BALANCE, BOOKS, ENGINE, SETTINGS, STORE
 from .problems import Problem
 
 routes = web.RouteTableDef()
@@ -72,7 +72,8 @@ async def admin_margins(request: web.Request) -> web.Response:
 
 @routes.get("/admin/status")
 async def admin_status(request: web.Request) -> web.Response:
-    """The OpenRouter balance and its runway at the last 24 h of spend, and the ledger check."""
+    """The OpenRouter balance and its runway at the last 24 h of spend, the ledger check, and
+    the books against the world (the wallet and the credits); ``ok`` is both checks."""
     require_admin(request)
     store, watcher = request.app[STORE], request.app[BALANCE]
     balance = watcher.latest or await watcher.read()
@@ -102,6 +103,11 @@ async def admin_status(request: web.Request) -> web.Response:
         "problems": list(check.problems),
         "entries": check.totals.entries,
     }
+    # The books against the world, read now: a mismatch fails the check like a ledger problem.
+    found = await request.app[BOOKS].read()
+    world_ok = all(h.matches is not False for h in found)
+    body["world"] = {"ok": world_ok, "holdings": {h.name: h.as_dict() for h in found}}
+    body["ok"] = check.ok and world_ok
     return web.json_response(body)
 
 

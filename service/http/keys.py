@@ -8,6 +8,7 @@ from billing.l402 import L402Authority
 from billing.store import Store
 
 from ..balance import BalanceWatcher
+from ..books import BooksWatcher
 from ..config import Settings
 from ..tasks.engine import Engine
 
@@ -16,3 +17,4 @@ STORE: web.AppKey[Store] = web.AppKey("store", Store)
 ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
 L402: web.AppKey[L402Authority] = web.AppKey("l402", L402Authority)
 BALANCE: web.AppKey[BalanceWatcher] = web.AppKey("balance", BalanceWatcher)
+BOOKS: web.AppKey[BooksWatcher] = web.AppKey("books", BooksWatcher)

@@ -1,6 +1,7 @@
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from collections.abc import Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -185,3 +186,35 @@ class Payment(_message.Message):
     payment_index: int
     failure_reason: PaymentFailureReason
     def __init__(self, payment_hash: _Optional[str] = ..., value: _Optional[int] = ..., creation_date: _Optional[int] = ..., fee: _Optional[int] = ..., payment_preimage: _Optional[str] = ..., value_sat: _Optional[int] = ..., value_msat: _Optional[int] = ..., payment_request: _Optional[str] = ..., status: _Optional[_Union[Payment.PaymentStatus, str]] = ..., fee_sat: _Optional[int] = ..., fee_msat: _Optional[int] = ..., creation_time_ns: _Optional[int] = ..., payment_index: _Optional[int] = ..., failure_reason: _Optional[_Union[PaymentFailureReason, str]] = ...) -> None: ...
+
+class ChannelBalanceRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Amount(_message.Message):
+    __slots__ = ("sat", "msat")
+    SAT_FIELD_NUMBER: _ClassVar[int]
+    MSAT_FIELD_NUMBER: _ClassVar[int]
+    sat: int
+    msat: int
+    def __init__(self, sat: _Optional[int] = ..., msat: _Optional[int] = ...) -> None: ...
+
+class ChannelBalanceResponse(_message.Message):
+    __slots__ = ("balance", "pending_open_balance", "local_balance", "remote_balance", "unsettled_local_balance", "unsettled_remote_balance", "pending_open_local_balance", "pending_open_remote_balance")
+    BALANCE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_OPEN_BALANCE_FIELD_NUMBER: _ClassVar[int]
+    LOCAL_BALANCE_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_BALANCE_FIELD_NUMBER: _ClassVar[int]
+    UNSETTLED_LOCAL_BALANCE_FIELD_NUMBER: _ClassVar[int]
+    UNSETTLED_REMOTE_BALANCE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_OPEN_LOCAL_BALANCE_FIELD_NUMBER: _ClassVar[int]
+    PENDING_OPEN_REMOTE_BALANCE_FIELD_NUMBER: _ClassVar[int]
+    balance: int
+    pending_open_balance: int
+    local_balance: Amount
+    remote_balance: Amount
+    unsettled_local_balance: Amount
+    unsettled_remote_balance: Amount
+    pending_open_local_balance: Amount
+    pending_open_remote_balance: Amount
+    def __init__(self, balance: _Optional[int] = ..., pending_open_balance: _Optional[int] = ..., local_balance: _Optional[_Union[Amount, _Mapping]] = ..., remote_balance: _Optional[_Union[Amount, _Mapping]] = ..., unsettled_local_balance: _Optional[_Union[Amount, _Mapping]] = ..., unsettled_remote_balance: _Optional[_Union[Amount, _Mapping]] = ..., pending_open_local_balance: _Optional[_Union[Amount, _Mapping]] = ..., pending_open_remote_balance: _Optional[_Union[Amount, _Mapping]] = ...) -> None: ...

@@ -54,6 +54,11 @@ class LightningStub:
                 request_serializer=lightning__pb2.PayReqString.SerializeToString,
                 response_deserializer=lightning__pb2.PayReq.FromString,
                 _registered_method=True)
+        self.ChannelBalance = channel.unary_unary(
+                '/lnrpc.Lightning/ChannelBalance',
+                request_serializer=lightning__pb2.ChannelBalanceRequest.SerializeToString,
+                response_deserializer=lightning__pb2.ChannelBalanceResponse.FromString,
+                _registered_method=True)
 
 
 class LightningServicer:
@@ -83,6 +88,12 @@ class LightningServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ChannelBalance(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LightningServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -105,6 +116,11 @@ def add_LightningServicer_to_server(servicer, server):
                     servicer.DecodePayReq,
                     request_deserializer=lightning__pb2.PayReqString.FromString,
                     response_serializer=lightning__pb2.PayReq.SerializeToString,
+            ),
+            'ChannelBalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.ChannelBalance,
+                    request_deserializer=lightning__pb2.ChannelBalanceRequest.FromString,
+                    response_serializer=lightning__pb2.ChannelBalanceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +231,33 @@ class Lightning:
             '/lnrpc.Lightning/DecodePayReq',
             lightning__pb2.PayReqString.SerializeToString,
             lightning__pb2.PayReq.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ChannelBalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lnrpc.Lightning/ChannelBalance',
+            lightning__pb2.ChannelBalanceRequest.SerializeToString,
+            lightning__pb2.ChannelBalanceResponse.FromString,
             options,
             channel_credentials,
             insecure,
