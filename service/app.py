@@ -14,6 +14,7 @@ import logging
 import shlex
 import signal
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -55,6 +56,7 @@ from .routing.policy import PolicyError, PolicyHolder
 from .routing.policy import builtin as policy_builtin
 from .routing.policy import load as policy_load
 from .tasks.callbacks import CallbackSender
+from .tasks.destinations import PublicResolver
 from .tasks.engine import Engine, EngineConfig
 from .upstream.catalog import CatalogCache, CatalogUnavailable
 from .upstream.openrouter import OpenRouterClient
@@ -248,6 +250,20 @@ def create_app(
                 if settings.btc_usd
                 else RateOracle(session, max_age=settings.rate_max_age)
             )
+            config = engine_config or EngineConfig(
+                audit_content=settings.audit_content, budgets=budgets_of(settings)
+            )
+            config = replace(config, callback_allow_private=settings.callback_allow_private)
+            # Callbacks go out on a session of their own whose lookups return public addresses
+            # only (unless private ones are allowed), so DNS rebinding connects nowhere.
+            hooks = await stack.enter_async_context(
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(
+                        limit=256,
+                        resolver=None if config.callback_allow_private else PublicResolver(),
+                    )
+                )
+            )
             engine = Engine(
                 store=store,
                 lightning=backend,
@@ -255,10 +271,14 @@ def create_app(
                 catalog=catalog,
                 rates=price_source,
                 policy=PricingPolicy(settings.markup_bps, Msat(settings.fee_msat)),
-                config=engine_config
-                or EngineConfig(audit_content=settings.audit_content, budgets=budgets_of(settings)),
+                config=config,
                 metrics=metrics,
-                callbacks=CallbackSender(store, session, lambda t: task_view(t).model_dump()),
+                callbacks=CallbackSender(
+                    store,
+                    hooks,
+                    lambda t: task_view(t).model_dump(),
+                    allow_private=config.callback_allow_private,
+                ),
             )
             app[STORE] = store
             app[ENGINE] = engine
@@ -301,6 +321,11 @@ def create_app(
                 webhook_url=settings.alert_webhook_url,
                 secret=secret.get_secret_value() if secret else None,
             )
+            # The books are opened against the world before the first request, so nothing a
+            # request does is mistaken for the opening (bounded: a slow backend delays start-up
+            # by a few seconds at most, and the watcher tries again later).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(books.read(), 5)
             background = [catalog.run(), balance.run(), books.run(), alerting.run()]
             if settings.topup_executor != "off":
                 background.append(

@@ -101,9 +101,10 @@ class BooksWatcher:
         return await holdings.openrouter(tx, NanoUsd(world), self._credits_tolerance)
 
     async def run(self) -> None:
+        """Read now and then (the app reads once before serving, hence the sleep first)."""
         while True:
+            await asyncio.sleep(self._interval)
             try:
                 await self.read()
             except Exception:
                 log.exception("checking the books against the world failed")
-            await asyncio.sleep(self._interval)

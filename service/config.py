@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     lnd_macaroon: Path | None = _env("LND_MACAROON", None)
 
     audit_content: bool = _env("SATROUTER_AUDIT_CONTENT", False)
+    #: Let callbacks reach loopback and private addresses (tests, demos, agents on the
+    #: operator's own network); off, only public addresses receive them.
+    callback_allow_private: bool = _env("SATROUTER_CALLBACK_ALLOW_PRIVATE", False)
 
     # Operator: balance watching and spend alerts
     balance_interval: float = _env("SATROUTER_BALANCE_INTERVAL", 60.0, gt=0)

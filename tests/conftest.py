@@ -153,6 +153,7 @@ def service_settings(
         "btc_usd": "100000",
         "catalog_cache": tmp_path / "models.json",
         "admin_token": "admin-secret",
+        "callback_allow_private": True,  # the tests' callback receivers are on loopback
     }
     return Settings(**{**base, **overrides})
 
@@ -229,6 +230,7 @@ async def service_process(
             "SATROUTER_DATABASE_URL": f"sqlite:///{db}",
             "SATROUTER_PORT": str(port),
             "SATROUTER_BTC_USD": "100000",
+            "SATROUTER_CALLBACK_ALLOW_PRIVATE": "true",
             "SATROUTER_CATALOG_CACHE": str(tmp_path / "models.json"),
             "OPENROUTER_BASE_URL": emulator.base_url,
             "OPENROUTER_API_KEY": DEFAULT_API_KEY,

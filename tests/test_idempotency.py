@@ -12,11 +12,14 @@ import httpx
 import pytest
 
 from billing.store import open_store
+from billing.store.sqlite import migrations
 
 from .conftest import Service
 
 pytestmark = pytest.mark.lnbits
 CHEAP = "meta-llama/llama-3.1-8b-instruct"
+#: The migration that strips credentials from earlier idempotency records.
+SCRUB = next(v for v, sql in migrations() if "Idempotency records" in sql)
 BODY = {
     "messages": [{"role": "user", "content": "Summarise the meeting notes. [[tokens=5]]"}],
     "model": CHEAP,
@@ -95,15 +98,16 @@ async def test_no_task_token_is_stored_in_clear(service: Service, tmp_path: Path
 
 
 async def test_records_of_an_earlier_release_lose_their_secrets(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/old.db"
-    store = await open_store(url)
-    await store.close()
-    with sqlite3.connect(tmp_path / "old.db") as conn:
-        conn.execute("PRAGMA user_version = 9")  # as an earlier release left it
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # a database as the release before left it
+        for version, sql in migrations():
+            if version < SCRUB:
+                conn.executescript(sql)
+        conn.execute(f"PRAGMA user_version = {SCRUB - 1}")
         conn.execute(
             "INSERT INTO kv (key, value) VALUES ('idem:abc', 'task_1|fp|tt_task_1.secret|cbs')"
         )
-    store = await open_store(url)
+    store = await open_store(f"sqlite:///{path}")
     async with store.read() as tx:
         assert await tx.get_value("idem:abc") == "task_1|fp"
     await store.close()

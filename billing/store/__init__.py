@@ -72,6 +72,17 @@ class EventRow:
 
 
 @dataclass(frozen=True, slots=True)
+class DeliveryRow:
+    """One callback to send: the event, its task and where it goes."""
+
+    id: int
+    event_id: int
+    task_id: str
+    destination: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
 class TaskRow:
     id: str
     state: str
@@ -151,6 +162,22 @@ class Tx(Protocol):
     async def last_event_id(self) -> int: ...
     async def cursor(self, consumer: str) -> int: ...
     async def set_cursor(self, consumer: str, position: int) -> None: ...
+
+    # callback deliveries
+    async def insert_delivery(
+        self, event_id: int, task_id: str, destination: str, state: str, now: float
+    ) -> None: ...
+    async def pending_destinations(self, limit: int) -> list[str]:
+        """Destinations with deliveries still to send, oldest first."""
+
+    async def pending_deliveries(self, destination: str, limit: int) -> list[DeliveryRow]:
+        """The destination's deliveries still to send, in event order."""
+
+    async def count_pending_deliveries(self, destination: str) -> int: ...
+    async def finish_delivery(
+        self, delivery_id: int, *, delivered: bool, attempts: int, error: str | None, now: float
+    ) -> None:
+        """Delivered: the row goes; given up: it stays as ``failed`` with its error."""
 
     # tasks
     async def insert_task(self, task: TaskRow) -> None: ...

@@ -1,11 +1,21 @@
-"""Signed webhooks to a task's ``callback_url``: one POST per state change, in order.
+"""Signed webhooks to a task's ``callback_url``: one POST per state change once it is paid.
 
-The body is JSON ``{"event_id", "type", "task": <task view>}``. The signature header is
-``X-Satrouter-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`` with the
-secret the agent received when it created the task; agents should also reject old ``t`` values.
-Delivery is at least once: the outbox cursor advances only after an event was delivered (2xx)
-or its retries ran out, so a restart re-sends what was in flight (``event_id`` lets the agent
-drop duplicates).
+The body is JSON ``{"event_id", "type", "task": <task view>}``, signed two ways with the secret
+the agent received when it created the task:
+
+- Standard Webhooks (``webhook-id``, ``webhook-timestamp``, ``webhook-signature: v1,<base64>``),
+  so agents verify with off-the-shelf code (the ``standardwebhooks`` packages);
+- ``X-Satrouter-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``, the
+  earlier scheme, kept for one release.
+
+Delivery: the outbox's events with ``notify`` are copied into the ``deliveries`` table (the
+cursor advances in the same transaction), queued by destination (scheme, host, port). Each
+destination is sent to by one worker at a time, in event order, with retries and backoff; up to
+``max_concurrent`` destinations at once. So a dead or slow destination delays only itself, a
+destination with more than ``max_queue`` pending deliveries has new ones given up (not held in
+memory), and a restart re-sends whatever was not confirmed (at least once: ``event_id`` and
+``webhook-id`` let the agent drop duplicates). Redirects are not followed, and every connection
+goes to public addresses only (:mod:`.destinations`) unless private ones are allowed.
 """
 
 from __future__ import annotations
@@ -18,11 +28,15 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+from standardwebhooks import Webhook
 
-from billing.store import EventRow, Store
+from billing.store import DeliveryRow, EventRow, Store
+
+from . import destinations
 
 log = logging.getLogger(__name__)
 CONSUMER = "callbacks"
@@ -35,7 +49,7 @@ def sign(secret: str, body: bytes, timestamp: int) -> str:
 
 
 def verify(secret: str, body: bytes, header: str, *, tolerance: float = 300) -> bool:
-    """What an agent does with a callback (used by the tests and documented for agents)."""
+    """What an agent does with ``X-Satrouter-Signature`` (used by the tests and the demo)."""
     parts = dict(p.split("=", 1) for p in header.split(",") if "=" in p)
     try:
         timestamp = int(parts["t"])
@@ -46,6 +60,19 @@ def verify(secret: str, body: bytes, header: str, *, tolerance: float = 300) -> 
     return hmac.compare_digest(sign(secret, body, timestamp), header)
 
 
+def signed_headers(secret: str, message_id: str, body: bytes) -> dict[str, str]:
+    """Both signatures of ``body``, at the current time."""
+    now = int(time.time())
+    standard = Webhook(secret).sign(message_id, datetime.fromtimestamp(now, UTC), body.decode())
+    return {
+        "Content-Type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(now),
+        "webhook-signature": standard,
+        "X-Satrouter-Signature": sign(secret, body, now),
+    }
+
+
 async def post_signed(
     session: aiohttp.ClientSession,
     url: str,
@@ -54,7 +81,8 @@ async def post_signed(
     headers: dict[str, str],
     per_attempt: aiohttp.ClientTimeout,
 ) -> bool:
-    """POST ``body`` signed with ``secret``, retrying with backoff; True once it got a 2xx."""
+    """POST ``body`` with ``X-Satrouter-Signature``, retrying with backoff; True once it got a
+    2xx. For the operator's own alert webhook."""
     for attempt, delay in enumerate((0.0, *RETRY_DELAYS)):
         await asyncio.sleep(delay)
         signed = {
@@ -64,7 +92,7 @@ async def post_signed(
         }
         try:
             async with session.post(
-                url, data=body, headers=signed, timeout=per_attempt
+                url, data=body, headers=signed, timeout=per_attempt, allow_redirects=False
             ) as response:
                 if response.status < 300:
                     return True
@@ -82,42 +110,128 @@ class CallbackSender:
         session: aiohttp.ClientSession,
         view: Callable[[Any], dict[str, Any]],
         *,
+        allow_private: bool = False,
         timeout: float = 5.0,
+        max_concurrent: int = 32,
+        max_queue: int = 1000,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
     ) -> None:
         self._store = store
-        self._session = session
+        self._session = session  # its resolver returns public addresses only
         self._view = view
+        self._allow_private = allow_private
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._max_concurrent = max_concurrent
+        self._max_queue = max_queue
+        self._delays = retry_delays
+        self._workers: dict[str, asyncio.Task[None]] = {}
         self.wake = asyncio.Event()
 
     async def run(self) -> None:
-        while True:
-            self.wake.clear()
-            async with self._store.read() as tx:
-                position = await tx.cursor(CONSUMER)
-                events = await tx.events_after(position, limit=100)
-            for event in events:
-                if event.payload.get("notify"):
-                    await self._deliver(event)
-                    async with self._store.transaction() as tx:
-                        await tx.set_cursor(CONSUMER, event.id)
-            if events and not events[-1].payload.get("notify"):
-                async with self._store.transaction() as tx:
-                    await tx.set_cursor(CONSUMER, events[-1].id)
-            if not events:
+        try:
+            while True:
+                self.wake.clear()
+                await self._enqueue()
+                await self._dispatch()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), 1.0)
+        finally:
+            for worker in self._workers.values():
+                worker.cancel()
 
-    async def _deliver(self, event: EventRow) -> None:
+    async def _enqueue(self) -> None:
+        """Copy new events to notify about into per-destination deliveries."""
+        while True:
+            async with self._store.read() as tx:
+                events = await tx.events_after(await tx.cursor(CONSUMER), limit=200)
+                tasks = {e.key: await tx.task(e.key) for e in events if e.payload.get("notify")}
+            if not events:
+                return
+            async with self._store.transaction() as tx:
+                now = time.time()
+                for event in events:
+                    task = tasks.get(event.key) if event.payload.get("notify") else None
+                    url = task.data.get("callback_url") if task is not None else None
+                    if url:
+                        await self._queue(tx, event, str(url), now)
+                await tx.set_cursor(CONSUMER, events[-1].id)
+
+    async def _queue(self, tx: Any, event: EventRow, url: str, now: float) -> None:
+        where = destinations.destination(url)
+        state = "pending"
+        if await tx.count_pending_deliveries(where) >= self._max_queue:
+            log.warning("callbacks to %s: queue full; giving up event %d", where, event.id)
+            state = "failed"
+        await tx.insert_delivery(event.id, event.key, where, state, now)
+
+    async def _dispatch(self) -> None:
+        """A worker for every destination with deliveries and none yet."""
         async with self._store.read() as tx:
-            task = await tx.task(event.key)
-        if task is None or not task.data.get("callback_url"):
-            return
+            waiting = await tx.pending_destinations(limit=4 * self._max_concurrent)
+        for where in waiting:
+            if where not in self._workers:
+                self._workers[where] = asyncio.create_task(self._work(where))
+
+    async def _work(self, where: str) -> None:
+        try:
+            async with self._slots:
+                while True:
+                    async with self._store.read() as tx:
+                        batch = await tx.pending_deliveries(where, limit=50)
+                    if not batch:
+                        return
+                    for delivery in batch:
+                        await self._deliver(delivery)
+        except Exception:
+            log.exception("callbacks to %s stopped", where)
+        finally:
+            del self._workers[where]
+            self.wake.set()  # anything queued meanwhile gets a worker
+
+    async def _deliver(self, delivery: DeliveryRow) -> None:
+        async with self._store.read() as tx:
+            task = await tx.task(delivery.task_id)
+            events = [e for e in await tx.events_for(delivery.task_id) if e.id == delivery.event_id]
+        if task is None or not events:
+            return await self._finish(delivery, False, 0, "task or event gone")
+        url, secret = str(task.data["callback_url"]), str(task.data["callback_secret"])
+        if not self._allow_private and destinations.literal_refused(url):
+            return await self._finish(delivery, False, 0, "not a public address")
+        event = events[0]
         body = json.dumps(
             {"event_id": event.id, "type": event.topic, "task": self._view(task)}, default=str
         ).encode()
-        url, secret = task.data["callback_url"], task.data["callback_secret"]
-        if not await post_signed(
-            self._session, url, secret, body, {"X-Satrouter-Event": event.topic}, self._timeout
-        ):
-            log.warning("giving up the %s callback for %s", event.topic, event.key)
+        error = ""
+        for attempt, delay in enumerate((0.0, *self._delays), start=1):
+            await asyncio.sleep(delay)
+            headers = {
+                **signed_headers(secret, f"msg_{event.id}", body),
+                "X-Satrouter-Event": event.topic,
+            }
+            try:
+                async with self._session.post(
+                    url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
+                ) as response:
+                    if response.status < 300:
+                        return await self._finish(delivery, True, attempt, None)
+                    error = f"HTTP {response.status}"
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                error = type(exc).__name__
+            log.info(
+                "callback %d to %s attempt %d failed: %s",
+                event.id,
+                delivery.destination,
+                attempt,
+                error,
+            )
+        log.warning("giving up the %s callback for %s", event.topic, event.key)
+        await self._finish(delivery, False, len(self._delays) + 1, error)
+
+    async def _finish(
+        self, delivery: DeliveryRow, delivered: bool, attempts: int, error: str | None
+    ) -> None:
+        async with self._store.transaction() as tx:
+            await tx.finish_delivery(
+                delivery.id, delivered=delivered, attempts=attempts, error=error, now=time.time()
+            )

@@ -64,6 +64,7 @@ from ..upstream.catalog import Catalog, CatalogCache, CatalogUnavailable, ModelI
 from ..upstream.errors import UpstreamError
 from ..upstream.openrouter import ChatResult, GenerationNotReady, OpenRouterClient
 from ..upstream.schemas import Usage, plain
+from . import destinations
 from .callbacks import CallbackSender
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,8 @@ class State(enum.StrEnum):
 
 
 TERMINAL = frozenset({State.RECONCILED, State.EXPIRED, State.REFUNDED})
+#: States of a task nobody paid for: its callback_url hears nothing of them.
+UNPAID = frozenset({State.AWAITING_PAYMENT, State.EXPIRED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +99,7 @@ class EngineConfig:
     sweep_interval: float = 1.0
     max_concurrent_runs: int = 64
     audit_content: bool = False  # put prompts and completions in the audit trail
+    callback_allow_private: bool = False  # callbacks may go to loopback and private addresses
     budgets: Budgets = field(default_factory=Budgets)
 
 
@@ -486,7 +490,7 @@ class Engine:
         ):
             return None
         payload = {"task": task.id, "status": str(to), **(event or {})}
-        if data.get("callback_url"):
+        if data.get("callback_url") and to not in UNPAID:
             payload["notify"] = True  # the callback sender reads only these
         await tx.append_event(f"task.{to}", task.id, payload, now)
         return TaskRow(task.id, to, task.agent, data, task.created_at, now)
@@ -551,7 +555,17 @@ class Engine:
             if scope
             else f"tt_{task_id}.{secrets.token_urlsafe(24)}"
         )
-        callback_secret = secrets.token_urlsafe(32) if callback_url else None
+        if callback_url is not None:
+            try:
+                await destinations.check(
+                    callback_url, allow_private=self.config.callback_allow_private
+                )
+            except destinations.DestinationRefused as exc:
+                raise Problem(400, "callback_url_refused", str(exc)) from None
+        # Standard Webhooks' secret form: base64 behind "whsec_".
+        callback_secret = (
+            "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode() if callback_url else None
+        )
         data = {
             "callback_url": callback_url,
             "callback_secret": callback_secret,
@@ -674,11 +688,7 @@ class Engine:
             await tx.append_event(
                 "task.awaiting_payment",
                 task_id,
-                {
-                    "task": task_id,
-                    "status": "awaiting_payment",
-                    "notify": bool(data["callback_url"]),
-                },
+                {"task": task_id, "status": "awaiting_payment"},  # nothing is sent before payment
                 now,
             )
             if remember:
