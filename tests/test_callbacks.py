@@ -199,12 +199,11 @@ async def test_unpaid_tasks_send_nothing(
     runner, url = await serve(app)
     try:
         async with Receiver() as hook, httpx.AsyncClient(base_url=url) as http:
-            task = (
-                await http.post(
-                    "/v1/tasks",
-                    json={"messages": HELLO, "model": CHEAP, "callback_url": hook.url},
-                )
-            ).json()
+            created = await http.post(
+                "/v1/tasks", json={"messages": HELLO, "model": CHEAP, "callback_url": hook.url}
+            )
+            assert created.status_code == 201, created.text
+            task = created.json()
             auth = {"Authorization": f"Bearer {task['task_token']}"}
             for _ in range(100):
                 seen = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
