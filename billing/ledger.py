@@ -67,6 +67,9 @@ OWNER_NUSD = Account("equity:owner:nusd", Currency.NUSD, AccountType.EQUITY)
 OWNER_MSAT = Account("equity:owner:msat", Currency.MSAT, AccountType.EQUITY)
 TOPUPS_PENDING = Account("assets:topups_pending", Currency.MSAT, AccountType.ASSET)
 TOPUP_LOSSES = Account("expenses:topup_unconfirmed", Currency.MSAT, AccountType.EXPENSE)
+#: What the operator's own provider keys (OpenRouter BYOK) were billed: owed to those
+#: providers, never paid from OpenRouter credits.
+BYOK_PAYABLE = Account("liabilities:byok_providers", Currency.NUSD, AccountType.LIABILITY)
 
 
 def agent_account(agent_id: str) -> Account:
@@ -289,9 +292,18 @@ def reserve(agent_id: str, ref: str, amount: Msat) -> Entry:
     )
 
 
-def settle(ref: str, payer_id: str, held: Msat, revenue: Msat, cost: NanoUsd) -> Entry:
+def settle(
+    ref: str,
+    payer_id: str,
+    held: Msat,
+    revenue: Msat,
+    cost: NanoUsd,
+    *,
+    byok: NanoUsd = NanoUsd(0),  # noqa: B008 (immutable value object)
+) -> Entry:
     """A reconciled call: escrow splits into revenue and change; the dollar cost is booked
-    against the OpenRouter credits it consumed."""
+    against the OpenRouter credits it consumed, and (BYOK) the provider's own cost against
+    what the operator owes that provider."""
     if revenue > held:
         raise UnbalancedEntry(f"revenue {revenue} exceeds what was held ({held})")
     return _entry(
@@ -301,8 +313,9 @@ def settle(ref: str, payer_id: str, held: Msat, revenue: Msat, cost: NanoUsd) ->
         debit(escrow_account(ref), held),
         _credit_if(REVENUE, revenue),
         _credit_if(agent_account(payer_id), held - revenue),
-        _debit_if(LLM_COST, cost),
+        _debit_if(LLM_COST, cost + byok),
         _credit_if(OPENROUTER_CREDITS, cost),
+        _credit_if(BYOK_PAYABLE, byok),
     )
 
 

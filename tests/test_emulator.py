@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -138,3 +140,128 @@ def test_the_emulator_command_serves_with_start_up_faults() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                "days": {"type": "integer", "minimum": 1, "maximum": 7},
+            },
+            "required": ["city"],
+        },
+    },
+}
+ASK = [{"role": "user", "content": "Weather in Paris?"}]
+
+
+def test_tools_and_schemas_are_billed_as_prompt_tokens() -> None:
+    assert text.prompt_tokens(ASK, [WEATHER]) > text.prompt_tokens(ASK) + 20
+    call = {"role": "assistant", "tool_calls": [{"function": {"arguments": '{"a": 1}'}}]}
+    assert text.prompt_tokens([*ASK, call]) > text.prompt_tokens([*ASK, {"role": "assistant"}])
+
+
+async def _chat(emulator: Emulator, body: dict[str, object]) -> httpx.Response:
+    async with httpx.AsyncClient() as http:
+        return await http.post(
+            emulator.base_url + "/chat/completions",
+            json={"model": "openai/gpt-4o-mini", **body},
+            headers={"Authorization": "Bearer sk-or-v1-emulator"},
+        )
+
+
+async def test_tool_calls_as_tool_choice_allows(emulator: Emulator) -> None:
+    answer = (await _chat(emulator, {"messages": ASK, "tools": [WEATHER]})).json()
+    choice = answer["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"]["name"] == "get_weather"
+    assert json.loads(call["function"]["arguments"]) == {
+        "city": "example",
+        "unit": "celsius",
+        "days": 1,
+    }
+    assert answer["usage"]["completion_tokens"] > 0
+    # After the tool's result the model answers in text; "none" never calls.
+    result = {"role": "tool", "tool_call_id": call["id"], "content": "18 C"}
+    after = [*ASK, choice["message"], result]
+    text_answer = (await _chat(emulator, {"messages": after, "tools": [WEATHER]})).json()
+    assert text_answer["choices"][0]["message"]["content"].startswith("Here is")
+    assert "tool_calls" not in text_answer["choices"][0]["message"]
+    none = await _chat(emulator, {"messages": ASK, "tools": [WEATHER], "tool_choice": "none"})
+    assert none.json()["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_streamed_tool_call_joins_to_valid_arguments(emulator: Emulator) -> None:
+    response = await _chat(emulator, {"messages": ASK, "tools": [WEATHER], "stream": True})
+    chunks = [
+        json.loads(line[6:])
+        for line in response.text.splitlines()
+        if line.startswith("data: ") and line != "data: [DONE]"
+    ]
+    deltas = [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+    first = deltas[0]["tool_calls"][0]
+    assert first["id"].startswith("call_") and first["function"]["name"] == "get_weather"
+    arguments = "".join(
+        d["tool_calls"][0]["function"]["arguments"] for d in deltas if d.get("tool_calls")
+    )
+    assert json.loads(arguments)["city"] == "example"
+    assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
+    assert chunks[-1]["usage"]["completion_tokens"] == len(
+        [d for d in deltas if d.get("tool_calls")]
+    )
+
+
+async def test_structured_output_is_valid_json(emulator: Emulator) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"title": {"type": "string"}, "tags": {"type": "array", "items": {}}},
+        "required": ["title", "tags"],
+    }
+    formats = [
+        {"type": "json_object"},
+        {"type": "json_schema", "json_schema": {"name": "t", "strict": True, "schema": schema}},
+    ]
+    for response_format in formats:
+        for stream in (False, True):
+            response = await _chat(
+                emulator,
+                {"messages": ASK, "response_format": response_format, "stream": stream},
+            )
+            if stream:
+                content = "".join(
+                    json.loads(line[6:])["choices"][0]["delta"].get("content", "")
+                    for line in response.text.splitlines()
+                    if line.startswith("data: {") and json.loads(line[6:])["choices"]
+                )
+            else:
+                content = response.json()["choices"][0]["message"]["content"]
+            value = json.loads(content)
+            assert isinstance(value, dict) and (
+                "answer" in value or set(value) == {"title", "tags"}
+            )
+
+
+async def test_byok_answers_carry_only_openrouters_fee(emulator: Emulator) -> None:
+    await emulator.control("POST", "/config", {"byok": True})
+    usage = (await _chat(emulator, {"messages": ASK, "max_tokens": 10})).json()["usage"]
+    assert usage["is_byok"] is True
+    inference = usage["cost_details"]["upstream_inference_cost"]
+    assert usage["cost"] == pytest.approx(inference * 0.05)
+    bad = await emulator.control("GET", "/state")
+    assert bad["config"]["byok"] is True
+
+
+async def test_max_price_refuses_a_dearer_model(emulator: Emulator) -> None:
+    cheap = {"provider": {"max_price": {"prompt": 0.15, "completion": 0.6}}}
+    assert (await _chat(emulator, {"messages": ASK, **cheap})).status_code == 200
+    low = {"provider": {"max_price": {"prompt": 0.1}}}  # gpt-4o-mini costs $0.15/M prompt
+    refused = await _chat(emulator, {"messages": ASK, **low})
+    assert refused.status_code == 404
+    assert "max_price.prompt" in refused.json()["error"]["message"]

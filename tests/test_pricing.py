@@ -15,7 +15,9 @@ from billing.pricing import (
     PriceTier,
     PricingPolicy,
     QuoteError,
+    bound_price,
     charge,
+    input_tokens_upper_bound,
     prompt_tokens_upper_bound,
     quote,
 )
@@ -116,3 +118,60 @@ def test_actual_within_quote_never_charges_more_than_quoted(
     assert not c.capped
     assert c.total + c.change == q.total
     assert c.change >= Msat(0)
+
+
+def test_input_bound_counts_everything_the_upstream_bills() -> None:
+    hello = [{"role": "user", "content": "hi"}]
+    bare = input_tokens_upper_bound(hello, [])
+    tool = {
+        "type": "function",
+        "function": {
+            "name": "lookup",
+            "parameters": {"type": "object", "properties": {"q": {"description": "é" * 10_000}}},
+        },
+    }
+    with_tools = input_tokens_upper_bound(hello, [tool])
+    assert with_tools - bare >= 20_000  # 10,000 two-byte characters, at least
+    call = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c1", "function": {"name": "lookup", "arguments": "x" * 5_000}}],
+    }
+    result = {"role": "tool", "tool_call_id": "c1", "name": "lookup", "content": "y" * 7_000}
+    assert input_tokens_upper_bound([*hello, call, result], []) - bare >= 12_000
+    # A lone surrogate (which UTF-8 cannot encode) is still counted, never raised on.
+    assert input_tokens_upper_bound([{"role": "user", "content": "\ud800"}], []) > bare - 2
+
+
+def test_a_chain_is_bounded_by_its_dearest_component() -> None:
+    a = ModelPrice(Decimal("0.000001"), Decimal("0.000004"), image=Decimal("0.002"))
+    b = ModelPrice(
+        Decimal("0.000002"),
+        Decimal("0.000003"),
+        Decimal("0.001"),
+        reasoning=Decimal("0.000005"),
+        cache_write=Decimal("0.0000025"),
+    )
+    flat = bound_price([a, b], 100)
+    assert (flat.prompt, flat.completion, flat.request, flat.image) == (
+        Decimal("0.000002"),
+        Decimal("0.000005"),  # b's reasoning tokens are billed at its reasoning price
+        Decimal("0.001"),
+        Decimal("0.002"),
+    )
+    assert bound_price([a, b], 100, cache_writes=True).prompt == Decimal("0.0000025")
+    tiered = ModelPrice(
+        Decimal("0.000001"),
+        Decimal("0.000002"),
+        tiers=(PriceTier(200_000, Decimal("0.000003"), Decimal("0.000004")),),
+    )
+    assert bound_price([tiered], 250_000).prompt == Decimal("0.000003")
+    assert bound_price([tiered], 250_000).tiers == ()
+
+
+def test_images_are_priced_per_image() -> None:
+    price = ModelPrice(Decimal(0), Decimal(0), image=Decimal("0.0002"))
+    q = quote(
+        "m", price, prompt_tokens_max=0, completion_tokens_max=1, rate=RATE, policy=POLICY, images=3
+    )
+    assert q.cost_max == NanoUsd(600_000) and q.images == 3

@@ -109,7 +109,9 @@ async def test_with_consent_the_cloud_runs_with_zero_data_retention(service: Ser
         await service.pay(task["invoice"]["bolt11"])
         await _task_until(http, task, "reconciled")
     sent = [r["body"] for r in service.emulator.state.requests if r["path"].startswith("/api/")]
-    assert sent[-1]["provider"] == {"data_collection": "deny", "zdr": True}
+    provider = sent[-1]["provider"]
+    assert (provider["data_collection"], provider["zdr"]) == ("deny", True)
+    assert set(provider) == {"data_collection", "zdr", "max_price"}  # max_price: the quote's
     async with service.app[STORE].read() as tx:
         stored = await tx.task(task["id"])
     assert stored is not None

@@ -31,7 +31,7 @@ from typing import Any
 from aiohttp import web
 
 from ..upstream.schemas import plain
-from . import text
+from . import structured, text
 from .faults import Fault, FaultTable
 
 DEFAULT_MANAGEMENT_KEY = "sk-or-v1-emulator-management"
@@ -39,6 +39,8 @@ DEFAULT_API_KEY = "sk-or-v1-emulator"
 LOCAL_MODELS = ("llama3.2:3b", "qwen2.5:7b-instruct")
 #: What ``openrouter/auto`` picks in the emulator.
 AUTO_PICK = "openai/gpt-4o-mini"
+#: OpenRouter's fee on a BYOK request, as a fraction of the provider's cost.
+BYOK_FEE = Decimal("0.05")
 
 
 @dataclass(slots=True)
@@ -50,6 +52,9 @@ class EmulatorConfig:
     tokens_per_second: float = 0.0  # 0: instant
     credits: Decimal = Decimal("100")  # total_credits, USD
     generation_cost_ratio: Decimal = Decimal(1)  # /generation total_cost = inline cost x this
+    #: Answer as a request served with the operator's own provider key: ``usage.cost`` and
+    #: ``total_cost`` are only OpenRouter's fee, the provider's cost ``upstream_inference_cost``
+    byok: bool = False
     management_key: str = DEFAULT_MANAGEMENT_KEY
     seed: int = 0
     catalog_path: Path | None = None
@@ -189,7 +194,7 @@ def _price(entry: dict[str, Any], key: str) -> Decimal:
     return max(value, Decimal(0))
 
 
-def _cost(entry: dict[str, Any] | None, prompt: int, completion: int) -> Decimal:
+def _cost(entry: dict[str, Any] | None, prompt: int, completion: int, images: int = 0) -> Decimal:
     if entry is None:
         return Decimal(0)
     prompt_price, completion_price = _price(entry, "prompt"), _price(entry, "completion")
@@ -197,7 +202,44 @@ def _cost(entry: dict[str, Any] | None, prompt: int, completion: int) -> Decimal
         if prompt >= override.get("min_prompt_tokens", 0):
             prompt_price = Decimal(str(override.get("prompt", prompt_price)))
             completion_price = Decimal(str(override.get("completion", completion_price)))
-    return prompt * prompt_price + completion * completion_price + _price(entry, "request")
+    return (
+        prompt * prompt_price
+        + completion * completion_price
+        + images * _price(entry, "image")
+        + _price(entry, "request")
+    )
+
+
+_PER_MILLION = {"prompt": Decimal(1_000_000), "completion": Decimal(1_000_000)}
+
+
+def _over_max_price(entry: dict[str, Any], body: dict[str, Any]) -> str | None:
+    """The first ``provider.max_price`` limit the model's price is above, if any (the emulator
+    has one provider per model, at the catalog's price)."""
+    provider = body.get("provider")
+    limits = provider.get("max_price") if isinstance(provider, dict) else None
+    if not isinstance(limits, dict):
+        return None
+    for key, limit in limits.items():
+        if isinstance(limit, bool) or not isinstance(limit, int | float | Decimal | str):
+            continue
+        try:
+            ceiling = Decimal(str(limit))
+        except InvalidOperation:
+            continue
+        if _price(entry, key) * _PER_MILLION.get(key, Decimal(1)) > ceiling:
+            return str(key)
+    return None
+
+
+def _images(messages: list[dict[str, Any]]) -> int:
+    return sum(
+        1
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for part in m["content"]
+        if isinstance(part, dict) and part.get("type") == "image_url"
+    )
 
 
 def _rate_limit_headers(retry_after: float) -> dict[str, str]:
@@ -246,12 +288,40 @@ class _Call:
     provider: str
     messages: list[dict[str, Any]]
     prompt_tokens: int
-    tokens: list[str]
+    #: the output as stream deltas of one token each: the reply's text, or a tool call's
+    #: arguments; cut to max_tokens
+    pieces: list[str]
+    full: int  # how many pieces the output has uncut
     fault: Fault | None
     attempts: list[dict[str, Any]]
     started: float
     stream: bool
     logprobs: bool = False
+    tool: dict[str, Any] = field(default_factory=dict)  # the tool call made, if any
+    images: int = 0
+
+
+def _output(
+    body: dict[str, Any], messages: list[dict[str, Any]], limit: int | None, model: str
+) -> tuple[list[str], int, dict[str, Any]]:
+    """What the model answers: (pieces cut to ``limit``, uncut count, the tool call or {})."""
+    call = structured.tool_call(body, messages)
+    if call:
+        pieces = structured.pieces(call["function"]["arguments"])
+    else:
+        tokens = text.reply_tokens(messages, None, model)
+        reply = text.join_tokens(tokens)
+        as_json = structured.json_reply(body.get("response_format"), reply)
+        if as_json is not None:
+            pieces = structured.pieces(as_json)
+        else:
+            pieces = [text.piece(tokens, i) for i in range(len(tokens))]
+    full = len(pieces)
+    return (pieces[: max(0, limit)] if limit is not None else pieces), full, call
+
+
+def _content(call: _Call) -> str:
+    return "".join(call.pieces)
 
 
 def _parse_chat(body: Any) -> tuple[list[dict[str, Any]], int | None, bool]:
@@ -306,7 +376,7 @@ async def _chat(request: web.Request) -> web.StreamResponse:
                 "payment_required",
             )
         candidates = _candidates(body)
-        call = await _route(state, candidates, messages, max_tokens, stream)
+        call = await _route(state, candidates, body, messages, max_tokens, stream)
         call = replace(call, logprobs=body.get("logprobs") is True)
     except _Refusal as refusal:
         state.counters["errors"] += 1
@@ -336,6 +406,7 @@ def _candidates(body: dict[str, Any]) -> list[str]:
 async def _route(
     state: EmulatorState,
     candidates: list[str],
+    body: dict[str, Any],
     messages: list[dict[str, Any]],
     max_tokens: int | None,
     stream: bool,
@@ -350,6 +421,14 @@ async def _route(
         if entry is None:
             last = _Refusal(400, f"{model} is not a valid model ID", "invalid_model")
             attempts.append({"model": model, "status": 400})
+            continue
+        if (over := _over_max_price(entry, body)) is not None:
+            last = _Refusal(
+                404,
+                f"No endpoints found for {served} within provider.max_price.{over}",
+                "no_endpoints",
+            )
+            attempts.append({"model": served, "status": 404})
             continue
         fault = state.faults.draw(served)
         if fault is not None and fault.kind in _REFUSALS:
@@ -366,7 +445,7 @@ async def _route(
         top = entry.get("top_provider") or {}
         if limit is None and isinstance(top.get("max_completion_tokens"), int):
             limit = top["max_completion_tokens"]
-        prompt = text.prompt_tokens(messages)
+        prompt = text.prompt_tokens(messages, _schemas(body))
         context = entry.get("context_length")
         if isinstance(context, int) and prompt > context:
             last = _Refusal(
@@ -378,37 +457,54 @@ async def _route(
             attempts.append({"model": served, "status": 400})
             continue
         attempts.append({"provider_name": _provider_name(served), "status": 200})
+        pieces, full, tool = _output(body, messages, limit, served)
         return _Call(
             model=served,
             entry=entry,
             provider=_provider_name(served),
             messages=messages,
             prompt_tokens=prompt,
-            tokens=text.reply_tokens(messages, limit, served),
+            pieces=pieces,
+            full=full,
             fault=fault,
             attempts=attempts,
             started=started,
             stream=stream,
+            tool=tool,
+            images=_images(messages),
         )
     assert last is not None
     raise last
 
 
-def _usage(call: _Call, completion_tokens: int) -> dict[str, Any]:
-    cost = _cost(call.entry, call.prompt_tokens, completion_tokens)
+def _schemas(body: dict[str, Any]) -> list[Any]:
+    """What the provider renders into the prompt besides the messages."""
+    out: list[Any] = [*(body.get("tools") or []), *(body.get("functions") or [])]
+    if isinstance(body.get("response_format"), dict):
+        out.append(body["response_format"])
+    return out
+
+
+def _usage(state: EmulatorState, call: _Call, completion_tokens: int) -> dict[str, Any]:
+    cost = _cost(call.entry, call.prompt_tokens, completion_tokens, call.images)
     usage: dict[str, Any] = {
         "prompt_tokens": call.prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": call.prompt_tokens + completion_tokens,
     }
     if call.entry is not None:  # OpenRouter adds cost accounting; a local server does not
-        prompt_cost = _cost(call.entry, call.prompt_tokens, 0) - _price(call.entry, "request")
+        prompt_cost = _cost(call.entry, call.prompt_tokens, 0, call.images) - _price(
+            call.entry, "request"
+        )
+        byok = state.config.byok
         usage.update(
-            cost=cost,
-            is_byok=False,
+            # BYOK: OpenRouter's fee only; the provider bills the operator's own key.
+            cost=cost * BYOK_FEE if byok else cost,
+            is_byok=byok,
             prompt_tokens_details={"cached_tokens": 0, "cache_write_tokens": 0, "audio_tokens": 0},
             cost_details={
-                "upstream_inference_cost": None,
+                # OpenRouter fills this on every call: equal to cost unless BYOK
+                "upstream_inference_cost": cost,
                 "upstream_inference_prompt_cost": prompt_cost,
                 "upstream_inference_completions_cost": cost - prompt_cost,
             },
@@ -418,9 +514,10 @@ def _usage(call: _Call, completion_tokens: int) -> dict[str, Any]:
 
 
 def _finish_reason(call: _Call, produced: int) -> str:
-    """``length`` when max_tokens cut the reply short, else ``stop``."""
-    full = text.reply_tokens(call.messages, None, call.model)
-    return "length" if produced < len(full) else "stop"
+    """``length`` when max_tokens cut the output short, else ``tool_calls`` or ``stop``."""
+    if produced < call.full:
+        return "length"
+    return "tool_calls" if call.tool else "stop"
 
 
 def _envelope(call: _Call, gen_id: str, kind: str) -> dict[str, Any]:
@@ -442,8 +539,10 @@ def _record(
     finish_reason: str,
     cancelled: bool = False,
 ) -> None:
-    """Store the /generation record and charge the credits."""
-    inline = _cost(call.entry, call.prompt_tokens, completion_tokens)
+    """Store the /generation record and charge the credits (BYOK: only OpenRouter's fee)."""
+    inference = _cost(call.entry, call.prompt_tokens, completion_tokens, call.images)
+    byok = state.config.byok
+    inline = inference * BYOK_FEE if byok else inference
     total = inline * state.config.generation_cost_ratio
     elapsed_ms = int((time.monotonic() - call.started) * 1000)
     state.usage += total
@@ -455,7 +554,9 @@ def _record(
             "upstream_id": "chatcmpl-" + gen_id[-12:],
             "total_cost": total,
             "cache_discount": (inline - total) if total != inline else None,
-            "upstream_inference_cost": None,
+            "upstream_inference_cost": (
+                inference * state.config.generation_cost_ratio if byok else None
+            ),
             "created_at": datetime.now(UTC).isoformat(),
             "model": call.model,
             "app_id": None,
@@ -473,13 +574,13 @@ def _record(
             "native_tokens_completion": completion_tokens,
             "native_tokens_reasoning": 0,
             "native_tokens_cached": 0,
-            "num_media_prompt": None,
             "num_search_results": None,
             "origin": "",
             "usage": total,
-            "is_byok": False,
+            "is_byok": byok,
+            "num_media_prompt": call.images or None,
             "provider_responses": [
-                {**a, "latency": elapsed_ms, "is_byok": False} for a in call.attempts
+                {**a, "latency": elapsed_ms, "is_byok": byok} for a in call.attempts
             ],
         },
     )
@@ -497,19 +598,35 @@ async def _latency(state: EmulatorState, call: _Call, tokens: int) -> None:
 
 def _logprobs(call: _Call) -> dict[str, Any]:
     logprob = math.log(max(text.token_confidence(call.messages, call.model), 1e-9))
+    tokens = [p.strip() for p in call.pieces]
     return {
         "content": [
             {"token": t, "logprob": logprob, "bytes": list(t.encode()), "top_logprobs": []}
-            for t in call.tokens
+            for t in tokens
         ],
         "refusal": None,
     }
 
 
+def _message(call: _Call) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": _content(call),
+        "refusal": None,
+        "reasoning": None,
+    }
+    if call.tool:
+        arguments = _content(call)
+        function = {**call.tool["function"], "arguments": arguments}
+        message.update(content=None, tool_calls=[{**call.tool, "function": function}])
+    return message
+
+
 async def _respond(state: EmulatorState, call: _Call) -> web.Response:
-    await _latency(state, call, len(call.tokens))
+    produced = len(call.pieces)
+    await _latency(state, call, produced)
     gen_id = _gen_id()
-    finish = _finish_reason(call, len(call.tokens))
+    finish = _finish_reason(call, produced)
     body = {
         **_envelope(call, gen_id, "chat.completion"),
         "choices": [
@@ -518,18 +635,13 @@ async def _respond(state: EmulatorState, call: _Call) -> web.Response:
                 "finish_reason": finish,
                 "native_finish_reason": finish,
                 "index": 0,
-                "message": {
-                    "role": "assistant",
-                    "content": text.join_tokens(call.tokens),
-                    "refusal": None,
-                    "reasoning": None,
-                },
+                "message": _message(call),
             }
         ],
-        "usage": _usage(call, len(call.tokens)),
+        "usage": _usage(state, call, produced),
     }
     if call.entry is not None:
-        _record(state, gen_id, call, len(call.tokens), finish_reason=finish)
+        _record(state, gen_id, call, produced, finish_reason=finish)
     return _json_response(body, headers={"X-Generation-Id": gen_id})
 
 
@@ -556,7 +668,7 @@ async def _stream(request: web.Request, state: EmulatorState, call: _Call) -> we
             await response.write(b": OPENROUTER PROCESSING\n\n")
         await _latency(state, call, 0)
         per_token = 1 / state.config.tokens_per_second if state.config.tokens_per_second else 0
-        for i in range(len(call.tokens)):
+        for i, piece in enumerate(call.pieces):
             if fault is not None and sent == fault.after_tokens:
                 if fault.kind == "break_stream":
                     _record(state, gen_id, call, sent, finish_reason="error", cancelled=True)
@@ -570,7 +682,7 @@ async def _stream(request: web.Request, state: EmulatorState, call: _Call) -> we
                     return response
             if per_token:
                 await asyncio.sleep(per_token)
-            delta: dict[str, Any] = {"role": "assistant", "content": text.piece(call.tokens, i)}
+            delta = _delta(call, i, piece)
             await response.write(
                 _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
             )
@@ -581,7 +693,7 @@ async def _stream(request: web.Request, state: EmulatorState, call: _Call) -> we
         await response.write(
             _sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
         )
-        await response.write(_sse({**base, "choices": [], "usage": _usage(call, sent)}))
+        await response.write(_sse({**base, "choices": [], "usage": _usage(state, call, sent)}))
         await response.write(b"data: [DONE]\n\n")
         if call.entry is not None:
             _record(state, gen_id, call, sent, finish_reason=finish)
@@ -593,6 +705,18 @@ async def _stream(request: web.Request, state: EmulatorState, call: _Call) -> we
             _record(state, gen_id, call, sent, finish_reason="cancelled", cancelled=True)
         raise
     return response
+
+
+def _delta(call: _Call, i: int, piece: str) -> dict[str, Any]:
+    """Stream delta ``i``: a piece of the content, or of the tool call's arguments (the
+    first tool delta names the call, as OpenAI's and OpenRouter's streams do)."""
+    if not call.tool:
+        return {"role": "assistant", "content": piece}
+    if i == 0:
+        function = {"name": call.tool["function"]["name"], "arguments": piece}
+        head = {"index": 0, "id": call.tool["id"], "type": "function", "function": function}
+        return {"role": "assistant", "content": None, "tool_calls": [head]}
+    return {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
 
 
 def _error_chunk(base: dict[str, Any], fault: Fault) -> dict[str, Any]:
@@ -695,13 +819,16 @@ async def _local_chat(request: web.Request) -> web.StreamResponse:
             raise await _fail(fault, model)
     except _Refusal as refusal:
         return refusal.response()
+    pieces, full, tool = _output(body, messages, max_tokens, model)
     call = _Call(
         model=model,
         entry=None,
         provider="local",
         messages=messages,
-        prompt_tokens=text.prompt_tokens(messages),
-        tokens=text.reply_tokens(messages, max_tokens, model),
+        prompt_tokens=text.prompt_tokens(messages, _schemas(body)),
+        pieces=pieces,
+        full=full,
+        tool=tool,
         fault=fault,
         attempts=[],
         started=time.monotonic(),
@@ -771,8 +898,13 @@ _SETTABLE: dict[str, Callable[[Any], Any]] = {
     "ttft": float,
     "tokens_per_second": float,
     "generation_cost_ratio": lambda v: Decimal(str(v)),
+    "byok": lambda v: v if isinstance(v, bool) else _not_a_bool(v),
     "credits": lambda v: Decimal(str(v)),
 }
+
+
+def _not_a_bool(value: Any) -> bool:
+    raise ValueError(f"expected true or false, got {value!r}")
 
 
 async def _control_config(request: web.Request) -> web.Response:

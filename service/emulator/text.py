@@ -14,6 +14,7 @@ Directives in the last user message steer the reply for tests and demos:
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -25,9 +26,11 @@ _MODEL_REPLY = re.compile(r"\[\[reply@([^:\]]+):(.*?)\]\]", re.DOTALL)
 _CONFIDENCE = re.compile(r"\[\[confidence(?:@([^=\]]+))?=([01](?:\.\d+)?)\]\]")
 DEFAULT_CONFIDENCE = 0.9
 
-#: Per message (role and separators) and per request, as chat templates add them.
+#: Per message (role and separators), per request and per tool or output schema, as chat
+#: templates add them.
 MESSAGE_TOKENS = 4
 REQUEST_TOKENS = 3
+SCHEMA_TOKENS = 8
 DEFAULT_REPLY_TOKENS = 24
 
 _WORDS = (
@@ -54,8 +57,23 @@ def message_text(message: Mapping[str, Any]) -> str:
     return ""
 
 
-def prompt_tokens(messages: Sequence[Mapping[str, Any]]) -> int:
-    return REQUEST_TOKENS + sum(MESSAGE_TOKENS + count_tokens(message_text(m)) for m in messages)
+def _billed_besides_text(message: Mapping[str, Any]) -> str:
+    """What a message adds to the prompt besides its text: its name, its tool calls."""
+    extra = [message.get(k) for k in ("name", "tool_calls", "function_call") if message.get(k)]
+    return json.dumps(extra) if extra else ""
+
+
+def prompt_tokens(messages: Sequence[Mapping[str, Any]], schemas: Sequence[Any] = ()) -> int:
+    """Every message's text, names and tool calls, and every tool or output schema (the
+    model reads them all, so the provider bills them all)."""
+    return (
+        REQUEST_TOKENS
+        + sum(
+            MESSAGE_TOKENS + count_tokens(message_text(m)) + count_tokens(_billed_besides_text(m))
+            for m in messages
+        )
+        + sum(SCHEMA_TOKENS + count_tokens(json.dumps(s)) for s in schemas)
+    )
 
 
 def reply_tokens(

@@ -99,11 +99,17 @@ async def _run(
 async def _replay(
     request: web.Request, answer: dict[str, Any], headers: dict[str, str]
 ) -> web.StreamResponse:
-    """A finished completion sent as a stream: one content chunk, the finish, the usage."""
+    """A finished completion sent as a stream: one chunk with the message (its content, or
+    its tool calls), the finish, the usage."""
     choice = (answer.get("choices") or [{}])[0]
     base = {k: answer.get(k) for k in ("id", "model", "provider", "created")}
     base["object"] = "chat.completion.chunk"
-    delta = {"role": "assistant", "content": (choice.get("message") or {}).get("content") or ""}
+    message = choice.get("message") or {}
+    delta: dict[str, Any] = {"role": "assistant", "content": message.get("content") or ""}
+    if tool_calls := message.get("tool_calls"):
+        # As streamed tool calls arrive: each with its index, the arguments whole.
+        delta["content"] = message.get("content")
+        delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(tool_calls)]
     events: list[dict[str, Any]] = [
         {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]},
         {

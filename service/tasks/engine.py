@@ -43,9 +43,11 @@ from billing.pricing import (
     PricingPolicy,
     Quote,
     QuoteError,
+    bound_price,
+    canonical_json,
     charge,
     combine,
-    prompt_tokens_upper_bound,
+    input_tokens_upper_bound,
     quote,
 )
 from billing.rates import Rate, RateProvider, RateUnavailable
@@ -62,6 +64,7 @@ from ..routing.policy import PolicyHolder
 from ..routing.privacy import Detector
 from ..upstream.catalog import Catalog, CatalogCache, CatalogUnavailable, ModelInfo
 from ..upstream.errors import UpstreamError
+from ..upstream.max_price import with_max_price
 from ..upstream.openrouter import ChatResult, GenerationNotReady, OpenRouterClient
 from ..upstream.schemas import Usage, plain
 from . import destinations
@@ -94,6 +97,8 @@ UNPAID = frozenset({State.AWAITING_PAYMENT, State.EXPIRED})
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     invoice_expiry: int = 600
+    #: max_tokens for local models when the caller sets none (they cost nothing; cloud
+    #: models get their own completion limit, see Engine._completion_bound)
     default_max_tokens: int = 1024
     generation_deadline: float = 30.0
     sweep_interval: float = 1.0
@@ -112,6 +117,29 @@ _Run = TypeVar("_Run", bound=tuple[Any, ...])  # a runner's outcome, its attempt
 
 def message_texts(messages: list[Any]) -> list[str]:
     return [m.content if isinstance(m.content, str) else str(m.content or "") for m in messages]
+
+
+#: Content parts the quote can bound: text by its bytes, images at the per-image price.
+_TEXT_PARTS = frozenset({"text"})
+_IMAGE_PARTS = frozenset({"image_url"})
+
+
+def _count_images(request: ChatRequest) -> int:
+    """The request's input images; a 400 for parts no quote can bound (files, audio, video)."""
+    images = 0
+    for message in request.messages:
+        for part in message.parts:
+            kind = part.get("type")
+            if kind in _IMAGE_PARTS:
+                images += 1
+            elif kind not in _TEXT_PARTS:
+                raise Problem(
+                    400,
+                    "unpriceable_input",
+                    f"content parts of type {str(kind)[:40]!r} cannot be priced before the "
+                    "call; send text and images",
+                )
+    return images
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +191,15 @@ def _call_record(result: ChatResult) -> dict[str, Any]:
         "model": result.completion.model,
         "generation_id": result.generation_id,
         "inline_cost_usd": str(usage.cost) if usage and usage.cost is not None else None,
+        "inline_byok_usd": _byok_of(usage),
     }
+
+
+def _byok_of(usage: Usage | None) -> str | None:
+    """The provider's own cost of a call run on the operator's provider key (BYOK), which
+    ``usage.cost`` (OpenRouter's fee alone) leaves out."""
+    cost = usage.byok_cost if usage else None
+    return str(cost) if cost is not None else None
 
 
 def quote_data(q: Quote) -> dict[str, Any]:
@@ -180,6 +216,8 @@ def quote_data(q: Quote) -> dict[str, Any]:
         "markup_msat": q.markup.value,
         "fee_msat": q.fee.value,
         "total_msat": q.total.value,
+        "completion_bound": q.completion_bound,
+        "images": q.images,
     }
 
 
@@ -258,7 +296,9 @@ class Engine:
             raise Problem(503, "rate_unavailable", str(exc)) from None
 
     async def price(self, request: ChatRequest) -> Priced:
-        """Quote the most this request can cost, across its whole fallback chain."""
+        """Quote the most this request can cost, across its whole fallback chain: every input
+        the upstream bills (messages, tool and output schemas, images), the completion bound,
+        at prices no model or provider of the chain exceeds (sent as ``provider.max_price``)."""
         if request.consensus is not None:
             return await self._price_consensus(request)
         if request.model == CASCADE:
@@ -266,46 +306,89 @@ class Engine:
         catalog, rate = await self.market()
         request, tier, privacy, task_class = await self.route(request)
         local = privacy is not None and privacy["decision"] == "local"
-        texts = message_texts(request.messages)
-        prompt_max = prompt_tokens_upper_bound(texts, len(request.messages))
-        requested = request.completion_limit
-        worst: Quote | None = None
-        completion_max = requested or self.config.default_max_tokens
+        messages, schemas = request.billed_input()
+        prompt_max = input_tokens_upper_bound(messages, schemas)
+        images = _count_images(request)
+        infos: list[ModelInfo] = []
         for model_id in request.chain:
             info = LOCAL_INFO if local else catalog.get(model_id)
             if info is None:
                 raise Problem(400, "unknown_model", f"{model_id} is not a model satrouter offers")
+            if info.price is None:
+                raise Problem(
+                    400,
+                    "unpriceable_model",
+                    f"{model_id} has a variable or unknown price and cannot be quoted",
+                )
             if info.context_length and prompt_max > info.context_length * 4:
                 raise Problem(400, "prompt_too_long", f"the prompt is too long for {model_id}")
-            limit = completion_max
-            if info.max_completion_tokens:
-                limit = min(limit, info.max_completion_tokens)
-            try:
-                q = quote(
-                    model_id,
-                    info.price,
-                    prompt_tokens_max=prompt_max,
-                    completion_tokens_max=limit,
-                    rate=rate,
-                    policy=self.policy,
+            if images and not local and not info.price.image:
+                raise Problem(
+                    400,
+                    "unpriceable_input",
+                    f"{model_id} publishes no per-image price: its images cannot be quoted",
                 )
-            except QuoteError as exc:
-                raise Problem(400, "unpriceable_model", str(exc)) from None
-            if worst is None or q.total > worst.total:
-                worst = q
-        assert worst is not None
-        _within_max_price(request, worst)
-        body = request.model_dump(
-            exclude_none=True, exclude={"max_completion_tokens", "max_price_msat"}
+            infos.append(info)
+        limit, bound = max(self._completion_bound(info, request, local) for info in infos)
+        reasoning = request.reasoning
+        if reasoning is not None and reasoning.max_tokens and reasoning.max_tokens >= limit:
+            raise Problem(
+                400,
+                "reasoning_over_completion_bound",
+                f"reasoning.max_tokens ({reasoning.max_tokens}) must be below the completion "
+                f"bound ({limit}): reasoning tokens are billed as completion tokens",
+            )
+        cache_writes = any("cache_control" in canonical_json(part) for part in messages)
+        price = bound_price(
+            [i.price for i in infos if i.price], prompt_max, cache_writes=cache_writes
         )
+        try:
+            q = quote(
+                request.chain[0],
+                price,
+                prompt_tokens_max=prompt_max,
+                completion_tokens_max=limit,
+                rate=rate,
+                policy=self.policy,
+                images=0 if local else images,
+                completion_bound=bound,
+            )
+        except QuoteError as exc:
+            raise Problem(400, "unpriceable_model", str(exc)) from None
+        _within_max_price(request, q)
+        body = request.upstream_body()
         chain = request.chain
         body["model"] = chain[0]
         if len(chain) > 1:
             body["models"] = chain
         # Never let the call produce more than was paid for.
-        body["max_tokens"] = worst.completion_tokens_max
-        body.pop("stream", None)
-        return Priced(worst, body, tier, privacy, task_class, self._last_resort(tier, local))
+        body["max_tokens"] = q.completion_tokens_max
+        if not local:
+            body["provider"] = with_max_price(request.provider, price, images=bool(images))
+        return Priced(q, body, tier, privacy, task_class, self._last_resort(tier, local))
+
+    def _completion_bound(
+        self, info: ModelInfo, request: ChatRequest, local: bool
+    ) -> tuple[int, str]:
+        """The most completion tokens ``info``'s model may bill for this request, and why:
+        the caller's ``max_tokens`` within the model's limit, else the model's own limit,
+        else its whole context (the prompt bound over-counts, so context minus the bound
+        would not be an upper bound)."""
+        requested = request.completion_limit
+        if local:  # local models are free: any bound prices the same
+            return requested or self.config.default_max_tokens, "local"
+        cap = info.max_completion_tokens
+        if requested and (cap is None or requested <= cap):
+            return requested, "requested"
+        if cap:
+            return cap, "model_max"
+        if info.context_length:
+            return info.context_length, "context_length"
+        raise Problem(
+            400,
+            "unpriceable_model",
+            f"{info.id}: set max_tokens; the model publishes no completion limit",
+        )
 
     def _last_resort(self, tier: str | None, local: bool) -> tuple[str, ...]:
         """The local models a tier-routed request may end on when every cloud model fails
@@ -374,6 +457,13 @@ class Engine:
                         "max_completion_tokens": None,
                         "max_price_msat": None,
                         "response_format": None,
+                        # the judge reads text and answers in text: no tools of the task's
+                        "tools": None,
+                        "tool_choice": None,
+                        "functions": None,
+                        "function_call": None,
+                        "parallel_tool_calls": None,
+                        "reasoning": None,
                     }
                 )
                 judges[n] = await self.price(judge)
@@ -886,6 +976,7 @@ class Engine:
             "generation_id": generation_id or (result.generation_id if result else None),
             "model_used": model or (result.completion.model if result else None),
             "inline_cost_usd": str(usage.cost) if usage and usage.cost is not None else None,
+            "inline_byok_usd": _byok_of(usage),
             "usage": usage.model_dump(mode="json") if usage else None,
             "completed_at": time.time(),
             "upstream_seconds": upstream_seconds,
@@ -1117,26 +1208,38 @@ class Engine:
     # -- reconciling ----------------------------------------------------------------------
 
     async def _call_cost(
-        self, task_id: str, generation_id: str | None, inline: str | None, quoted_max: Decimal
-    ) -> tuple[Decimal, bool]:
-        """One call's cost in dollars, and whether it is provisional: OpenRouter's record when
+        self,
+        task_id: str,
+        generation_id: str | None,
+        inline: str | None,
+        inline_byok: str | None,
+        quoted_max: Decimal,
+    ) -> tuple[Decimal, Decimal, bool]:
+        """One call's cost in dollars, split into what OpenRouter's credits paid and what the
+        operator's own provider key paid (BYOK: ``usage.cost`` and ``/generation``'s
+        ``total_cost`` are then only OpenRouter's fee, the provider's cost is
+        ``upstream_inference_cost``), and whether it is provisional: OpenRouter's record when
         it appears in time, else the inline cost, else (neither) the quoted maximum."""
+        byok = Decimal(inline_byok) if inline_byok is not None else Decimal(0)
         if not generation_id:
-            return (Decimal(inline) if inline is not None else Decimal(0)), False
+            return (Decimal(inline) if inline is not None else Decimal(0)), byok, False
         try:
             generation = await self.upstream.generation(
                 generation_id, deadline=self.config.generation_deadline
             )
-            return generation.total_cost, False
+            return generation.total_cost, generation.byok_cost, False
         except GenerationNotReady:
             pass
         except UpstreamError as exc:
             log.warning("%s: generation lookup failed: %r", task_id, exc)
-        return (Decimal(inline) if inline is not None else quoted_max), True
+        if inline is None:
+            return quoted_max, Decimal(0), True
+        return Decimal(inline), byok, True
 
     async def reconcile(self, task: TaskRow) -> TaskRow | None:
         """Settle a completed task from OpenRouter's authoritative cost."""
         quoted_max = Decimal(task.data["quote"]["cost_max_nusd"]) / 10**9
+        byok_usd = Decimal(0)
         if (task.data.get("privacy") or {}).get("decision") == "local" or task.data.get(
             "ran_locally"
         ):
@@ -1145,27 +1248,36 @@ class Engine:
             parts = await asyncio.gather(
                 *(
                     self._call_cost(
-                        task.id, c["generation_id"], c["inline_cost_usd"], quoted_max / len(calls)
+                        task.id,
+                        c["generation_id"],
+                        c["inline_cost_usd"],
+                        c.get("inline_byok_usd"),
+                        quoted_max / len(calls),
                     )
                     for c in calls
                 )
             )
-            cost_usd = sum((c for c, _ in parts), Decimal(0))
-            provisional = any(p for _, p in parts)
+            cost_usd = sum((c for c, _, _ in parts), Decimal(0))
+            byok_usd = sum((b for _, b, _ in parts), Decimal(0))
+            provisional = any(p for _, _, p in parts)
         else:
-            cost_usd, provisional = await self._call_cost(
+            cost_usd, byok_usd, provisional = await self._call_cost(
                 task.id,
                 task.data.get("generation_id"),
                 task.data.get("inline_cost_usd"),
+                task.data.get("inline_byok_usd"),
                 quoted_max,
             )
-        cost = NanoUsd.from_usd(cost_usd, Rounding.UP)
+        credits = NanoUsd.from_usd(cost_usd, Rounding.UP)
+        byok = NanoUsd.from_usd(byok_usd, Rounding.UP)
+        cost = credits + byok
         rate = _rate_of(task.data)
         held = Msat(int(task.data["held_msat"]))
         bill = charge(cost, paid=held, rate=rate, policy=self.policy)
         margin = bill.total - nusd_to_msat(cost, rate.usd_per_btc, Rounding.UP)
         updates = {
             "cost_nusd": cost.value,
+            "byok_cost_nusd": byok.value,
             "charge_msat": bill.total.value,
             "change_msat": bill.change.value,
             "margin_msat": margin.value,
@@ -1178,7 +1290,8 @@ class Engine:
             if current is None or current.state != State.COMPLETED:
                 return None
             await ledger.post(
-                tx, ledger.settle(task.id, task.data["payer"], held, bill.total, cost)
+                tx,
+                ledger.settle(task.id, task.data["payer"], held, bill.total, credits, byok=byok),
             )
             await self._correct_budget(tx, task, bill.total, cost)
             moved = await self._move(

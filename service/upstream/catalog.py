@@ -31,9 +31,6 @@ from .errors import UpstreamError
 
 log = logging.getLogger(__name__)
 
-#: Pricing keys other than prompt/completion/request that the quote does not use but we keep.
-_OPTIONAL_PRICE_KEYS = ("request", "image", "web_search", "internal_reasoning")
-
 
 class CatalogUnavailable(Exception):
     """No catalog could be fetched and none was persisted."""
@@ -100,8 +97,20 @@ def _parse_price(pricing: Mapping[str, Any]) -> ModelPrice | None:
         return None
     prompt = _decimal(pricing["prompt"])
     completion = _decimal(pricing["completion"])
-    request = _decimal(pricing.get("request", "0"))
-    if prompt is None or completion is None or request is None:
+    # Optional components: a missing key is zero; one that is there but variable or
+    # unreadable makes the model unpriceable rather than under-priced.
+    request, image, reasoning, cache_write = (
+        _decimal(pricing.get(key, "0"))
+        for key in ("request", "image", "internal_reasoning", "input_cache_write")
+    )
+    if (
+        prompt is None
+        or completion is None
+        or request is None
+        or image is None
+        or reasoning is None
+        or cache_write is None
+    ):
         return None
     tiers: list[PriceTier] = []
     overrides = pricing.get("overrides")
@@ -114,7 +123,15 @@ def _parse_price(pricing: Mapping[str, Any]) -> ModelPrice | None:
         if threshold is None or tier_prompt is None or tier_completion is None:
             return None  # an override we cannot read: refuse to price rather than under-price
         tiers.append(PriceTier(threshold, tier_prompt, tier_completion))
-    return ModelPrice(prompt=prompt, completion=completion, request=request, tiers=tuple(tiers))
+    return ModelPrice(
+        prompt=prompt,
+        completion=completion,
+        request=request,
+        tiers=tuple(tiers),
+        image=image,
+        reasoning=reasoning,
+        cache_write=cache_write,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,10 +45,23 @@ class Usage(_Open):
     completion_tokens_details: dict[str, Any] | None = None
     cost_details: dict[str, Any] | None = None
 
+    @property
+    def byok_cost(self) -> Decimal | None:
+        """The provider's cost of a call run on the operator's own provider key (BYOK):
+        ``cost`` is then only OpenRouter's fee. None otherwise (OpenRouter fills
+        ``upstream_inference_cost`` on other calls too, equal to ``cost``)."""
+        if self.is_byok is not True:
+            return None
+        value = (self.cost_details or {}).get("upstream_inference_cost")
+        if isinstance(value, bool) or not isinstance(value, Decimal | int):
+            return None
+        return Decimal(value)
+
 
 class Message(_Open):
     role: str = "assistant"
     content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 class Choice(_Open):
@@ -118,6 +131,14 @@ class Generation(_Open):
     cancelled: bool | None = None
     is_byok: bool | None = None
     provider_responses: list[ProviderResponse] | None = None
+
+    @property
+    def byok_cost(self) -> Decimal:
+        """What the operator's own provider key paid (BYOK; ``total_cost`` is then only
+        OpenRouter's fee), zero otherwise."""
+        if self.is_byok is not True or self.upstream_inference_cost is None:
+            return Decimal(0)
+        return self.upstream_inference_cost
 
 
 class Credits(_Open):
