@@ -27,6 +27,7 @@ from billing.lightning import LightningBackend
 from billing.lightning.lnbits import LnbitsBackend
 from billing.lightning.lnd import LndBackend, StoredIndex, lnd_channel, macaroon_hex
 from billing.money import Msat, NanoUsd, Rounding
+from billing.payouts import Payouts
 from billing.pricing import PricingPolicy
 from billing.rates import FixedRate, RateOracle, RateProvider
 from billing.store import Store, open_store
@@ -74,6 +75,7 @@ def _lightning(
             invoice_key=settings.lnbits_invoice_key.get_secret_value(),
             admin_key=admin,
             session=session,
+            timeout=settings.lnbits_timeout,
         )
     if not (settings.lnd_grpc_host and settings.lnd_tls_cert and settings.lnd_macaroon):
         raise ConfigError("SATROUTER_LIGHTNING=lnd needs LND_GRPC_HOST, LND_TLS_CERT, LND_MACAROON")
@@ -258,6 +260,12 @@ def create_app(
                 or EngineConfig(audit_content=settings.audit_content, budgets=budgets_of(settings)),
                 metrics=metrics,
                 callbacks=CallbackSender(store, session, lambda t: task_view(t).model_dump()),
+            )
+            engine.payouts = Payouts(
+                store,
+                backend,
+                patience=settings.payout_patience,
+                absent_after=settings.payout_absent_after,
             )
             app[STORE] = store
             app[ENGINE] = engine

@@ -12,7 +12,7 @@ import grpc
 import httpx
 import pytest
 
-from billing.lightning import InvalidInvoice, InvoiceState, LightningError, PaymentFailed
+from billing.lightning import InvalidInvoice, InvoiceState, LightningError, PaymentState
 from billing.lightning.lnd import LndBackend, lnd_channel, macaroon_hex
 from billing.lightning.lndrpc import lightning_pb2 as ln
 from billing.lightning.protogen import OUT_DIR, generate
@@ -154,18 +154,20 @@ async def test_payment_within_fee_limit(lnd: tuple[FakeLnd, str, bytes]) -> None
     backend = _backend(address, cert, MemoryIndex())
     try:
         bolt = node.external_invoice(50_000)
-        payment = await backend.pay_invoice(bolt, fee_limit=Msat(2_000))
-        assert payment.amount == Msat(50_000)
+        payment = await backend.send_payment(bolt, fee_limit=Msat(2_000))
+        assert payment.state is PaymentState.SUCCEEDED
         assert payment.fee == Msat(1_000)
+        assert payment.preimage is not None
         assert hashlib.sha256(bytes.fromhex(payment.preimage)).hexdigest() == payment.payment_hash
-        with pytest.raises(PaymentFailed, match="NO_ROUTE"):
-            await backend.pay_invoice(node.external_invoice(50_000), fee_limit=Msat(500))
+        failed = await backend.send_payment(node.external_invoice(50_000), fee_limit=Msat(500))
+        assert failed.state is PaymentState.FAILED
+        assert "NO_ROUTE" in failed.reason
         assert await backend.payment_status(payment.payment_hash) == payment
         assert await backend.payment_status("ab" * 32) is None
         with pytest.raises(InvalidInvoice, match="without an amount"):
-            await backend.pay_invoice(node.external_invoice(None), fee_limit=Msat(2_000))
+            await backend.send_payment(node.external_invoice(None), fee_limit=Msat(2_000))
         with pytest.raises(InvalidInvoice):
-            await backend.pay_invoice("lnbc1notaninvoice", fee_limit=Msat(2_000))
+            await backend.send_payment("lnbc1notaninvoice", fee_limit=Msat(2_000))
     finally:
         await backend.close()
 
