@@ -68,6 +68,11 @@ def make_invoice(payment_hash: str, amount_msat: int | None, memo: str, expiry: 
     return str(bolt11.encode(invoice, NODE_KEY))
 
 
+def external_style_invoice(amount_msat: int) -> str:
+    """A valid invoice of this stand-in node, for a payment hash no wallet knows."""
+    return make_invoice(secrets.token_hex(32), amount_msat, "elsewhere", 600)
+
+
 @dataclass
 class _Invoice:
     preimage: bytes
