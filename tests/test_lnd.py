@@ -188,6 +188,19 @@ def test_field_numbers_are_lnds_on_the_wire() -> None:
     assert ln.DESCRIPTOR.services_by_name["Lightning"].full_name == "lnrpc.Lightning"
 
 
+def test_send_payment_request_is_current_lnds() -> None:
+    from billing.lightning.lndrpc import router_pb2 as router
+
+    # LND removed outgoing_chan_id (8, now reserved) for outgoing_chan_ids: field 19, packed
+    # repeated uint64: tag (19 << 3) | 2 = b"\x9a\x01", length 1, value 5.
+    fields = router.SendPaymentRequest.DESCRIPTOR.fields_by_number
+    assert 8 not in fields
+    assert fields[19].name == "outgoing_chan_ids"
+    wire = router.SendPaymentRequest(outgoing_chan_ids=[5]).SerializeToString()
+    assert wire == b"\x9a\x01\x01\x05"
+    assert router.TrackPaymentRequest(no_inflight_updates=True).SerializeToString() == b"\x10\x01"
+
+
 def test_generated_stubs_match_the_proto_sources() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         fresh = {p.name: p.read_text() for p in generate(Path(tmp))}
