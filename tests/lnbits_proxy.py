@@ -32,6 +32,7 @@ class LnbitsProxy:
         self.pays = 0  # pay calls seen
         self.arrived = asyncio.Event()  # a pay call is being held
         self._release = asyncio.Event()
+        self._closing = asyncio.Event()
         self._forwards: set[asyncio.Task[tuple[int, bytes]]] = set()
         self._session: aiohttp.ClientSession | None = None
         self._runner: web.AppRunner | None = None
@@ -44,6 +45,7 @@ class LnbitsProxy:
         return self
 
     async def close(self) -> None:
+        self._closing.set()
         self._release.set()
         if self._forwards:
             await asyncio.gather(*self._forwards, return_exceptions=True)
@@ -94,7 +96,8 @@ class LnbitsProxy:
         mode = self.mode if paying else "pass"
         if mode == "drop":
             self.arrived.set()
-            await asyncio.Event().wait()  # until the caller hangs up
+            await self._closing.wait()  # the caller hangs up first
+            raise web.HTTPBadGateway()
         if mode == "hold":
             self.arrived.set()
             await self._release.wait()
