@@ -342,16 +342,19 @@ def withdrawal_reserve(agent_id: str, ref: str, amount: Msat, fee_limit: Msat) -
 
 
 def withdrawal_paid(agent_id: str, ref: str, amount: Msat, fee_limit: Msat, fee: Msat) -> Entry:
-    """The payout succeeded: the wallet pays amount and fee; the unused fee limit returns."""
-    if fee > fee_limit:
-        raise UnbalancedEntry("routing fee exceeds the fee limit")
+    """The payout succeeded: the wallet pays amount and the fee the route really cost; the
+    unused fee limit returns to the agent. A fee over the limit (a backend that cannot enforce
+    one, such as LNbits) is not the agent's: it pays at most its limit and the operator bears
+    the excess as a routing-fee expense."""
+    charged = min(fee, fee_limit)
     return _entry(
         "withdrawal",
         f"withdraw:{ref}",
         ref,
         debit(escrow_account(ref), amount + fee_limit),
+        _debit_if(LIGHTNING_FEES, fee - charged),
         credit(LIGHTNING, amount + fee),
-        _credit_if(agent_account(agent_id), fee_limit - fee),
+        _credit_if(agent_account(agent_id), fee_limit - charged),
     )
 
 

@@ -39,7 +39,7 @@ from typing import Any, Protocol
 import aiohttp
 
 from . import ledger
-from .lightning import InvalidInvoice, LightningBackend, LightningError, PaymentFailed
+from .lightning import InvalidInvoice, LightningBackend, LightningError, PaymentState
 from .lightning.bolt11 import decode_invoice
 from .money import Msat, NanoUsd, Rounding, nusd_to_msat
 from .rates import RateProvider, RateUnavailable
@@ -363,9 +363,11 @@ class TopupController:
         )
 
     async def _pay(self, topup: TopupRow) -> TopupRow | None:
+        """Pay the stored invoice once: ask first (paid before a crash?), pay only what the
+        backend has never seen, and stay ``executing`` while the outcome is unknown."""
         payment_hash = topup.data["payment_hash"]
         try:
-            done = await self._lightning.payment_status(payment_hash)  # paid before a crash?
+            done = await self._lightning.payment_status(payment_hash)
         except LightningError as exc:
             log.warning("top-up %s: payment status unknown (%s); will retry", topup.id, exc)
             return topup
@@ -373,18 +375,25 @@ class TopupController:
             amount = Msat(topup.data["invoice_msat"])
             limit = self._with_fee_limit(amount) - amount
             try:
-                done = await self._lightning.pay_invoice(topup.data["invoice"], fee_limit=limit)
-            except (PaymentFailed, InvalidInvoice) as exc:
-                await self._tell(f"top-up {topup.id}: the payment failed: {exc}")
+                done = await self._lightning.send_payment(topup.data["invoice"], fee_limit=limit)
+            except InvalidInvoice as exc:  # refused before sending
+                await self._tell(f"top-up {topup.id}: the payment was refused: {exc}")
                 return await self._move(topup, State.FAILED, {"error": str(exc)})
             except LightningError as exc:
                 log.warning("top-up %s: payment outcome unknown (%s); will check", topup.id, exc)
                 return topup
+        if done.state is PaymentState.PENDING:
+            log.info("top-up %s: payment pending (%s); will check", topup.id, done.reason)
+            return topup
+        if done.state is PaymentState.FAILED:
+            await self._tell(f"top-up {topup.id}: the payment failed: {done.reason}")
+            return await self._move(topup, State.FAILED, {"error": done.reason})
+        amount = Msat(topup.data["invoice_msat"])
         return await self._move(
             topup,
             State.PAID,
             {"fee_msat": done.fee.value, "paid_at": time.time()},
-            ledger.topup_paid(topup.id, done.amount, done.fee),
+            ledger.topup_paid(topup.id, amount, done.fee),
         )
 
     async def _confirm(self, topup: TopupRow, now: float) -> TopupRow | None:

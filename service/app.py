@@ -28,6 +28,7 @@ from billing.lightning import LightningBackend
 from billing.lightning.lnbits import LnbitsBackend
 from billing.lightning.lnd import LndBackend, StoredIndex, lnd_channel, macaroon_hex
 from billing.money import Msat, NanoUsd, Rounding
+from billing.payouts import Payouts
 from billing.pricing import PricingPolicy
 from billing.rates import FixedRate, RateOracle, RateProvider
 from billing.store import Store, open_store
@@ -77,6 +78,7 @@ def _lightning(
             invoice_key=settings.lnbits_invoice_key.get_secret_value(),
             admin_key=admin,
             session=session,
+            timeout=settings.lnbits_timeout,
         )
     if not (settings.lnd_grpc_host and settings.lnd_tls_cert and settings.lnd_macaroon):
         raise ConfigError("SATROUTER_LIGHTNING=lnd needs LND_GRPC_HOST, LND_TLS_CERT, LND_MACAROON")
@@ -279,6 +281,12 @@ def create_app(
                     lambda t: task_view(t).model_dump(),
                     allow_private=config.callback_allow_private,
                 ),
+            )
+            engine.payouts = Payouts(
+                store,
+                backend,
+                patience=settings.payout_patience,
+                absent_after=settings.payout_absent_after,
             )
             app[STORE] = store
             app[ENGINE] = engine

@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     lnd_grpc_host: str | None = _env("LND_GRPC_HOST", None)
     lnd_tls_cert: Path | None = _env("LND_TLS_CERT", None)
     lnd_macaroon: Path | None = _env("LND_MACAROON", None)
+    lnbits_timeout: float = _env("LNBITS_TIMEOUT", 30.0, gt=0)
+    # Withdrawals: how long a request waits for the payment's outcome before answering 202
+    # pending, and how long after the hand-over a payment the backend has no record of counts
+    # as never sent (then refunded).
+    payout_patience: float = _env("SATROUTER_PAYOUT_PATIENCE", 30.0, gt=0)
+    payout_absent_after: float = _env("SATROUTER_PAYOUT_ABSENT_AFTER", 120.0, gt=0)
 
     audit_content: bool = _env("SATROUTER_AUDIT_CONTENT", False)
     #: Let callbacks reach loopback and private addresses (tests, demos, agents on the

@@ -68,6 +68,11 @@ def make_invoice(payment_hash: str, amount_msat: int | None, memo: str, expiry: 
     return str(bolt11.encode(invoice, NODE_KEY))
 
 
+def external_style_invoice(amount_msat: int) -> str:
+    """A valid invoice of this stand-in node, for a payment hash no wallet knows."""
+    return make_invoice(secrets.token_hex(32), amount_msat, "elsewhere", 600)
+
+
 @dataclass
 class _Invoice:
     preimage: bytes
@@ -103,7 +108,14 @@ class FakeLnd(ln_grpc.LightningServicer, router_grpc.RouterServicer):
     external: dict[str, bytes] = field(default_factory=dict)  # hash -> preimage, payable
     settled: int = 0
     subscribers: list[asyncio.Queue[ln.Invoice | None]] = field(default_factory=list)
-    payments: list[str] = field(default_factory=list)
+    outgoing: dict[str, _Outgoing] = field(default_factory=dict)
+    #: Outgoing payments stay IN_FLIGHT until :meth:`finish` (a payee holding the payment).
+    hold_payments: bool = False
+    #: "end": SendPaymentV2 ends after an IN_FLIGHT update; "drop": it fails UNAVAILABLE.
+    send_stream_cut: str | None = None
+    routing_fee_msat: int = ROUTING_FEE_MSAT
+    #: False: pay whatever the route costs, over the limit too (as LNbits' API does).
+    enforce_fee_limit: bool = True
     server: Any = None
     tls: tuple[bytes, bytes] = (b"", b"")
     address: str = ""
@@ -191,35 +203,70 @@ class FakeLnd(ln_grpc.LightningServicer, router_grpc.RouterServicer):
     async def SendPaymentV2(self, request: Any, context: Any) -> AsyncIterator[ln.Payment]:
         await self._auth(context)
         decoded = bolt11.decode(request.payment_request)
-        preimage = self.external.get(decoded.payment_hash)
-        yield ln.Payment(payment_hash=decoded.payment_hash, status=ln.Payment.IN_FLIGHT)
-        if preimage is None or request.fee_limit_msat < ROUTING_FEE_MSAT:
-            yield ln.Payment(
-                payment_hash=decoded.payment_hash,
-                status=ln.Payment.FAILED,
-                failure_reason=ln.FAILURE_REASON_NO_ROUTE,
-            )
-            return
-        self.payments.append(decoded.payment_hash)
-        yield ln.Payment(
-            payment_hash=decoded.payment_hash,
-            status=ln.Payment.SUCCEEDED,
-            payment_preimage=preimage.hex(),
-            value_msat=int(decoded.amount_msat),
-            fee_msat=ROUTING_FEE_MSAT,
-        )
+        payment_hash = decoded.payment_hash
+        if payment_hash in self.outgoing:  # LND pays an invoice once
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS, "payment is in transition")
+        payment = _Outgoing(payment_hash, int(decoded.amount_msat))
+        self.outgoing[payment_hash] = payment
+        preimage = self.external.get(payment_hash)
+        limit_ok = request.fee_limit_msat >= self.routing_fee_msat or not self.enforce_fee_limit
+        if self.send_stream_cut == "end" or not request.no_inflight_updates:
+            yield payment.message()  # IN_FLIGHT
+        if self.send_stream_cut == "end":
+            return  # the stream ends while the payment is still in flight
+        if self.send_stream_cut == "drop":
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "connection reset")
+        if preimage is None or not limit_ok:
+            self.finish(payment_hash, succeed=False)
+        elif not self.hold_payments:
+            self.finish(payment_hash, succeed=True)
+        await payment.changed.wait()
+        yield payment.message()
 
     async def TrackPaymentV2(self, request: Any, context: Any) -> AsyncIterator[ln.Payment]:
         await self._auth(context)
-        payment_hash = bytes(request.payment_hash).hex()
-        if payment_hash not in self.payments:
+        payment = self.outgoing.get(bytes(request.payment_hash).hex())
+        if payment is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "payment isn't initiated")
-        yield ln.Payment(
-            payment_hash=payment_hash,
-            status=ln.Payment.SUCCEEDED,
-            payment_preimage=self.external[payment_hash].hex(),
-            value_msat=50_000,
-            fee_msat=ROUTING_FEE_MSAT,
+        assert payment is not None
+        if payment.status != ln.Payment.IN_FLIGHT or not request.no_inflight_updates:
+            yield payment.message()  # the current state first
+        if payment.status == ln.Payment.IN_FLIGHT:
+            await payment.changed.wait()
+            yield payment.message()
+
+    def finish(self, payment_hash: str, *, succeed: bool) -> None:
+        """End an outgoing payment (one held by ``hold_payments`` or cut off in flight)."""
+        payment = self.outgoing[payment_hash]
+        preimage = self.external.get(payment_hash)
+        if succeed and preimage is not None:
+            payment.status = ln.Payment.SUCCEEDED
+            payment.preimage = preimage.hex()
+            payment.fee_msat = self.routing_fee_msat
+        else:
+            payment.status = ln.Payment.FAILED
+            payment.failure_reason = ln.FAILURE_REASON_NO_ROUTE
+        payment.changed.set()
+
+
+@dataclass
+class _Outgoing:
+    payment_hash: str
+    value_msat: int
+    status: int = ln.Payment.IN_FLIGHT
+    preimage: str = ""
+    fee_msat: int = 0
+    failure_reason: int = ln.FAILURE_REASON_NONE
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def message(self) -> ln.Payment:
+        return ln.Payment(
+            payment_hash=self.payment_hash,
+            status=self.status,  # type: ignore[arg-type]
+            payment_preimage=self.preimage,
+            value_msat=self.value_msat,
+            fee_msat=self.fee_msat,
+            failure_reason=self.failure_reason,  # type: ignore[arg-type]
         )
 
 

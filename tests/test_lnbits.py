@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from billing.lightning import InvoiceState, PaymentFailed
+from billing.lightning import InvoiceState, PaymentState
 from billing.lightning.bolt11 import decode_invoice
 from billing.lightning.lnbits import LnbitsBackend
 from billing.lightning.settlement import confirmed_settlements
@@ -129,12 +129,16 @@ async def test_paying_out_and_insufficient_balance(
     agent_backend = LnbitsBackend(lnbits.url, invoice_key=agent.inkey)
     try:
         withdrawal = await agent_backend.create_invoice(Msat(4_000), "withdrawal", 600)
-        with pytest.raises(PaymentFailed):  # the service wallet is empty
-            await backend.pay_invoice(withdrawal.bolt11, fee_limit=Msat(1_000))
+        refused = await backend.send_payment(withdrawal.bolt11, fee_limit=Msat(1_000))
+        assert refused.state is PaymentState.FAILED  # the service wallet is empty
+        assert "Insufficient balance" in refused.reason
+        assert await backend.payment_status(withdrawal.payment_hash) is None
         lnbits.fund(service, 10)
-        payment = await backend.pay_invoice(withdrawal.bolt11, fee_limit=Msat(1_000))
-        assert payment.amount == Msat(4_000)
+        payment = await backend.send_payment(withdrawal.bolt11, fee_limit=Msat(1_000))
+        assert payment.state is PaymentState.SUCCEEDED
         assert payment.fee <= Msat(1_000)
+        assert payment.preimage is not None
+        assert await backend.payment_status(withdrawal.payment_hash) == payment
         assert hashlib.sha256(bytes.fromhex(payment.preimage)).hexdigest() == (
             withdrawal.payment_hash
         )

@@ -12,7 +12,7 @@ import grpc
 import httpx
 import pytest
 
-from billing.lightning import InvalidInvoice, InvoiceState, LightningError, PaymentFailed
+from billing.lightning import InvalidInvoice, InvoiceState, LightningError, PaymentState
 from billing.lightning.lnd import LndBackend, lnd_channel, macaroon_hex
 from billing.lightning.lndrpc import lightning_pb2 as ln
 from billing.lightning.protogen import OUT_DIR, generate
@@ -154,18 +154,20 @@ async def test_payment_within_fee_limit(lnd: tuple[FakeLnd, str, bytes]) -> None
     backend = _backend(address, cert, MemoryIndex())
     try:
         bolt = node.external_invoice(50_000)
-        payment = await backend.pay_invoice(bolt, fee_limit=Msat(2_000))
-        assert payment.amount == Msat(50_000)
+        payment = await backend.send_payment(bolt, fee_limit=Msat(2_000))
+        assert payment.state is PaymentState.SUCCEEDED
         assert payment.fee == Msat(1_000)
+        assert payment.preimage is not None
         assert hashlib.sha256(bytes.fromhex(payment.preimage)).hexdigest() == payment.payment_hash
-        with pytest.raises(PaymentFailed, match="NO_ROUTE"):
-            await backend.pay_invoice(node.external_invoice(50_000), fee_limit=Msat(500))
+        failed = await backend.send_payment(node.external_invoice(50_000), fee_limit=Msat(500))
+        assert failed.state is PaymentState.FAILED
+        assert "NO_ROUTE" in failed.reason
         assert await backend.payment_status(payment.payment_hash) == payment
         assert await backend.payment_status("ab" * 32) is None
         with pytest.raises(InvalidInvoice, match="without an amount"):
-            await backend.pay_invoice(node.external_invoice(None), fee_limit=Msat(2_000))
+            await backend.send_payment(node.external_invoice(None), fee_limit=Msat(2_000))
         with pytest.raises(InvalidInvoice):
-            await backend.pay_invoice("lnbc1notaninvoice", fee_limit=Msat(2_000))
+            await backend.send_payment("lnbc1notaninvoice", fee_limit=Msat(2_000))
     finally:
         await backend.close()
 
@@ -184,6 +186,19 @@ def test_field_numbers_are_lnds_on_the_wire() -> None:
     assert ln.PaymentHash(r_hash=b"\x01").SerializeToString() == b"\x12\x01\x01"
     assert ln.Invoice.DESCRIPTOR.full_name == "lnrpc.Invoice"
     assert ln.DESCRIPTOR.services_by_name["Lightning"].full_name == "lnrpc.Lightning"
+
+
+def test_send_payment_request_is_current_lnds() -> None:
+    from billing.lightning.lndrpc import router_pb2 as router
+
+    # LND removed outgoing_chan_id (8, now reserved) for outgoing_chan_ids: field 19, packed
+    # repeated uint64: tag (19 << 3) | 2 = b"\x9a\x01", length 1, value 5.
+    fields = router.SendPaymentRequest.DESCRIPTOR.fields_by_number
+    assert 8 not in fields
+    assert fields[19].name == "outgoing_chan_ids"
+    wire = router.SendPaymentRequest(outgoing_chan_ids=[5]).SerializeToString()
+    assert wire == b"\x9a\x01\x01\x05"
+    assert router.TrackPaymentRequest(no_inflight_updates=True).SerializeToString() == b"\x10\x01"
 
 
 def test_generated_stubs_match_the_proto_sources() -> None:

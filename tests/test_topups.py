@@ -162,7 +162,7 @@ async def test_a_crash_between_paying_and_confirming_never_pays_twice(world: Wor
     executing = await first.advance(planned)
     assert executing is not None and executing.state == State.EXECUTING
     # The process pays, then dies before recording it.
-    await world.backend.pay_invoice(executing.data["invoice"], fee_limit=Msat(100_000))
+    await world.backend.send_payment(executing.data["invoice"], fee_limit=Msat(100_000))
     restarted = world.controller(InvoiceUrlExecutor(world.session, world.seller_url))
     (after,) = await restarted.step()
     assert after.state == State.PAID

@@ -4,6 +4,12 @@ A backend creates invoices, reports an invoice's status (with its preimage once 
 invoices under a fee limit, decodes BOLT11 and yields *settlement hints*. A hint is only a reason
 to look: :mod:`billing.lightning.settlement` confirms every hint with the backend's authenticated
 status call before anything counts as paid.
+
+An outgoing payment ends in one of three ways as far as a caller can know: it succeeded, it
+failed for good (the backend says so, or refused it before anything left), or it is pending:
+in flight, or the answer was lost. Pending is never a failure: a payment in flight can still
+succeed, so the money it may spend stays reserved until the backend tells (see
+:mod:`billing.payouts`).
 """
 
 from __future__ import annotations
@@ -19,10 +25,6 @@ from .bolt11 import DecodedInvoice, InvalidInvoice, decode_invoice
 
 class LightningError(Exception):
     """The backend failed or answered something unexpected."""
-
-
-class PaymentFailed(LightningError):
-    """An outgoing payment failed for good; nothing left the wallet."""
 
 
 class InvoiceState(enum.StrEnum):
@@ -53,12 +55,26 @@ class InvoiceStatus:
         return self.state is InvoiceState.SETTLED
 
 
+class PaymentState(enum.StrEnum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # for good, per the backend: nothing left the wallet
+    PENDING = "pending"  # in flight, or the backend could not tell: may still succeed
+
+
 @dataclass(frozen=True, slots=True)
-class Payment:
+class PaymentOutcome:
+    """What the backend knows of an outgoing payment."""
+
     payment_hash: str
-    preimage: str
-    amount: Msat
-    fee: Msat
+    state: PaymentState
+    #: What the route really cost, once succeeded.
+    fee: Msat = Msat(0)  # noqa: RUF009 (immutable value)
+    preimage: str | None = None  # hex, once succeeded
+    reason: str = ""  # why it failed, or why it is not known yet
+
+    @property
+    def final(self) -> bool:
+        return self.state is not PaymentState.PENDING
 
 
 #: A hint: the payment hash that may have settled, or ``None`` after a (re)connect, meaning
@@ -76,13 +92,17 @@ class LightningBackend(Protocol):
         Raises :class:`LightningError` if the backend cannot tell right now."""
 
     def hints(self) -> AsyncIterator[Hint]: ...
-    async def payment_status(self, payment_hash: str) -> Payment | None:
-        """An outgoing payment: the payment if it succeeded, None if it did not (or is unknown).
+    async def payment_status(self, payment_hash: str) -> PaymentOutcome | None:
+        """The outgoing payment to ``payment_hash`` as the backend knows it now (never waiting
+        for an in-flight payment to end); ``None`` if the backend holds no payment to it.
         Raises :class:`LightningError` if the backend cannot tell right now."""
 
-    async def pay_invoice(
+    async def send_payment(
         self, bolt11: str, *, fee_limit: Msat, give_up_after: int = 60
-    ) -> Payment: ...
+    ) -> PaymentOutcome:
+        """Pay ``bolt11``. Raises :class:`InvalidInvoice` for an invoice refused before sending;
+        otherwise never raises for an outcome it does not know: that is ``PENDING``."""
+
     async def close(self) -> None: ...
 
 
@@ -95,7 +115,7 @@ __all__ = [
     "InvoiceStatus",
     "LightningBackend",
     "LightningError",
-    "Payment",
-    "PaymentFailed",
+    "PaymentOutcome",
+    "PaymentState",
     "decode_invoice",
 ]

@@ -9,8 +9,12 @@
 - Hints come from ``/api/v1/ws/<invoice key>``. Anyone can post to that socket, so a message only
   names a payment hash to check. The socket reconnects with backoff, and every (re)connect yields
   ``None``: re-check all open invoices.
-- Payments go out with the admin key; LNbits applies its own fee reserve, and the fee it reports
-  is checked against the limit.
+- Payments go out with the admin key. LNbits' API takes no fee limit (only its instance-wide
+  fee reserve), so the fee it reports is what the route cost, whatever the limit; the caller
+  books it as paid (:func:`billing.ledger.withdrawal_paid`).
+- A pay call's answer decides nothing alone: after it (answered, refused, timed out or dropped)
+  the payment is looked up by hash. Only LNbits' record, or a refusal with no record, is final;
+  anything else is pending. LNbits itself answers "pending" for a payment still in flight.
 """
 
 from __future__ import annotations
@@ -32,12 +36,16 @@ from . import (
     InvoiceState,
     InvoiceStatus,
     LightningError,
-    Payment,
-    PaymentFailed,
+    PaymentOutcome,
+    PaymentState,
 )
 from .bolt11 import InvalidInvoice, check_invoice, decode_invoice
 
 log = logging.getLogger(__name__)
+
+
+class _Refused(LightningError):
+    """LNbits answered and refused: a client error, or a payment error it marks ``failed``."""
 
 
 class LnbitsBackend:
@@ -84,10 +92,15 @@ class LnbitsBackend:
                     data = {"detail": text[:200]}
                 if response.status >= 400:
                     detail = data.get("detail") if isinstance(data, Mapping) else None
-                    raise LightningError(
+                    message = (
                         f"LNbits {method} {path.split('/')[3]}: "
                         f"HTTP {response.status}: {detail or 'error'}"
                     )
+                    # 520 is LNbits' payment error; its `status` says whether it is final.
+                    said = data.get("status") if isinstance(data, Mapping) else None
+                    if response.status < 500 or (response.status == 520 and said == "failed"):
+                        raise _Refused(message)
+                    raise LightningError(message)
                 return data
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise LightningError(f"LNbits unreachable: {type(exc).__name__}") from exc
@@ -164,31 +177,40 @@ class LnbitsBackend:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._max_backoff)
 
-    async def payment_status(self, payment_hash: str) -> Payment | None:
+    async def payment_status(self, payment_hash: str) -> PaymentOutcome | None:
         _check_hash(payment_hash)
         if self._admin_key is None:
             raise LightningError("checking payments needs LNBITS_ADMIN_KEY")
         try:
             data = await self._call("GET", f"/api/v1/payments/{payment_hash}", self._admin_key)
-        except LightningError as exc:
+        except _Refused as exc:
             if "HTTP 404" in str(exc):
                 return None
-            raise
+            raise LightningError(str(exc)) from None
         details = data.get("details") if isinstance(data, Mapping) else None
         details = details if isinstance(details, Mapping) else {}
         amount = details.get("amount")
-        if data.get("paid") is not True or not isinstance(amount, int) or amount >= 0:
-            return None  # not an outgoing payment that succeeded
-        return Payment(
-            payment_hash,
-            str(data.get("preimage") or ""),
-            Msat(-amount),
-            Msat(abs(int(details.get("fee") or 0))),
-        )
+        if (
+            not isinstance(amount, int)
+            or amount >= 0
+            or details.get("payment_hash") != payment_hash
+        ):
+            return None  # this wallet sent nothing to that hash (its own invoice, if anything)
+        status = str(data.get("status") or details.get("status") or "")
+        if data.get("paid") is True and data.get("preimage"):
+            return PaymentOutcome(
+                payment_hash,
+                PaymentState.SUCCEEDED,
+                fee=Msat(abs(int(details.get("fee") or 0))),
+                preimage=str(data["preimage"]),
+            )
+        if status == "failed":
+            return PaymentOutcome(payment_hash, PaymentState.FAILED, reason="LNbits: failed")
+        return PaymentOutcome(payment_hash, PaymentState.PENDING, reason=f"LNbits: {status}")
 
-    async def pay_invoice(
+    async def send_payment(
         self, bolt11: str, *, fee_limit: Msat, give_up_after: int = 60
-    ) -> Payment:
+    ) -> PaymentOutcome:
         if self._admin_key is None:
             raise LightningError("paying needs LNBITS_ADMIN_KEY")
         decoded = decode_invoice(bolt11)
@@ -196,21 +218,28 @@ class LnbitsBackend:
             raise InvalidInvoice("refusing to pay an invoice without an amount")
         if decoded.expired():
             raise InvalidInvoice("invoice has expired")
+        refused: str | None = None
         try:
             await self._call(
                 "POST", "/api/v1/payments", self._admin_key, {"out": True, "bolt11": bolt11}
             )
+        except _Refused as exc:
+            refused = str(exc)
+        except LightningError as exc:  # no answer, or an ambiguous one: LNbits may be paying
+            log.warning("LNbits pay %s: %s; asking its status", decoded.payment_hash[:16], exc)
+        try:
+            known = await self.payment_status(decoded.payment_hash)
         except LightningError as exc:
-            raise PaymentFailed(str(exc)) from exc
-        data = await self._call("GET", f"/api/v1/payments/{decoded.payment_hash}", self._admin_key)
-        details = data.get("details") if isinstance(data, Mapping) else None
-        details = details if isinstance(details, Mapping) else {}
-        if data.get("paid") is not True or not data.get("preimage"):
-            raise PaymentFailed(f"payment not completed: {data.get('status', 'unknown')}")
-        fee = Msat(abs(int(details.get("fee") or 0)))
-        if fee > fee_limit:
-            log.error("LNbits charged a routing fee of %s over the limit %s", fee, fee_limit)
-        return Payment(decoded.payment_hash, str(data["preimage"]), decoded.amount, fee)
+            return PaymentOutcome(decoded.payment_hash, PaymentState.PENDING, reason=str(exc))
+        if known is not None:
+            if known.state is PaymentState.SUCCEEDED and known.fee > fee_limit:
+                log.error("LNbits charged a fee of %s, over the limit %s", known.fee, fee_limit)
+            return known
+        if refused is not None:  # refused, and nothing of this wallet's went out
+            return PaymentOutcome(decoded.payment_hash, PaymentState.FAILED, reason=refused)
+        return PaymentOutcome(
+            decoded.payment_hash, PaymentState.PENDING, reason="LNbits has no record yet"
+        )
 
 
 def _check_hash(payment_hash: str) -> None:

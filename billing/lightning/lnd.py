@@ -4,6 +4,11 @@ Authentication is LND's: the node's TLS certificate pins the channel and the hex
 as ``macaroon`` call metadata. ``SubscribeInvoices`` resumes from the last ``settle_index`` this
 process handled (kept by an :class:`IndexStore`), so settlements made while disconnected are
 replayed by LND itself; the index advances only after the consumer has taken the hint.
+
+Payments go out with ``SendPaymentV2`` under LND's own fee limit. An ``IN_FLIGHT`` update, a
+stream that ends or drops before a final update, or an error while LND may hold the payment is
+*pending*, never failed; ``TrackPaymentV2`` (its first update is the payment's current state)
+tells how it ended.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ from . import (
     InvoiceState,
     InvoiceStatus,
     LightningError,
-    Payment,
-    PaymentFailed,
+    PaymentOutcome,
+    PaymentState,
 )
 from .bolt11 import InvalidInvoice, check_invoice, decode_invoice
 from .lndrpc import lightning_pb2 as ln
@@ -181,25 +186,28 @@ class LndBackend:
             await asyncio.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 2, self._max_backoff)
 
-    async def payment_status(self, payment_hash: str) -> Payment | None:
-        request = router.TrackPaymentRequest(
-            payment_hash=bytes.fromhex(payment_hash), no_inflight_updates=True
-        )
+    async def payment_status(self, payment_hash: str) -> PaymentOutcome | None:
         try:
-            final = await _final(self._router.TrackPaymentV2(request))
+            request = router.TrackPaymentRequest(payment_hash=bytes.fromhex(payment_hash))
+        except ValueError:
+            raise ValueError("payment hash must be hex") from None
+        # With in-flight updates on, the first update is the current state: read it and hang up
+        # rather than wait for a held payment to end.
+        stream = self._router.TrackPaymentV2(request, **_CALL)
+        try:
+            async for update in stream:
+                return _outcome(payment_hash, update)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 return None
             raise LightningError(f"LND TrackPaymentV2: {exc.code().name}") from None
-        if final is None or final.status != ln.Payment.SUCCEEDED:
-            return None
-        return Payment(
-            payment_hash, final.payment_preimage, Msat(final.value_msat), Msat(final.fee_msat)
-        )
+        finally:
+            stream.cancel()
+        raise LightningError("LND TrackPaymentV2 ended without an update")
 
-    async def pay_invoice(
+    async def send_payment(
         self, bolt11: str, *, fee_limit: Msat, give_up_after: int = 60
-    ) -> Payment:
+    ) -> PaymentOutcome:
         decoded = decode_invoice(bolt11)
         if decoded.amount is None:
             raise InvalidInvoice("refusing to pay an invoice without an amount")
@@ -211,29 +219,55 @@ class LndBackend:
             timeout_seconds=give_up_after,
             no_inflight_updates=True,
         )
+        last: ln.Payment | None = None
         try:
-            final = await _final(self._router.SendPaymentV2(request))
+            async for update in self._router.SendPaymentV2(request):
+                last = update
+                if update.status in (ln.Payment.SUCCEEDED, ln.Payment.FAILED):
+                    break
         except grpc.aio.AioRpcError as exc:
-            raise PaymentFailed(f"LND SendPaymentV2: {exc.code().name}") from None
-        if final is None or final.status != ln.Payment.SUCCEEDED:
-            reason = ln.PaymentFailureReason.Name(final.failure_reason) if final else "no answer"
-            raise PaymentFailed(f"payment failed: {reason}")
-        return Payment(
-            decoded.payment_hash,
-            final.payment_preimage,
-            Msat(final.value_msat),
-            Msat(final.fee_msat),
+            # LND refuses a payment it already holds (ALREADY_EXISTS) and streams can drop:
+            # either way the payment may be out there. Ask; only "no such payment" after LND
+            # itself answered means nothing was sent.
+            reason = f"LND SendPaymentV2: {exc.code().name}: {exc.details()}"
+            try:
+                known = await self.payment_status(decoded.payment_hash)
+            except LightningError:
+                return _pending(decoded, reason)
+            if known is not None:
+                return known
+            state = PaymentState.PENDING if exc.code() in _MAYBE_SENT else PaymentState.FAILED
+            return PaymentOutcome(decoded.payment_hash, state, reason=reason)
+        if last is None:
+            return _pending(decoded, "the payment stream ended without an update")
+        return _outcome(decoded.payment_hash, last)
+
+
+#: Errors after which LND may have taken the payment even if it cannot show it yet.
+_MAYBE_SENT = (
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.CANCELLED,
+    grpc.StatusCode.ALREADY_EXISTS,
+)
+
+
+def _pending(decoded: Any, reason: str) -> PaymentOutcome:
+    return PaymentOutcome(decoded.payment_hash, PaymentState.PENDING, reason=reason)
+
+
+def _outcome(payment_hash: str, payment: ln.Payment) -> PaymentOutcome:
+    if payment.status == ln.Payment.SUCCEEDED:
+        return PaymentOutcome(
+            payment_hash,
+            PaymentState.SUCCEEDED,
+            fee=Msat(payment.fee_msat),
+            preimage=payment.payment_preimage,
         )
-
-
-async def _final(updates: Any) -> ln.Payment | None:
-    """The last update of a payment stream: once it succeeded or failed, or when it ends."""
-    final: ln.Payment | None = None
-    async for update in updates:
-        final = update
-        if update.status in (ln.Payment.SUCCEEDED, ln.Payment.FAILED):
-            break
-    return final
+    if payment.status == ln.Payment.FAILED:
+        reason = ln.PaymentFailureReason.Name(payment.failure_reason)
+        return PaymentOutcome(payment_hash, PaymentState.FAILED, reason=reason)
+    return PaymentOutcome(payment_hash, PaymentState.PENDING, reason="in flight")
 
 
 def macaroon_hex(raw: bytes) -> str:

@@ -104,6 +104,23 @@ class TopupRow:
 
 
 @dataclass(frozen=True, slots=True)
+class PayoutRow:
+    payment_hash: str
+    ref: str
+    agent: str
+    bolt11: str
+    amount_msat: int
+    fee_limit_msat: int
+    state: str  # reserved | in_flight | succeeded | failed (see billing/payouts.py)
+    created_at: float
+    updated_at: float
+    attempted_at: float | None = None
+    fee_msat: int | None = None
+    preimage: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class LedgerTotals:
     """What :meth:`Tx.ledger_totals` reads for the ledger check."""
 
@@ -217,6 +234,15 @@ class Tx(Protocol):
     async def topups(
         self, states: Sequence[str] | None = None, since: float | None = None
     ) -> list[TopupRow]: ...
+
+    # payouts (outgoing payments)
+    async def insert_payout(self, payout: PayoutRow) -> bool:
+        """Insert a new payout; False if one to this payment hash exists already."""
+
+    async def payout(self, payment_hash: str) -> PayoutRow | None: ...
+    async def payouts_in_states(self, states: Sequence[str]) -> list[PayoutRow]: ...
+    async def update_payout(self, payout: PayoutRow, *, expected_state: str) -> bool:
+        """Write ``payout``'s state and outcome if it is still in ``expected_state``."""
 
     # audit trail
     async def audit_tail(self) -> tuple[int, str] | None:

@@ -1,17 +1,20 @@
 """Prepaid accounts: an API key (shown once, stored hashed), deposits by invoice, balance, and
-withdrawals to the agent's own BOLT11 invoice."""
+withdrawals to the agent's own BOLT11 invoice (their life is :mod:`billing.payouts`: a payout
+still in flight when the request's patience ends is answered 202 ``pending``, never failed)."""
 
 from __future__ import annotations
 
+import re
 import secrets
 import time
 
 from aiohttp import web
 
-from billing import budget, ledger
-from billing.lightning import InvalidInvoice, LightningError, PaymentFailed, decode_invoice
-from billing.money import Msat, Rounding
-from billing.store import InvoiceRow
+from billing import budget, ledger, payouts
+from billing.lightning import LightningError
+from billing.money import Msat
+from billing.payouts import PayoutRefused
+from billing.store import InvoiceRow, PayoutRow, Store
 
 from .auth import API_KEY_PREFIX, key_hash, require_payer
 from .keys import ENGINE, STORE
@@ -27,9 +30,6 @@ from .schemas import (
 )
 
 routes = web.RouteTableDef()
-#: Routing fee limit when the agent does not name one: 1 % of the amount, at least 10 sat.
-DEFAULT_FEE_PPM = 10_000
-MIN_FEE_LIMIT = Msat(10_000)
 
 
 @routes.post("/v1/accounts")
@@ -90,56 +90,81 @@ async def deposit(request: web.Request) -> web.Response:
 
 @routes.post("/v1/accounts/withdrawals")
 async def withdraw(request: web.Request) -> web.Response:
-    store, engine = request.app[STORE], request.app[ENGINE]
+    store = request.app[STORE]
     payer = await require_payer(request, store)
     body = parse(WithdrawalRequest, await read_json(request))
+    fee_limit = Msat(body.fee_limit_msat) if body.fee_limit_msat is not None else None
     try:
-        decoded = decode_invoice(body.invoice)
-    except InvalidInvoice as exc:
-        raise Problem(400, "invalid_invoice", str(exc)) from None
-    if decoded.amount is None:
-        raise Problem(400, "invalid_invoice", "the invoice must name an amount")
-    if decoded.expired():
-        raise Problem(400, "invalid_invoice", "the invoice has expired")
-    amount = decoded.amount
-    fee_limit = (
-        Msat(body.fee_limit_msat)
-        if body.fee_limit_msat is not None
-        else max(amount.mul_ratio(DEFAULT_FEE_PPM, 1_000_000, Rounding.UP), MIN_FEE_LIMIT)
-    )
-    ref = "wd_" + decoded.payment_hash[:24]
-    try:
-        async with store.transaction() as tx:
-            posted = await ledger.post(tx, ledger.withdrawal_reserve(payer, ref, amount, fee_limit))
-    except ledger.InsufficientFunds as exc:
+        payout = await _payouts(request).withdraw(payer, body.invoice, fee_limit)
+    except PayoutRefused as exc:
+        status, kind = _REFUSALS[exc.kind]
+        raise Problem(status, kind, exc.detail) from None
+    view = await _view(store, payout)
+    if view.status == "failed":
         raise Problem(
-            402,
-            "insufficient_balance",
-            f"withdrawing {amount.value} msat with a fee limit of {fee_limit.value} "
-            f"msat needs {(amount + fee_limit).value} msat; the balance is "
-            f"{exc.balance} msat",
-        ) from None
-    except ledger.IdempotencyConflict:
-        raise Problem(
-            409, "invoice_already_used", "this invoice was already withdrawn to"
-        ) from None
-    if not posted:  # this invoice's withdrawal is under way or done
-        raise Problem(409, "invoice_already_used", "this invoice was already withdrawn to")
-    try:
-        payment = await engine.lightning.pay_invoice(body.invoice, fee_limit=fee_limit)
-    except (PaymentFailed, InvalidInvoice, LightningError) as exc:
-        async with store.transaction() as tx:
-            await ledger.post(tx, ledger.withdrawal_failed(payer, ref, amount, fee_limit))
-        raise Problem(502, "withdrawal_failed", f"the payment failed: {exc}") from None
-    fee = min(payment.fee, fee_limit)
-    async with store.transaction() as tx:
-        await ledger.post(tx, ledger.withdrawal_paid(payer, ref, amount, fee_limit, fee))
-        balance = await ledger.agent_balance(tx, payer)
-    view = WithdrawalView(
-        payment_hash=payment.payment_hash,
-        amount_msat=amount.value,
-        fee_msat=fee.value,
-        preimage=payment.preimage,
-        balance_msat=balance.value,
-    )
+            502,
+            "withdrawal_failed",
+            f"the payment failed ({payout.error}); the amount is back in the balance",
+            extra={"withdrawal": view.model_dump()},
+        )
+    if view.status == "pending":  # in flight or not known yet: never a failure
+        return web.json_response(
+            view.model_dump(), status=202, headers={"Location": _location(payout.payment_hash)}
+        )
     return web.json_response(view.model_dump())
+
+
+@routes.get("/v1/accounts/withdrawals/{payment_hash}")
+async def withdrawal(request: web.Request) -> web.Response:
+    store = request.app[STORE]
+    payer = await require_payer(request, store)
+    payment_hash = request.match_info["payment_hash"]
+    if not _HASH.fullmatch(payment_hash):
+        raise Problem(400, "invalid_payment_hash", "a payment hash is 64 lowercase hex digits")
+    payout = await _payouts(request).get(payment_hash)
+    if payout is None or payout.agent != payer:
+        raise Problem(404, "not_found", "no withdrawal of this account pays that hash")
+    return web.json_response((await _view(store, payout)).model_dump())
+
+
+_HASH = re.compile(r"[0-9a-f]{64}")
+_REFUSALS = {
+    "invalid_invoice": (400, "invalid_invoice"),
+    "own_invoice": (422, "own_invoice"),
+    "invoice_already_used": (409, "invoice_already_used"),
+    "insufficient": (402, "insufficient_balance"),
+}
+_STATUS = {
+    payouts.State.RESERVED: "pending",
+    payouts.State.IN_FLIGHT: "pending",
+    payouts.State.SUCCEEDED: "succeeded",
+    payouts.State.FAILED: "failed",
+}
+
+
+def _payouts(request: web.Request) -> payouts.Payouts:
+    found = request.app[ENGINE].payouts
+    if found is None:
+        raise Problem(503, "lightning_unavailable", "payouts are not running")
+    return found
+
+
+def _location(payment_hash: str) -> str:
+    return f"/v1/accounts/withdrawals/{payment_hash}"
+
+
+async def _view(store: Store, payout: PayoutRow) -> WithdrawalView:
+    async with store.read() as tx:
+        balance = await ledger.agent_balance(tx, payout.agent)
+    return WithdrawalView(
+        payment_hash=payout.payment_hash,
+        status=_STATUS[payouts.State(payout.state)],
+        amount_msat=payout.amount_msat,
+        fee_limit_msat=payout.fee_limit_msat,
+        fee_msat=None if payout.fee_msat is None else min(payout.fee_msat, payout.fee_limit_msat),
+        preimage=payout.preimage,
+        error=payout.error,
+        balance_msat=balance.value,
+        created_at=payout.created_at,
+        updated_at=payout.updated_at,
+    )

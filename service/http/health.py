@@ -81,7 +81,14 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
         "/v1/accounts/withdrawals",
         schemas.WithdrawalRequest,
         schemas.WithdrawalView,
-        "Pay the agent's invoice from its balance",
+        "Pay the agent's invoice from its balance (202: pending, follow Location)",
+    ),
+    (
+        "get",
+        "/v1/accounts/withdrawals/{payment_hash}",
+        None,
+        schemas.WithdrawalView,
+        "A withdrawal's state (succeeded, pending or failed)",
     ),
     ("get", "/healthz", None, None, "Liveness"),
     ("get", "/readyz", None, None, "Readiness"),
@@ -118,6 +125,7 @@ SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "/v1/accounts/me": [{"bearer": []}, {"l402": []}],
     "/v1/accounts/deposits": [{"bearer": []}],
     "/v1/accounts/withdrawals": [{"bearer": []}, {"l402": []}],
+    "/v1/accounts/withdrawals/{payment_hash}": [{"bearer": []}, {"l402": []}],
     **{
         path: [{"bearer": []}]
         for _, path, *_ in OPERATIONS
@@ -127,6 +135,8 @@ SECURITY: dict[str, list[dict[str, list[str]]]] = {
 
 #: Operations that answer 201 Created.
 CREATED = {("post", "/v1/tasks"), ("post", "/v1/accounts"), ("post", "/v1/accounts/deposits")}
+#: Operations that may also answer 202 Accepted with the same body (the work goes on).
+ACCEPTED = {("post", "/v1/accounts/withdrawals")}
 
 #: Query parameters, by path: (name, JSON schema).
 QUERY: dict[str, list[tuple[str, dict[str, Any]]]] = {
@@ -210,6 +220,11 @@ def openapi() -> dict[str, Any]:
                     "description": "ok",
                     "content": {"application/json": {"schema": ref}},
                 }
+                if (method, path) in ACCEPTED:
+                    operation["responses"]["202"] = {
+                        "description": "accepted, not final yet",
+                        "content": {"application/json": {"schema": ref}},
+                    }
         if not any(code.startswith("2") for code in operation["responses"]):
             operation["responses"]["200"] = {"description": "ok"}
         if parameters := _parameters(path):

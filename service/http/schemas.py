@@ -323,10 +323,17 @@ class AccountView(BaseModel):
 
 class WithdrawalView(BaseModel):
     payment_hash: str
+    #: succeeded | pending (in flight or not known yet: the amount stays reserved) | failed
+    #: (refunded to the balance)
+    status: Literal["succeeded", "pending", "failed"]
     amount_msat: int
-    fee_msat: int
-    preimage: str
+    fee_limit_msat: int
+    fee_msat: int | None  # what the agent paid for routing, once succeeded
+    preimage: str | None  # proof of payment, once succeeded
+    error: str | None
     balance_msat: int
+    created_at: float
+    updated_at: float
 
 
 class ModelView(BaseModel):

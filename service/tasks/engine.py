@@ -38,6 +38,7 @@ from billing.budget import BudgetExceeded, Budgets
 from billing.lightning import InvoiceStatus, LightningBackend, LightningError
 from billing.lightning.settlement import confirmed_settlements
 from billing.money import Msat, NanoUsd, Rounding, nusd_to_msat
+from billing.payouts import Payouts
 from billing.pricing import (
     ModelPrice,
     PricingPolicy,
@@ -271,6 +272,8 @@ class Engine:
         self.routing: PolicyHolder | None = None  # set by the app once the catalog is known
         #: The local OpenAI-compatible endpoint for sensitive prompts (None: not configured).
         self.local_runner: FallbackRunner | None = None
+        #: Withdrawals (set by the app); their sweep runs beside the engine's workers.
+        self.payouts: Payouts | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._running: set[str] = set()
@@ -1405,6 +1408,8 @@ class Engine:
         ]
         if self.callbacks is not None:
             workers.append(asyncio.create_task(self.callbacks.run()))
+        if self.payouts is not None:  # finishes payouts a crash left open, then keeps looking
+            workers.append(asyncio.create_task(self.payouts.run(self.config.sweep_interval)))
         try:
             yield
         finally:
