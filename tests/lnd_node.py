@@ -116,6 +116,8 @@ class FakeLnd(ln_grpc.LightningServicer, router_grpc.RouterServicer):
     routing_fee_msat: int = ROUTING_FEE_MSAT
     #: False: pay whatever the route costs, over the limit too (as LNbits' API does).
     enforce_fee_limit: bool = True
+    #: The node's own msat in its channels before any invoice or payment.
+    opening_local_msat: int = 0
     server: Any = None
     tls: tuple[bytes, bytes] = (b"", b"")
     address: str = ""
@@ -222,6 +224,27 @@ class FakeLnd(ln_grpc.LightningServicer, router_grpc.RouterServicer):
             self.finish(payment_hash, succeed=True)
         await payment.changed.wait()
         yield payment.message()
+
+    async def ChannelBalance(self, request: Any, context: Any) -> ln.ChannelBalanceResponse:
+        """What the channels hold: received less sent (with fees); payments in flight are
+        unsettled, off the local balance, as in LND."""
+        await self._auth(context)
+        received = sum(
+            i.value_msat for i in self.invoices.values() if i.state == ln.Invoice.SETTLED
+        )
+        sent = sum(
+            p.value_msat + p.fee_msat
+            for p in self.outgoing.values()
+            if p.status == ln.Payment.SUCCEEDED
+        )
+        flight = sum(
+            p.value_msat for p in self.outgoing.values() if p.status == ln.Payment.IN_FLIGHT
+        )
+        local = self.opening_local_msat + received - sent - flight
+        return ln.ChannelBalanceResponse(
+            local_balance=ln.Amount(sat=local // 1000, msat=local),
+            unsettled_local_balance=ln.Amount(sat=flight // 1000, msat=flight),
+        )
 
     async def TrackPaymentV2(self, request: Any, context: Any) -> AsyncIterator[ln.Payment]:
         await self._auth(context)

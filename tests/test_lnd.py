@@ -149,10 +149,15 @@ async def test_reconnects_when_the_subscription_drops(lnd: tuple[FakeLnd, str, b
         await backend.close()
 
 
+ADMIN = {"Authorization": "Bearer admin-secret"}
+
+
 async def test_payment_within_fee_limit(lnd: tuple[FakeLnd, str, bytes]) -> None:
     node, address, cert = lnd
+    node.opening_local_msat = 1_000_000
     backend = _backend(address, cert, MemoryIndex())
     try:
+        assert await backend.wallet_balance() == Msat(1_000_000)
         bolt = node.external_invoice(50_000)
         payment = await backend.send_payment(bolt, fee_limit=Msat(2_000))
         assert payment.state is PaymentState.SUCCEEDED
@@ -163,6 +168,8 @@ async def test_payment_within_fee_limit(lnd: tuple[FakeLnd, str, bytes]) -> None
         assert failed.state is PaymentState.FAILED
         assert "NO_ROUTE" in failed.reason
         assert await backend.payment_status(payment.payment_hash) == payment
+        # Sent 50,000 msat and a 1,000 msat fee from what the node had.
+        assert await backend.wallet_balance() == Msat(node.opening_local_msat - 51_000)
         assert await backend.payment_status("ab" * 32) is None
         with pytest.raises(InvalidInvoice, match="without an amount"):
             await backend.send_payment(node.external_invoice(None), fee_limit=Msat(2_000))
@@ -251,7 +258,9 @@ async def test_a_task_paid_over_lnd_runs_and_reconciles(
         **lnd_settings(node, tmp_path),
         btc_usd="100000",
         catalog_cache=tmp_path / "models.json",
+        admin_token="admin-secret",
     )
+    node.opening_local_msat = 5_000_000
     runner, url = await serve(create_app(settings))
     try:
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
@@ -261,7 +270,12 @@ async def test_a_task_paid_over_lnd_runs_and_reconciles(
             assert task["invoice"]["payment_hash"] in node.invoices
             node.settle(task["invoice"]["payment_hash"])
             done = await _task_until(http, task, "reconciled")
+            # The books match the node's channel balance (its opening sats are the owner's).
+            status = (await http.get("/admin/status", headers=ADMIN)).json()
     finally:
         await runner.cleanup()
+    lightning = status["world"]["holdings"]["lightning"]
+    assert lightning["matches"] is True and lightning["difference"] == 0
+    assert lightning["world"] == node.opening_local_msat + task["invoice"]["amount_msat"]
     assert done["charge_msat"] + done["change_msat"] == task["invoice"]["amount_msat"]
     assert done["result"]["choices"][0]["message"]["content"]
