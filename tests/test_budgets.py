@@ -13,6 +13,7 @@ import pytest
 
 from billing import budget, ledger
 from billing.budget import BudgetExceeded, Budgets, Cap
+from billing.lightning import LightningError
 from billing.money import Msat, NanoUsd
 from billing.store import Store, open_store
 from service.app import create_app
@@ -37,6 +38,9 @@ class NoLightning:
         while True:
             await asyncio.sleep(3600)
             yield None
+
+    async def wallet_balance(self) -> Msat:
+        raise LightningError("this stand-in holds no wallet")
 
     async def close(self) -> None:
         return None
