@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from stdnum import iban as stdnum_iban
 
 from service.app import create_app as create_service
 from service.demo.lnbits import LnbitsServer
@@ -20,7 +21,7 @@ from service.demo.loopback import serve
 from service.emulator.app import EmulatorConfig
 from service.emulator.faults import Fault
 from service.http.keys import ENGINE, STORE
-from service.routing import privacy
+from service.routing import privacy, privacy_evaluation
 from service.routing.breaker import Breakers
 from service.routing.fallback import FallbackRunner
 from service.routing.privacy import Decision, Detector, PrivacyMode, decide, request_texts
@@ -450,3 +451,23 @@ async def test_with_a_local_endpoint_the_default_is_local(
         assert quote.status_code == 200
         assert quote.json()["model"] == "llama3.2:3b"
         assert quote.json()["total_msat"] == 1000
+
+
+def test_the_labelled_corpus_meets_its_targets() -> None:
+    """The figures ``make eval-privacy`` writes into docs/routing.md, held to their targets."""
+    result = privacy_evaluation.evaluate()
+    assert result.items >= 400
+    assert set(privacy_evaluation.RECALL_TARGETS) <= set(result.labelled)
+    assert result.benign >= 150
+    assert result.shortfalls() == [], privacy_evaluation.report(result)
+    for kind in privacy_evaluation.RECALL_TARGETS:
+        assert result.precision(kind) >= 0.95, privacy_evaluation.report(result)
+
+
+def test_corpus_numbers_are_valid() -> None:
+    """Generated numbers pass the checks a real one would (the corpus is not graded on fakes)."""
+    for item in privacy_evaluation.corpus():
+        if item.kinds == {"payment_card"}:
+            assert any(privacy.is_card(m.group()) for m in privacy._CARD.finditer(item.text))
+        if item.kinds == {"iban"}:
+            assert any(stdnum_iban.is_valid(m.group()) for m in privacy._IBAN.finditer(item.text))

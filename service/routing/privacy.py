@@ -41,12 +41,13 @@ from typing import Any, Literal
 
 import phonenumbers
 from mnemonic import Mnemonic
+from pydantic import BaseModel
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
 
 #: Characters scanned per step; patterns see :data:`_OVERLAP` more, so a match that starts near
 #: the end of a window is whole.
-WINDOW = 8192
+WINDOW = 4096
 _OVERLAP = 512
 #: The longest the event loop waits while a request is scanned.
 SLICE_SECONDS = 0.002
@@ -63,7 +64,8 @@ NATIONAL_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN", "AU", "BR", 
 ROUTING_FIELDS = frozenset({"model", "models", "provider", "consensus", "route", "transforms"})
 
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@(?:[A-Za-z0-9-]+\.)+([A-Za-z]{2,24})(?![A-Za-z0-9-])"
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@(?:[A-Za-z0-9-]+\.)+([A-Za-z]{2,24})"
+    r"(?![A-Za-z0-9-]|:[\w~/])"  # "git@github.com:org/repo" is an SSH remote
 )
 #: "icon@2x.png" is a file, not an address.
 _FILE_SUFFIXES = frozenset(
@@ -128,6 +130,8 @@ def is_card(candidate: str) -> bool:
 def _iban_in(candidate: str) -> bool:
     """Whether the candidate, or the candidate less some trailing groups ("DE89 ... 00 EUR"),
     is a valid IBAN."""
+    if candidate[2:4] in ("00", "01", "99"):  # ISO 13616 check digits are 02-98
+        return False
     groups = re.split(r"[ -]", candidate)
     for end in range(len(groups), 0, -1):
         compact = "".join(groups[:end])
@@ -297,20 +301,28 @@ class Detector:
         return scan.found
 
 
-def request_texts(body: Mapping[str, Any]) -> Iterator[str]:
-    """Every string in a request's plain JSON that reaches a model: messages at any depth
-    (string content, content parts, names, ``tool_calls`` arguments, tool results), ``tools``,
-    ``functions``, ``response_format`` and any other field, less the routing instructions
-    (:data:`ROUTING_FIELDS`). Walked without recursion, so any depth is fine."""
-    stack: list[Any] = [v for k, v in reversed(list(body.items())) if k not in ROUTING_FIELDS]
+def request_texts(body: Mapping[str, Any] | BaseModel) -> Iterator[str]:
+    """Every string in a request that reaches a model: messages at any depth (string content,
+    content parts, names, ``tool_calls`` arguments, tool results), ``tools``, ``functions``,
+    ``response_format`` and any other field, less the routing instructions
+    (:data:`ROUTING_FIELDS`). Plain JSON, or a pydantic model read as one (its fields and
+    extra fields, without serialising it): no field of a message schema is assumed. Walked
+    without recursion, so any depth is fine."""
+    stack: list[Any] = [v for k, v in reversed(list(_items(body))) if k not in ROUTING_FIELDS]
     while stack:
         value = stack.pop()
         if isinstance(value, str):
             yield value
-        elif isinstance(value, Mapping):
-            stack.extend(reversed(list(value.values())))
+        elif isinstance(value, Mapping | BaseModel):
+            stack.extend(reversed([v for _, v in _items(value)]))
         elif isinstance(value, list | tuple):
             stack.extend(reversed(value))
+
+
+def _items(value: Mapping[str, Any] | BaseModel) -> Iterable[tuple[str, Any]]:
+    if isinstance(value, BaseModel):
+        return [*value.__dict__.items(), *(value.model_extra or {}).items()]
+    return value.items()
 
 
 class PrivacyMode(enum.StrEnum):
@@ -386,7 +398,7 @@ def decide(
 
 
 async def review(
-    body: Mapping[str, Any],
+    body: Mapping[str, Any] | BaseModel,
     detector: Detector,
     *,
     mode: PrivacyMode | None,
@@ -394,9 +406,9 @@ async def review(
     local: bool,
     slice_seconds: float = SLICE_SECONDS,
 ) -> Decision:
-    """Scan a request's plain JSON (:func:`request_texts`) without holding the event loop
-    longer than ``slice_seconds`` at a time, and :func:`decide` where it may go."""
-    provider = body.get("provider")
+    """Scan a request (:func:`request_texts`) without holding the event loop longer than
+    ``slice_seconds`` at a time, and :func:`decide` where it may go."""
+    provider = dict(_items(body)).get("provider")
     if mode is PrivacyMode.OFF:
         return Decision("send")
     began = time.perf_counter()

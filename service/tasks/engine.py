@@ -418,7 +418,7 @@ class Engine:
             request = request.model_copy(update={"model": chain[0], "models": chain})
         local = policy.tiers.get(policy.private_tier or "", ())
         decision = await review(
-            request.model_dump(mode="json", exclude_none=True),
+            request,
             Detector(policy.private_patterns),
             mode=self.privacy_mode,
             consent=request.allow_sensitive_cloud,
