@@ -63,8 +63,10 @@ NATIONAL_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN", "AU", "BR", 
 #: Top-level request fields that are routing instructions, not text sent to a model.
 ROUTING_FIELDS = frozenset({"model", "models", "provider", "consensus", "route", "transforms"})
 
+# Patterns start with a literal or a plain character class where they can, so the regex engine
+# skips ahead fast; what comes before is checked by a lookbehind after it.
 _EMAIL = re.compile(
-    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@(?:[A-Za-z0-9-]+\.)+([A-Za-z]{2,24})"
+    r"@(?<=[A-Za-z0-9._%+-]@)(?:[A-Za-z0-9-]+\.)+([A-Za-z]{2,24})"
     r"(?![A-Za-z0-9-]|:[\w~/])"  # "git@github.com:org/repo" is an SSH remote
 )
 #: "icon@2x.png" is a file, not an address.
@@ -72,8 +74,8 @@ _FILE_SUFFIXES = frozenset(
     "png jpg jpeg gif svg webp ico css js ts tsx jsx py md txt json yaml yml toml lock zip gz "
     "tar pdf mp4 mp3 wav html".split()
 )
-_CARD = re.compile(r"(?<![\d.,/-])\d(?:[ -]?\d){12,18}(?!\d|[.,/-]\d)")
-_IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
+_CARD = re.compile(r"\d(?<![\d.,/-]\d)(?:[ -]?\d){12,18}(?!\d|[.,/-]\d)")
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?:[ -]?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
 _PHONE = re.compile(r"(?<![\w+.,/:-])(?:\+|00)?\(?\d[\d \-.()/]{5,21}\d(?![\w:]|[.,/-]\d)")
 _PHONE_WORD = re.compile(
     r"\b(?:call(?:ing)?|phone|ph|tel|telephone|mobile|mob|cell|ring|text|sms|whatsapp|signal|"
@@ -82,7 +84,33 @@ _PHONE_WORD = re.compile(
     r"tel[ée]fono|cellulare|telefoonnummer|mobiel)\b[^\d\n]{0,30}$",
     re.IGNORECASE,
 )
-_SSN = re.compile(r"(?<![\d-])(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}(?![\d-])")
+#: Letters every phone word of :data:`_PHONE_WORD` contains.
+_PHONE_WORD_STEMS = (
+    "cal",
+    "ph",
+    "tel",
+    "t\u00e9l",
+    "mob",
+    "cell",
+    "ring",
+    "text",
+    "sms",
+    "whatsapp",
+    "signal",
+    "fax",
+    "dial",
+    "contact",
+    "reach",
+    "hotline",
+    "line",
+    "number",
+    "handy",
+    "portable",
+    "m\u00f3vil",
+    "movil",
+    "t\u00e9l\u00e9",
+)
+_SSN = re.compile(r"\d(?<![\d-]\d)\d\d-\d\d-\d{4}(?![\d-])")
 _API_KEY = re.compile(
     r"(?<![A-Za-z0-9_-])(?:sk-(?:or-v1-|ant-(?:api\d\d-)?|proj-)?[A-Za-z0-9_-]{20,}"
     r"|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{40,}"
@@ -90,20 +118,22 @@ _API_KEY = re.compile(
     r"|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"
     r"|0201036c6e64[0-9a-f]{40,})"
 )
-#: A secret assigned to a name: ``api_key = "..."``, ``"password": "..."``, ``TOKEN=...``.
-_ASSIGNED = re.compile(
+#: A secret assigned to a name: ``api_key = "..."``, ``"password": "..."``, ``TOKEN=...``: the
+#: value after ``:`` or ``=``, and the name (:data:`_SECRET_NAME`) checked before it.
+_ASSIGNED = re.compile(r"[:=][ \t]*[\"']?([A-Za-z0-9_\-+/=.!@#$%^&*~]{8,200})")
+_SECRET_NAME = re.compile(
     r"(?:api[_-]?key|apikey|secret(?:[_-]?key)?|client[_-]?secret|access[_-]?key|auth[_-]?token|"
-    r"access[_-]?token|token|password|passwd|pwd|passphrase)[\"']?\s*[:=]\s*[\"']?"
-    r"([A-Za-z0-9_\-+/=.!@#$%^&*~]{8,200})",
+    r"access[_-]?token|token|password|passwd|pwd|passphrase)[\"']?[ \t]*$",
     re.IGNORECASE,
 )
-_PRIVATE_KEY = re.compile(
-    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
-    r"|(?<![A-Za-z0-9])[xtyzuv]prv[1-9A-HJ-NP-Za-km-z]{100,112}(?![A-Za-z0-9])"
-    r"|(?<![a-z0-9])nsec1[02-9ac-hj-np-z]{58}(?![a-z0-9])"
-    r"|(?:private|secret|priv)[ _-]?key\W{0,3}(?:0x)?[0-9a-fA-F]{64}(?![0-9a-fA-F])",
-    re.IGNORECASE,
+_PRIVATE_KEYS = (
+    re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),
+    re.compile(r"prv(?<=(?<![A-Za-z0-9])[xtyzuv]prv)[1-9A-HJ-NP-Za-km-z]{100,112}(?![A-Za-z0-9])"),
+    re.compile(r"nsec1(?<![a-z0-9]nsec1)[02-9ac-hj-np-z]{58}(?![a-z0-9])"),
 )
+#: 64 hex digits after "private key", "secret key", "privkey"...: the label checked before "key".
+_LABELLED_HEX = re.compile(r"[Kk][Ee][Yy]\W{0,3}(?:0x)?[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+_KEY_LABEL = re.compile(r"(?:private|secret|priv)[ _-]?$", re.IGNORECASE)
 _WORD = re.compile(r"[A-Za-z]+")
 _NOT_DIGIT = re.compile(r"\D")
 
@@ -140,6 +170,12 @@ def _iban_in(candidate: str) -> bool:
         if stdnum_iban.is_valid(compact):
             return True
     return False
+
+
+def _ssn_ok(ssn: str) -> bool:
+    """Areas 000, 666 and 900-999, group 00 and serial 0000 are never issued."""
+    area, group, serial = ssn.split("-")
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
 
 
 def _keyish(key: str) -> bool:
@@ -197,10 +233,12 @@ class _Scan:
         yield from self._kind("payment_card", _CARD, lambda m: is_card(m.group()))
         yield from self._kind("iban", _IBAN, lambda m: _iban_in(m.group()))
         yield from self._kind("email", _EMAIL, lambda m: m.group(1).lower() not in _FILE_SUFFIXES)
-        yield from self._kind("national_id", _SSN, lambda m: True)
+        yield from self._kind("national_id", _SSN, lambda m: _ssn_ok(m.group()))
         yield from self._kind("api_key", _API_KEY, lambda m: _keyish(m.group()))
-        yield from self._kind("api_key", _ASSIGNED, lambda m: _secret_value(m.group(1)))
-        yield from self._kind("private_key", _PRIVATE_KEY, lambda m: True)
+        yield from self._kind("api_key", _ASSIGNED, self._assigned_secret)
+        for pattern in _PRIVATE_KEYS:
+            yield from self._kind("private_key", pattern, lambda m: True)
+        yield from self._kind("private_key", _LABELLED_HEX, self._labelled)
         yield from self._phones()
         yield from self._seed_phrases()
         for name, pattern in self.extra.items():
@@ -217,6 +255,15 @@ class _Scan:
                 return
             yield None
 
+    def _assigned_secret(self, match: re.Match[str]) -> bool:
+        start = match.start()
+        named = _SECRET_NAME.search(self.text, max(0, start - 40), start)
+        return named is not None and _secret_value(match.group(1))
+
+    def _labelled(self, match: re.Match[str]) -> bool:
+        start = match.start()
+        return _KEY_LABEL.search(self.text, max(0, start - 12), start) is not None
+
     def _phones(self) -> Iterator[None]:
         budget = PHONE_CHECKS
         for match in _matches(_PHONE, self.text):
@@ -230,7 +277,7 @@ class _Scan:
             start = match.start()
             if candidate.startswith(("+", "00")):
                 regions: tuple[str | None, ...] = (None,)
-            elif _PHONE_WORD.search(self.text, max(0, start - 60), start):
+            elif _phone_word_before(self.text, start):
                 regions = NATIONAL_REGIONS
             else:
                 continue
@@ -259,9 +306,10 @@ class _Scan:
             if word in words:
                 run.append(word)
                 continue
-            yield from self._check_run(run)
-            if "seed_phrase" in self.found:
-                return
+            if len(run) >= 12:
+                yield from self._check_run(run)
+                if "seed_phrase" in self.found:
+                    return
             run = []
         yield from self._check_run(run)
 
@@ -275,6 +323,13 @@ class _Scan:
                     self.found.add("seed_phrase")
                     return
                 yield None
+
+
+def _phone_word_before(text: str, start: int) -> bool:
+    before = text[max(0, start - 60) : start]
+    lowered = before.lower()
+    # A substring test first: the regex is slower, and most numbers have no phone word.
+    return any(word in lowered for word in _PHONE_WORD_STEMS) and bool(_PHONE_WORD.search(before))
 
 
 def _valid_phone_in(snippet: str, region: str | None) -> bool:
