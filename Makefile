@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser proto bench-upstream bench-pipeline eval-routing serve emulator clean
+.PHONY: demo test lint typecheck unit browser proto bench-upstream bench-pipeline bench-privacy eval-routing eval-privacy serve emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "satrouter needs Python 3.11 or newer")'
@@ -56,3 +56,9 @@ bench-pipeline: $(STAMP)
 
 eval-routing: $(STAMP)
 	$(BIN)/python -m benchmarks.routing --write docs/routing.md
+
+eval-privacy: $(STAMP)
+	$(BIN)/python -m benchmarks.privacy --write docs/routing.md
+
+bench-privacy: $(STAMP)
+	$(BIN)/python -m benchmarks.privacy_scan --write docs/benchmarks.md

@@ -56,6 +56,7 @@ from .routing.fallback import FallbackRunner
 from .routing.policy import PolicyError, PolicyHolder
 from .routing.policy import builtin as policy_builtin
 from .routing.policy import load as policy_load
+from .routing.privacy import PrivacyMode
 from .tasks.callbacks import CallbackSender
 from .tasks.destinations import PublicResolver
 from .tasks.engine import Engine, EngineConfig
@@ -298,6 +299,8 @@ def create_app(
                     timeout=settings.openrouter_timeout,
                 )
                 engine.local_runner = FallbackRunner(local, Breakers())
+            if settings.privacy_mode is not None:
+                engine.privacy_mode = PrivacyMode(settings.privacy_mode)
             _reload_on_sighup(engine.routing)
             app[L402] = L402Authority(store)
             balance = BalanceWatcher(

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -103,6 +110,17 @@ class Settings(BaseSettings):
 
     policy: Path | None = _env("SATROUTER_POLICY", None)
     local_url: str | None = _env("SATROUTER_LOCAL_URL", None)  # OpenAI-compatible, e.g. Ollama
+    #: What a prompt with sensitive content does: ``local``, ``refuse``, ``zdr`` or ``off``
+    #: (unset: ``local`` with a local endpoint, else ``refuse``). docs/routing.md.
+    privacy_mode: Literal["local", "refuse", "zdr", "off"] | None = _env(
+        "SATROUTER_PRIVACY_MODE", None
+    )
+
+    @model_validator(mode="after")
+    def _local_needs_an_endpoint(self) -> Settings:
+        if self.privacy_mode == "local" and not self.local_url:
+            raise ValueError("SATROUTER_PRIVACY_MODE=local needs SATROUTER_LOCAL_URL")
+        return self
 
     # Budgets: caps on spend, global and per agent (dollars: OpenRouter cost; sats: charges)
     budget_daily_usd: Decimal | None = _env("SATROUTER_BUDGET_DAILY_USD", None, gt=0)

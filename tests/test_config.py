@@ -94,3 +94,17 @@ def test_the_example_config_in_deploy_loads(monkeypatch: pytest.MonkeyPatch) -> 
     settings = load_settings()
     assert settings.lightning == "lnbits"
     assert settings.markup_bps == 2000
+
+
+def test_privacy_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_settings().privacy_mode is None  # local with a local endpoint, else refuse
+    monkeypatch.setenv("SATROUTER_PRIVACY_MODE", "zdr")
+    assert load_settings().privacy_mode == "zdr"
+    monkeypatch.setenv("SATROUTER_PRIVACY_MODE", "cloud")
+    with pytest.raises(ConfigError, match="SATROUTER_PRIVACY_MODE"):
+        load_settings()
+    monkeypatch.setenv("SATROUTER_PRIVACY_MODE", "local")
+    with pytest.raises(ConfigError, match="SATROUTER_PRIVACY_MODE=local needs SATROUTER_LOCAL_URL"):
+        load_settings()
+    monkeypatch.setenv("SATROUTER_LOCAL_URL", "http://127.0.0.1:11434/v1")
+    assert load_settings().privacy_mode == "local"

@@ -1,64 +1,200 @@
-"""Finding sensitive content in a prompt before it is routed anywhere.
+"""Finding sensitive content in a request before it is routed anywhere, and deciding where it
+may go.
 
-Kinds found (never the content itself, which is not recorded): ``email``, ``phone``,
-``payment_card`` (13-19 digits passing the Luhn check), ``iban`` (the ISO 13616 mod-97 check),
-``national_id`` (US SSN shapes), ``api_key`` (well-known key formats), ``private_key`` (PEM
-blocks, raw hex keys marked as such), ``seed_phrase`` (BIP-39 mnemonics whose checksum holds,
-checked with the ``mnemonic`` library), and operator-defined patterns. Checks with checksums
-keep false positives down: a 16-digit order number that fails Luhn is not a card.
+Kinds found (never the content itself, which is not recorded):
+
+- ``payment_card``: 13-19 digits with a card network's prefix and length, passing the Luhn
+  check (``python-stdnum``);
+- ``iban``: IBANs whose country format and ISO 13616 mod-97 check hold (``python-stdnum``);
+- ``phone``: numbers that Google's libphonenumber (``phonenumbers``) validates: in
+  international form (``+44 20 7946 0958``, ``0044 ...``) anywhere; in national form
+  (``(415) 555-2671``, ``020 7946 0958``) when a word such as "call", "phone" or "mobile"
+  comes just before, for the regions in :data:`NATIONAL_REGIONS`;
+- ``email``; ``national_id`` (US SSN shapes);
+- ``api_key``: well-known key and token formats (OpenAI, OpenRouter, Anthropic, AWS, GitHub,
+  Slack, Google, Stripe, JWTs, LND macaroons) and secrets assigned to a name such as
+  ``api_key``, ``token`` or ``password``;
+- ``private_key``: PEM blocks, extended private keys (``xprv``), Nostr ``nsec`` keys, and hex
+  keys labelled as private or secret;
+- ``seed_phrase``: BIP-39 mnemonics whose checksum holds (the ``mnemonic`` library);
+- the operator's own patterns (``[privacy.patterns]``).
+
+Names and postal addresses are not detected (docs/routing.md says why).
+
+Cost: the text is scanned in windows of :data:`WINDOW` characters, every pattern linear, and
+each check (a checksum, a phone number's validation) is one step; :func:`review` gives the event
+loop back between steps whenever :data:`SLICE_SECONDS` have passed. Expensive checks have a
+budget per request (:data:`PHONE_CHECKS`, :data:`SEED_CHECKS`); a request that exhausts one is
+treated as holding that kind. A kind, once found, is not looked for again.
 """
 
 from __future__ import annotations
 
+import asyncio
+import enum
 import re
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any, Literal
 
+import phonenumbers
 from mnemonic import Mnemonic
+from pydantic import BaseModel
+from stdnum import iban as stdnum_iban
+from stdnum import luhn
 
-# Every pattern stays linear on any input (a request body of a megabyte of digits must not
-# stall the event loop): runs start only where the character before cannot continue them, and
-# quantifiers that cannot lead to a match do not backtrack.
-_EMAIL = re.compile(r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]++@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"(?<![\w+])\+?\d[\d ().-]{8,18}\d(?!\w)")
-_CARD = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}\b")
-_SSN = re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b")
-_API_KEYS = re.compile(
-    r"\b(?:sk-(?:or-|ant-|proj-)?[A-Za-z0-9_-]{20,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36}"
-    r"|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|sk_live_[0-9A-Za-z]{24,})\b"
-)
-_PRIVATE_KEY = re.compile(
-    r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----|\b(?:private|secret)[ _]?key\W{0,3}[0-9a-fA-F]{64}\b",
-    re.IGNORECASE,
-)
-_WORD = re.compile(r"[a-z]+")
-_DIGIT = re.compile(r"\d")
-_KEY_PREFIXES = ("sk-", "sk_live_", "AKIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "AIza")
+#: Characters scanned per step; patterns see :data:`_OVERLAP` more, so a match that starts near
+#: the end of a window is whole.
+WINDOW = 4096
+_OVERLAP = 512
+#: The longest the event loop waits while a request is scanned.
+SLICE_SECONDS = 0.002
+#: Phone number validations per request; a request with more phone-like candidates than this is
+#: treated as holding a phone number.
+PHONE_CHECKS = 2_000
 #: Checksum checks per prompt. A real seed phrase is a run of 12-24 such words; only an odd or
 #: hostile prompt has runs long and many enough to need more, and it is then treated as holding
 #: one (a long run of BIP-39 words almost surely contains a window whose checksum holds).
 SEED_CHECKS = 5_000
+#: Regions whose national number formats are tried after a phone word ("call 020 7946 0958").
+NATIONAL_REGIONS = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN", "AU", "BR", "JP")
+#: Top-level request fields that are routing instructions, not text sent to a model.
+ROUTING_FIELDS = frozenset({"model", "models", "provider", "consensus", "route", "transforms"})
+
+# Patterns start with a literal or a plain character class where they can, so the regex engine
+# skips ahead fast; what comes before is checked by a lookbehind after it.
+_EMAIL = re.compile(
+    r"@(?<=[A-Za-z0-9._%+-]@)(?:[A-Za-z0-9-]+\.)+([A-Za-z]{2,24})"
+    r"(?![A-Za-z0-9-]|:[\w~/])"  # "git@github.com:org/repo" is an SSH remote
+)
+#: "icon@2x.png" is a file, not an address.
+_FILE_SUFFIXES = frozenset(
+    "png jpg jpeg gif svg webp ico css js ts tsx jsx py md txt json yaml yml toml lock zip gz "
+    "tar pdf mp4 mp3 wav html".split()
+)
+_CARD = re.compile(r"\d(?<![\d.,/-]\d)(?:[ -]?\d){12,18}(?!\d|[.,/-]\d)")
+_IBAN = re.compile(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?:[ -]?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
+_PHONE = re.compile(r"(?<![\w+.,/:-])(?:\+|00)?\(?\d[\d \-.()/]{5,21}\d(?![\w:]|[.,/-]\d)")
+_PHONE_WORD = re.compile(
+    r"\b(?:call(?:ing)?|phone|ph|tel|telephone|mobile|mob|cell|ring|text|sms|whatsapp|signal|"
+    r"fax|dial|contact|reach(?: me| us)?|hotline|landline|my number|her number|his number|"
+    r"their number|your number|telefon|t[ée]l[ée]phone|t[ée]l|handy|portable|m[óo]vil|"
+    r"tel[ée]fono|cellulare|telefoonnummer|mobiel)\b[^\d\n]{0,30}$",
+    re.IGNORECASE,
+)
+#: Letters every phone word of :data:`_PHONE_WORD` contains.
+_PHONE_WORD_STEMS = (
+    "cal",
+    "ph",
+    "tel",
+    "t\u00e9l",
+    "mob",
+    "cell",
+    "ring",
+    "text",
+    "sms",
+    "whatsapp",
+    "signal",
+    "fax",
+    "dial",
+    "contact",
+    "reach",
+    "hotline",
+    "line",
+    "number",
+    "handy",
+    "portable",
+    "m\u00f3vil",
+    "movil",
+    "t\u00e9l\u00e9",
+)
+_SSN = re.compile(r"\d(?<![\d-]\d)\d\d-\d\d-\d{4}(?![\d-])")
+_API_KEY = re.compile(
+    r"(?<![A-Za-z0-9_-])(?:sk-(?:or-v1-|ant-(?:api\d\d-)?|proj-)?[A-Za-z0-9_-]{20,}"
+    r"|(?:AKIA|ASIA)[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36}|github_pat_[A-Za-z0-9_]{40,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|[sr]k_live_[0-9A-Za-z]{24,}"
+    r"|eyJ[A-Za-z0-9_-]{10,}\.eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}"
+    r"|0201036c6e64[0-9a-f]{40,})"
+)
+#: A secret assigned to a name: ``api_key = "..."``, ``"password": "..."``, ``TOKEN=...``: the
+#: value after ``:`` or ``=``, and the name (:data:`_SECRET_NAME`) checked before it.
+_ASSIGNED = re.compile(r"[:=][ \t]*[\"']?([A-Za-z0-9_\-+/=.!@#$%^&*~]{8,200})")
+_SECRET_NAME = re.compile(
+    r"(?:api[_-]?key|apikey|secret(?:[_-]?key)?|client[_-]?secret|access[_-]?key|auth[_-]?token|"
+    r"access[_-]?token|token|password|passwd|pwd|passphrase)[\"']?[ \t]*$",
+    re.IGNORECASE,
+)
+_PRIVATE_KEYS = (
+    re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),
+    re.compile(r"prv(?<=(?<![A-Za-z0-9])[xtyzuv]prv)[1-9A-HJ-NP-Za-km-z]{100,112}(?![A-Za-z0-9])"),
+    re.compile(r"nsec1(?<![a-z0-9]nsec1)[02-9ac-hj-np-z]{58}(?![a-z0-9])"),
+)
+#: 64 hex digits after "private key", "secret key", "privkey"...: the label checked before "key".
+_LABELLED_HEX = re.compile(r"[Kk][Ee][Yy]\W{0,3}(?:0x)?[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+_KEY_LABEL = re.compile(r"(?:private|secret|priv)[ _-]?$", re.IGNORECASE)
+_WORD = re.compile(r"[A-Za-z]+")
+_NOT_DIGIT = re.compile(r"\D")
+
+#: Card networks' first digits and lengths (ISO/IEC 7812 issuer ranges in use).
+_CARD_NETWORKS: tuple[tuple[re.Pattern[str], frozenset[int]], ...] = (
+    (re.compile(r"4"), frozenset({13, 16, 19})),  # Visa
+    (re.compile(r"5[1-5]|2(?:2[2-9]|[3-6]\d|7[01]|720)"), frozenset({16})),  # Mastercard
+    (re.compile(r"3[47]"), frozenset({15})),  # American Express
+    (re.compile(r"6(?:011|4[4-9]|5)"), frozenset({16, 19})),  # Discover
+    (re.compile(r"35(?:2[89]|[3-8]\d)"), frozenset({16, 17, 18, 19})),  # JCB
+    (re.compile(r"3(?:0[0-5]|[689])"), frozenset({14, 16, 19})),  # Diners Club
+    (re.compile(r"62"), frozenset({16, 17, 18, 19})),  # UnionPay
+    (re.compile(r"5[06-9]|6\d"), frozenset({12, 13, 16, 19})),  # Maestro
+)
 
 
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, char in enumerate(reversed(digits)):
-        n = int(char)
-        if i % 2:
-            n = n * 2 - 9 if n > 4 else n * 2
-        total += n
-    return total % 10 == 0
+def is_card(candidate: str) -> bool:
+    digits = _NOT_DIGIT.sub("", candidate)
+    return any(
+        len(digits) in lengths and prefix.match(digits) for prefix, lengths in _CARD_NETWORKS
+    ) and luhn.is_valid(digits)
 
 
-def _iban_ok(candidate: str) -> bool:
-    text = candidate.replace(" ", "")
-    if not 15 <= len(text) <= 34:
+def _iban_in(candidate: str) -> bool:
+    """Whether the candidate, or the candidate less some trailing groups ("DE89 ... 00 EUR"),
+    is a valid IBAN."""
+    if candidate[2:4] in ("00", "01", "99"):  # ISO 13616 check digits are 02-98
         return False
-    rearranged = text[4:] + text[:4]
-    number = "".join(str(int(c, 36)) for c in rearranged)
-    return int(number) % 97 == 1
+    groups = re.split(r"[ -]", candidate)
+    for end in range(len(groups), 0, -1):
+        compact = "".join(groups[:end])
+        if len(compact) < 15:
+            return False
+        if stdnum_iban.is_valid(compact):
+            return True
+    return False
+
+
+def _ssn_ok(ssn: str) -> bool:
+    """Areas 000, 666 and 900-999, group 00 and serial 0000 are never issued."""
+    area, group, serial = ssn.split("-")
+    return area not in ("000", "666") and area[0] != "9" and group != "00" and serial != "0000"
+
+
+def _keyish(key: str) -> bool:
+    """``sk-`` keys are random: "sk-learn-tutorial-part-2" is not one."""
+    if not key.startswith("sk-"):
+        return True
+    return any(c.isdigit() for c in key) and max(map(len, re.split(r"[-_]", key))) >= 16
+
+
+def _secret_value(value: str) -> bool:
+    """A value that looks like a credential, not a word, a placeholder or an expression."""
+    value = value.rstrip(".")
+    return (
+        len(value) >= 8
+        and any(c.isdigit() for c in value)
+        and any(c.isalpha() for c in value)
+        and "." not in value.strip(".")  # os.environ, config.api_key, settings.value1
+        and not value.lower().startswith(("your", "xxx", "example", "placeholder", "changeme"))
+    )
 
 
 @lru_cache(maxsize=1)
@@ -67,21 +203,140 @@ def _bip39() -> tuple[Mnemonic, frozenset[str]]:
     return mnemonic, frozenset(mnemonic.wordlist)
 
 
-def _has_seed_phrase(lowered: str) -> bool:
-    mnemonic, words = _bip39()
-    budget = SEED_CHECKS
-    run: list[str] = []
-    for word in [*_WORD.findall(lowered), ""]:
-        if word in words:
-            run.append(word)
-            continue
+def _matches(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str] | None]:
+    """``pattern``'s matches in ``text``, window by window; ``None`` after each window (a
+    step). Windows see a little past their end, so matches shorter than the overlap are whole,
+    and each match is reported once."""
+    pos, size = 0, len(text)
+    while pos < size:
+        end = min(size, pos + WINDOW)
+        last = pos
+        for match in pattern.finditer(text, pos, min(size, end + _OVERLAP)):
+            if match.start() >= end:
+                break
+            yield match
+            last = match.end()
+        yield None
+        pos = max(end, last)
+
+
+class _Scan:
+    """One request's scan, as steps of bounded work; ``found`` holds the kinds found."""
+
+    def __init__(self, text: str, extra: Mapping[str, re.Pattern[str]]) -> None:
+        self.text = text
+        self.extra = extra
+        self.found: set[str] = set()
+        self._seed_budget = SEED_CHECKS
+
+    def steps(self) -> Iterator[None]:
+        yield from self._kind("payment_card", _CARD, lambda m: is_card(m.group()))
+        yield from self._kind("iban", _IBAN, lambda m: _iban_in(m.group()))
+        yield from self._kind("email", _EMAIL, lambda m: m.group(1).lower() not in _FILE_SUFFIXES)
+        yield from self._kind("national_id", _SSN, lambda m: _ssn_ok(m.group()))
+        yield from self._kind("api_key", _API_KEY, lambda m: _keyish(m.group()))
+        yield from self._kind("api_key", _ASSIGNED, self._assigned_secret)
+        for pattern in _PRIVATE_KEYS:
+            yield from self._kind("private_key", pattern, lambda m: True)
+        yield from self._kind("private_key", _LABELLED_HEX, self._labelled)
+        yield from self._phones()
+        yield from self._seed_phrases()
+        for name, pattern in self.extra.items():
+            yield from self._kind(name, pattern, lambda m: True)
+
+    def _kind(
+        self, kind: str, pattern: re.Pattern[str], valid: Callable[[re.Match[str]], bool]
+    ) -> Iterator[None]:
+        if kind in self.found:
+            return
+        for match in _matches(pattern, self.text):
+            if match is not None and valid(match):
+                self.found.add(kind)
+                return
+            yield None
+
+    def _assigned_secret(self, match: re.Match[str]) -> bool:
+        start = match.start()
+        named = _SECRET_NAME.search(self.text, max(0, start - 40), start)
+        return named is not None and _secret_value(match.group(1))
+
+    def _labelled(self, match: re.Match[str]) -> bool:
+        start = match.start()
+        return _KEY_LABEL.search(self.text, max(0, start - 12), start) is not None
+
+    def _phones(self) -> Iterator[None]:
+        budget = PHONE_CHECKS
+        for match in _matches(_PHONE, self.text):
+            yield None
+            if match is None or "phone" in self.found:
+                continue
+            candidate = match.group()
+            digits = sum(c.isdigit() for c in candidate)
+            if not 7 <= digits <= 15 or is_card(candidate):
+                continue
+            start = match.start()
+            if candidate.startswith(("+", "00")):
+                regions: tuple[str | None, ...] = (None,)
+            elif _phone_word_before(self.text, start):
+                regions = NATIONAL_REGIONS
+            else:
+                continue
+            # The matcher sees what follows too, so "2024-01-15 10:30" reads as a time.
+            snippet = self.text[start : match.end() + 12]
+            if candidate.startswith("00"):
+                snippet = "+" + snippet[2:]
+            for region in regions:
+                budget -= 1
+                if budget < 0 or _valid_phone_in(snippet, region):
+                    self.found.add("phone")
+                    return
+                yield None
+
+    def _seed_phrases(self) -> Iterator[None]:
+        if "seed_phrase" in self.found:
+            return
+        _, words = _bip39()
+        self._seed_budget = SEED_CHECKS
+        run: list[str] = []
+        for match in _matches(_WORD, self.text):
+            if match is None:
+                yield None
+                continue
+            word = match.group().lower()
+            if word in words:
+                run.append(word)
+                continue
+            if len(run) >= 12:
+                yield from self._check_run(run)
+                if "seed_phrase" in self.found:
+                    return
+            run = []
+        yield from self._check_run(run)
+
+    def _check_run(self, run: list[str]) -> Iterator[None]:
+        """Whether some 12-24 words of a run of BIP-39 words are a mnemonic."""
+        mnemonic, _ = _bip39()
         for size in (24, 21, 18, 15, 12):
             for start in range(0, len(run) - size + 1):
-                budget -= 1
-                if budget < 0 or mnemonic.check(" ".join(run[start : start + size])):
-                    return True
-        run = []
-    return False
+                self._seed_budget -= 1
+                if self._seed_budget < 0 or mnemonic.check(" ".join(run[start : start + size])):
+                    self.found.add("seed_phrase")
+                    return
+                yield None
+
+
+def _phone_word_before(text: str, start: int) -> bool:
+    before = text[max(0, start - 60) : start]
+    lowered = before.lower()
+    # A substring test first: the regex is slower, and most numbers have no phone word.
+    return any(word in lowered for word in _PHONE_WORD_STEMS) and bool(_PHONE_WORD.search(before))
+
+
+def _valid_phone_in(snippet: str, region: str | None) -> bool:
+    matcher = phonenumbers.PhoneNumberMatcher(
+        snippet, region, leniency=phonenumbers.Leniency.VALID, max_tries=4
+    )
+    return matcher.has_next()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,47 +345,147 @@ class Detector:
 
     extra: Mapping[str, re.Pattern[str]] = field(default_factory=dict)
 
+    def scan(self, texts: Iterable[str]) -> _Scan:
+        # Strings are joined by a line break, which no pattern crosses.
+        return _Scan("\n".join(texts), self.extra)
+
     def kinds(self, texts: Iterable[str]) -> set[str]:
-        found: set[str] = set()
-        for text in texts:
-            lowered = text.lower()
-            # Cheap substring tests first: most prompts skip most patterns.
-            if "@" in text and _EMAIL.search(text):
-                found.add("email")
-            if _DIGIT.search(text):
-                found.update(_numbers(text))
-            if any(prefix in text for prefix in _KEY_PREFIXES) and _API_KEYS.search(text):
-                found.add("api_key")
-            if ("private" in lowered or "secret" in lowered) and _PRIVATE_KEY.search(text):
-                found.add("private_key")
-            if _has_seed_phrase(lowered):
-                found.add("seed_phrase")
-            found.update(name for name, pattern in self.extra.items() if pattern.search(text))
-        return found
+        scan = self.scan(texts)
+        for _ in scan.steps():
+            pass
+        return scan.found
 
 
-def _numbers(text: str) -> set[str]:
-    """Kinds made of digits: cards, IBANs, phone numbers, national ids."""
-    found: set[str] = set()
-    cards = [m.group() for m in _CARD.finditer(text) if _is_card(m.group())]
-    if cards:
-        found.add("payment_card")
-    ibans = [m.group() for m in _IBAN.finditer(text) if _iban_ok(m.group())]
-    if ibans:
-        found.add("iban")
-    rest = text
-    for number in (*cards, *ibans):  # these also look like long phone numbers
-        rest = rest.replace(number, " ")
-    if any(
-        10 <= sum(c.isdigit() for c in m.group()) <= 15  # E.164: at most 15
-        for m in _PHONE.finditer(rest)
-    ):
-        found.add("phone")
-    if _SSN.search(text):
-        found.add("national_id")
-    return found
+def request_texts(body: Mapping[str, Any] | BaseModel) -> Iterator[str]:
+    """Every string in a request that reaches a model: messages at any depth (string content,
+    content parts, names, ``tool_calls`` arguments, tool results), ``tools``, ``functions``,
+    ``response_format`` and any other field, less the routing instructions
+    (:data:`ROUTING_FIELDS`). Plain JSON, or a pydantic model read as one (its fields and
+    extra fields, without serialising it): no field of a message schema is assumed. Walked
+    without recursion, so any depth is fine."""
+    stack: list[Any] = [v for k, v in reversed(list(_items(body))) if k not in ROUTING_FIELDS]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, Mapping | BaseModel):
+            stack.extend(reversed([v for _, v in _items(value)]))
+        elif isinstance(value, list | tuple):
+            stack.extend(reversed(value))
 
 
-def _is_card(candidate: str) -> bool:
-    digits = re.sub(r"\D", "", candidate)
-    return 13 <= len(digits) <= 19 and _luhn(digits)
+def _items(value: Mapping[str, Any] | BaseModel) -> Iterable[tuple[str, Any]]:
+    if isinstance(value, BaseModel):
+        return [*value.__dict__.items(), *(value.model_extra or {}).items()]
+    return value.items()
+
+
+class PrivacyMode(enum.StrEnum):
+    """What a sensitive prompt does (``SATROUTER_PRIVACY_MODE``)."""
+
+    LOCAL = "local"  # the [privacy] tier's local models
+    REFUSE = "refuse"  # 422 sensitive_content, unless the agent consents to the cloud
+    ZDR = "zdr"  # cloud models with zero data retention
+    OFF = "off"  # no scan: every prompt is routed as any other
+
+
+#: Provider preferences that keep a prompt with providers that neither log nor train on it.
+ZDR_PROVIDER: Mapping[str, Any] = {"data_collection": "deny", "zdr": True}
+
+Action = Literal["send", "local", "cloud_zdr", "refuse"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Where a request may go. ``send``: as asked (nothing sensitive, or no scan)."""
+
+    action: Action = "send"
+    kinds: tuple[str, ...] = ()
+    #: ``cloud_zdr``: the provider preferences to send (the agent's, made zero-retention)
+    provider: Mapping[str, Any] | None = None
+    #: ``refuse``: why, and how the agent can opt in
+    reason: str = ""
+
+    def record(self) -> dict[str, Any] | None:
+        """What the task keeps: the kinds found and where the prompt went (never the text)."""
+        if self.action in ("local", "cloud_zdr"):
+            return {"kinds": list(self.kinds), "decision": self.action}
+        return None
+
+
+def decide(
+    kinds: Iterable[str],
+    *,
+    mode: PrivacyMode | None,
+    consent: bool,
+    local: bool,
+    provider: Mapping[str, Any] | None = None,
+) -> Decision:
+    """Where a request whose scan found ``kinds`` may go.
+
+    ``mode`` is the operator's (None: ``local`` when a local endpoint is configured, else
+    ``refuse``); ``consent`` is the agent's ``allow_sensitive_cloud``; ``local`` whether local
+    models can take it (an endpoint and a ``[privacy] tier``); ``provider`` the agent's own
+    provider preferences, kept under the zero-retention ones."""
+    found = tuple(sorted(set(kinds)))
+    if mode is PrivacyMode.OFF or not found:
+        return Decision("send")
+    if mode is None:
+        mode = PrivacyMode.LOCAL if local else PrivacyMode.REFUSE
+    if consent or mode is PrivacyMode.ZDR:
+        return Decision("cloud_zdr", found, {**(provider or {}), **ZDR_PROVIDER})
+    if mode is PrivacyMode.LOCAL and local:
+        return Decision("local", found)
+    where = (
+        "no local model is configured here"
+        if mode is PrivacyMode.LOCAL or not local
+        else "this satrouter sends such prompts to cloud models only with consent"
+    )
+    return Decision(
+        "refuse",
+        found,
+        reason=(
+            f"the prompt contains {', '.join(found)}; {where}. Send "
+            '"allow_sensitive_cloud": true to run it on cloud models with zero data retention '
+            '(provider data_collection "deny", zdr true)'
+        ),
+    )
+
+
+async def review(
+    body: Mapping[str, Any] | BaseModel,
+    detector: Detector,
+    *,
+    mode: PrivacyMode | None,
+    consent: bool,
+    local: bool,
+    slice_seconds: float = SLICE_SECONDS,
+) -> Decision:
+    """Scan a request (:func:`request_texts`) without holding the event loop longer than
+    ``slice_seconds`` at a time, and :func:`decide` where it may go."""
+    provider = dict(_items(body)).get("provider")
+    if mode is PrivacyMode.OFF:
+        return Decision("send")
+    began = time.perf_counter()
+
+    async def pause() -> None:
+        nonlocal began
+        if time.perf_counter() - began >= slice_seconds:
+            await asyncio.sleep(0)
+            began = time.perf_counter()
+
+    texts: list[str] = []
+    for n, text in enumerate(request_texts(body)):
+        texts.append(text)
+        if n % 256 == 255:
+            await pause()
+    scan = detector.scan(texts)
+    for _ in scan.steps():
+        await pause()
+    return decide(
+        scan.found,
+        mode=mode,
+        consent=consent,
+        local=local,
+        provider=provider if isinstance(provider, Mapping) else None,
+    )

@@ -62,7 +62,7 @@ from ..routing.breaker import Breakers, BreakerState
 from ..routing.classifier import TaskClass, classify
 from ..routing.fallback import AllModelsFailed, Attempt, FallbackRunner
 from ..routing.policy import PolicyHolder
-from ..routing.privacy import Detector
+from ..routing.privacy import Detector, PrivacyMode, review
 from ..upstream.catalog import Catalog, CatalogCache, CatalogUnavailable, ModelInfo
 from ..upstream.errors import UpstreamError
 from ..upstream.max_price import with_max_price
@@ -274,6 +274,8 @@ class Engine:
         self.local_runner: FallbackRunner | None = None
         #: Withdrawals (set by the app); their sweep runs beside the engine's workers.
         self.payouts: Payouts | None = None
+        #: What a sensitive prompt does (None: local with a local endpoint, else refused).
+        self.privacy_mode: PrivacyMode | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._listeners: dict[str, set[asyncio.Queue[dict[str, Any]]]] = {}
         self._running: set[str] = set()
@@ -527,32 +529,30 @@ class Engine:
                 )
             chain = policy.chain(tier)
             request = request.model_copy(update={"model": chain[0], "models": chain})
-        kinds = Detector(policy.private_patterns).kinds(message_texts(request.messages))
-        if not kinds:
-            return Route(request, tier, None, task_class)
-        found = sorted(kinds)
-        if request.allow_sensitive_cloud:
-            provider = {**(request.provider or {}), "data_collection": "deny", "zdr": True}
+        local = policy.tiers.get(policy.private_tier or "", ())
+        decision = await review(
+            request,
+            Detector(policy.private_patterns),
+            mode=self.privacy_mode,
+            consent=request.allow_sensitive_cloud,
+            local=self.local_runner is not None and bool(local),
+        )
+        if decision.action == "refuse":
+            raise Problem(
+                422, "sensitive_content", decision.reason, extra={"kinds": list(decision.kinds)}
+            )
+        if decision.action == "cloud_zdr":
+            request = request.model_copy(update={"provider": dict(decision.provider or {})})
+        elif decision.action == "local":
+            chain = list(local)
+            update = {"model": chain[0], "models": chain, "provider": None}
             return Route(
-                request.model_copy(update={"provider": provider}),
-                tier,
-                {"kinds": found, "decision": "cloud_zdr"},
+                request.model_copy(update=update),
+                policy.private_tier,
+                decision.record(),
                 task_class,
             )
-        local = policy.tiers.get(policy.private_tier or "", ())
-        if self.local_runner is None or not local:
-            raise Problem(
-                422,
-                "sensitive_content",
-                f"the prompt contains {', '.join(found)}; no local model is "
-                "configured here, and cloud models need allow_sensitive_cloud=true "
-                "(they then run with zero data retention)",
-                extra={"kinds": found},
-            )
-        chain = list(local)
-        request = request.model_copy(update={"model": chain[0], "models": chain, "provider": None})
-        privacy = {"kinds": found, "decision": "local"}
-        return Route(request, policy.private_tier, privacy, task_class)
+        return Route(request, tier, decision.record(), task_class)
 
     async def _budget_remaining(self) -> Decimal | None:
         """The fraction of the global daily dollar budget left (None without one)."""
