@@ -177,6 +177,19 @@ async def test_hostile_input_is_a_4xx_problem_everywhere_and_changes_nothing(
             "many headers", "/v1/quote", json={}, headers={f"X-H{i}": "1" for i in range(500)}
         )
         hello = {"model": "openai/gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+        # Header bytes that are not UTF-8 reach handlers as lone surrogates.
+        for value in (b"Bearer \xff\xfe", b"Bearer sk-sat-\xed\xa0\x80", b"Bearer tt_\xff.x"):
+            for method, path in (
+                ("GET", "/v1/accounts/me"),
+                ("GET", "/v1/tasks/t1"),
+                ("GET", "/admin/status"),
+                ("POST", "/v1/chat/completions"),
+                ("POST", "/v1/accounts/withdrawals"),
+            ):
+                answer = await http.request(
+                    method, path, json=hello, headers={"Authorization": value}
+                )
+                answers.append((f"undecodable header -> {path}", answer))
         for mutated in _mutations(macaroon, rng, 100):
             for scheme in ("L402", "LSAT"):
                 auth = {"Authorization": f"{scheme} {mutated}:{'0' * 64}"}

@@ -105,6 +105,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        _refuse_undecodable(request)
         return await handler(request)
     except Problem as problem:
         return problem.response(request.path)
@@ -126,6 +127,21 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return Problem(
             500, "internal", f"an unexpected error occurred (reference {reference})"
         ).response(request.path)
+
+
+def _refuse_undecodable(request: web.Request) -> None:
+    """aiohttp decodes header bytes that are not UTF-8 into lone surrogates, which fail later
+    wherever a value is encoded (a key's hash, an SQL parameter): refuse them here, like JSON
+    text in :func:`parse_json`."""
+    parts = (("path", request.path), ("query", request.query_string), *request.headers.items())
+    for name, value in parts:
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise Problem(
+                    400, "invalid_text", f"the request's {name} is not valid UTF-8"
+                ) from None
 
 
 class _Unparseable(logging.Filter):
