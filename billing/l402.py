@@ -99,7 +99,17 @@ def parse_credential(header: str) -> tuple[Macaroon, str]:
         macaroon = BinarySerializer().deserialize_raw(raw)
     except (binascii.Error, ValueError, MacaroonException, IndexError, TypeError):
         raise L402Error("malformed", "macaroon is not base64 of a binary macaroon") from None
+    except Exception as exc:
+        if not _truncated_varint(exc):
+            raise
+        raise L402Error("malformed", "macaroon is not base64 of a binary macaroon") from None
     return macaroon, preimage
+
+
+def _truncated_varint(exc: Exception) -> bool:
+    """pymacaroons (0.13) raises a bare ``Exception`` when a field's length runs past the end
+    of the buffer; only that one is a client's mistake, anything else is ours."""
+    return type(exc) is Exception and str(exc) == "cannot read uvarint from buffer"
 
 
 class L402Authority:
@@ -169,6 +179,8 @@ class L402Authority:
             verifier.verify(macaroon, root_key)
         except MacaroonException:
             raise L402Error("bad_signature", "macaroon signature does not verify") from None
+        except UnicodeDecodeError:  # pymacaroons decodes each first-party caveat as UTF-8
+            raise L402Error("malformed", "a caveat is not UTF-8") from None
         caveats = _caveats(macaroon)
         prefix = self.service + "_"
         services = caveats.get("services", [])

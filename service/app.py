@@ -13,7 +13,7 @@ import contextlib
 import logging
 import shlex
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -92,15 +92,17 @@ def _lightning(
 
 
 async def _policy(settings: Settings, catalog: CatalogCache) -> PolicyHolder:
-    """Load the routing policy, validated against the catalog (start-up fails on errors)."""
+    """Load the routing policy, checked against the catalog. Mistakes in the file stop the
+    start; models the catalog lacks are dropped (see :mod:`service.routing.policy`)."""
     try:
-        known = await catalog.get()
-        is_known: Callable[[str], bool] = known.__contains__
+        await catalog.get()
     except CatalogUnavailable:
         log.warning("no model catalog yet: the routing policy's model ids are not checked")
 
-        def is_known(model: str) -> bool:
-            return True
+    def is_known(model: str) -> bool:
+        # The catalog as it is when the policy is (re)loaded, not as it was at start-up.
+        current = catalog.catalog
+        return current is None or model in current
 
     try:
         policy = (
@@ -108,20 +110,27 @@ async def _policy(settings: Settings, catalog: CatalogCache) -> PolicyHolder:
         )
     except PolicyError as exc:
         raise ConfigError(str(exc)) from None
-    return PolicyHolder(policy, settings.policy, is_known)
+    return PolicyHolder(policy, settings.policy, is_known, catalog.refresh)
 
 
 def _reload_on_sighup(holder: PolicyHolder) -> None:
-    def reload() -> None:
+    pending: set[asyncio.Task[None]] = set()
+
+    async def reload() -> None:
         try:
-            holder.reload()
+            await holder.refresh_and_reload()
             log.info("routing policy reloaded from %s", holder.policy.source)
         except PolicyError as exc:
             log.error("routing policy NOT reloaded: %s", exc)
 
+    def on_signal() -> None:
+        task = asyncio.get_running_loop().create_task(reload())
+        pending.add(task)  # keep a reference until it is done
+        task.add_done_callback(pending.discard)
+
     # Only the main thread may install signal handlers (tests run the app elsewhere).
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, reload)
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_signal)
 
 
 def budgets_of(settings: Settings) -> Budgets:

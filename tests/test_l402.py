@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -160,3 +161,38 @@ async def test_secrets_stay_out_of_errors(store: Store) -> None:
         await authority.verify(f"L402 {macaroon}:{'1' * 64}", digest=None, is_settled=_settled)
     assert macaroon not in str(caught.value)
     assert PREIMAGE.hex() not in str(caught.value)
+
+
+async def test_mutated_macaroons_are_refused_as_l402_errors(store: Store) -> None:
+    """Seeded byte flips, truncations and insertions of a real macaroon: each is refused with
+    an L402 reason (pymacaroons raises a bare ``Exception`` on some, UnicodeDecodeError on
+    others), never an unexpected error. The location is not signed (macaroons leave it out of
+    the chain), so a change there alone still verifies, to the same grant."""
+    authority = L402Authority(store)
+    genuine = await _mint(authority)
+    raw = base64.b64decode(genuine)
+    expected = await authority.verify(
+        f"L402 {genuine}:{PREIMAGE.hex()}", digest=request_digest(BODY), is_settled=_settled
+    )
+    rng = random.Random(402)
+    reasons: set[str] = set()
+    for n in range(3000):
+        mutated = bytearray(raw)
+        how = n % 4
+        at = rng.randrange(len(mutated))
+        if how == 0:
+            mutated[at] = rng.randrange(256)
+        elif how == 1:
+            del mutated[at:]
+        elif how == 2:
+            mutated[at:at] = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 4)))
+        else:  # a field's length prefix, the only bytes that steer the parser
+            mutated[at] = rng.choice((0x00, 0x7F, 0x80, 0xFF))
+        header = f"L402 {base64.b64encode(bytes(mutated)).decode()}:{PREIMAGE.hex()}"
+        try:
+            grant = await authority.verify(header, digest=request_digest(BODY), is_settled=_settled)
+        except L402Error as refused:
+            reasons.add(refused.reason)
+        else:
+            assert grant == expected
+    assert {"malformed", "bad_signature", "unknown_token"} <= reasons

@@ -7,6 +7,9 @@ import contextlib
 import hashlib
 import json
 import os
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -167,6 +170,56 @@ def test_stopping_lnbits_leaves_no_process_behind() -> None:
     assert len(_members(group)) >= 2  # the launcher and its worker
     server.stop()
     assert _members(group) == []
+
+
+# A launcher and a forked worker, as LNbits runs: the worker ignores SIGTERM and holds 128 MiB,
+# which the kernel frees after SIGKILL before the process is gone (as a busy machine delays an
+# LNbits worker's end).
+_SLOW_TO_DIE = """
+import mmap, os, signal, sys, time
+if os.fork() == 0:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    memory = mmap.mmap(-1, 128 * 2**20)
+    for i in range(0, len(memory), 4096):
+        memory[i] = 1
+    print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_stop_returns_only_when_the_whole_process_group_is_gone() -> None:
+    # stop() used to return once the launcher was reaped, with the SIGKILLed worker still
+    # running: seen as a left-over process by the test above on a busy machine.
+    server = LnbitsServer()
+    tree = subprocess.Popen(
+        [sys.executable, "-c", _SLOW_TO_DIE], start_new_session=True, stdout=subprocess.PIPE
+    )
+    assert tree.stdout is not None
+    assert tree.stdout.readline() == b"ready\n"
+    tree.stdout.close()
+    server._proc = tree  # stop() ends this group as it ends LNbits'
+    server.stop()  # the worker ignores SIGTERM: after the grace time, SIGKILL
+    assert _members(tree.pid) == []
+
+
+def test_lnbits_starts_on_another_port_when_its_port_was_taken_meanwhile() -> None:
+    # The port is picked free, but another program (another test run) can bind it before
+    # LNbits does; LNbits then ran on without a listener and start() waited 60 s, then failed.
+    server = LnbitsServer()
+    taken = server.port
+    with socket.socket() as squatter:
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        try:
+            server.start()
+            assert server.port != taken
+            wallet = server.create_wallet("after the move")  # its own LNbits answers
+            assert server.balance_msat(wallet) == 0
+        finally:
+            group = os.getpgid(server.pid) if server._proc is not None else None
+            server.stop()
+    assert group is None or _members(group) == []
 
 
 def _members(group: int) -> list[int]:

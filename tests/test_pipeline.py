@@ -347,6 +347,20 @@ async def test_fallback_after_a_rate_limit_charges_the_model_that_ran(service: S
         ),
         # Empty model names in the chain are no chain at all.
         (b'{"models": ["", ""], "messages": [{"role": "tool"}]}', 400, "invalid_request"),
+        # These were 500s: RecursionError, UnicodeEncodeError in pricing, int() digit limit.
+        (
+            b'{"model": "auto", "messages": ' + b"[" * 1000 + b"]" * 1000 + b"}",
+            400,
+            "json_too_deep",
+        ),
+        (
+            b'{"model": "openai/gpt-4o", "messages": [{"role": "user", "content": "\\ud800"}]}',
+            400,
+            "invalid_text",
+        ),
+        (b'{"model": "auto", "max_tokens": 1' + b"0" * 5000 + b"}", 400, "number_out_of_range"),
+        (b'{"model": "auto", "max_tokens": 1e400, "messages": []}', 400, "number_out_of_range"),
+        (b'["openai/gpt-4o"]', 400, "invalid_request"),
     ],
 )
 async def test_bad_input_is_a_problem_and_changes_nothing(

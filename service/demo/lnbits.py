@@ -42,6 +42,31 @@ def install() -> Path:
     return executable
 
 
+#: Seconds LNbits has to shut down on SIGTERM, then the most a SIGKILLed group may take to go.
+STOP_GRACE = 10.0
+STOP_DEADLINE = 10.0
+PORT_ATTEMPTS = 3
+
+
+def group_members(group: int) -> list[int]:
+    """The live (not zombie) processes of a process group (Linux: from ``/proc``)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group and fields[0] != "Z":
+                found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_until_empty(group: int, seconds: float) -> list[int]:
+    """Wait (at most ``seconds``) until the group has no live process; those still left."""
+    deadline = time.monotonic() + seconds
+    while (left := group_members(group)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return left
+
+
 def _site_packages() -> Path:
     found = list((VENV / "lib").glob("python3*/site-packages"))
     if not found:
@@ -70,6 +95,7 @@ class LnbitsServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._token = ""
         self.log_path = Path(self._data.name) / "lnbits.log"
+        self._log_from = 0  # where the current launch's output starts in the log
 
     @property
     def pid(self) -> int:
@@ -79,6 +105,24 @@ class LnbitsServer:
 
     def start(self) -> None:
         executable = install()
+        # The free port is only free when it was picked: another program (another test run on
+        # the machine) may take it before LNbits binds. LNbits then keeps running without a
+        # listener, so its log is read: a failed bind is retried on another port.
+        for _ in range(PORT_ATTEMPTS):
+            self._launch(executable)
+            try:
+                if self._set_up():
+                    return
+            except BaseException:
+                self.stop()
+                raise
+            self._end_group()
+            self.port = _free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+        self.stop()
+        raise RuntimeError(f"LNbits found no free port in {PORT_ATTEMPTS} attempts")
+
+    def _launch(self, executable: Path) -> None:
         env = {
             **os.environ,
             "LNBITS_DATA_FOLDER": self._data.name,
@@ -94,36 +138,45 @@ class LnbitsServer:
             # address would throttle the test suite, not a real deployment's agents.
             "LNBITS_RATE_LIMIT_NO": "100000",
         }
-        log = open(self.log_path, "wb")  # noqa: SIM115 (owned by the process)
+        self._log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
         # LNbits finds its static files relative to the working directory. It serves from a
         # forked worker, so it gets a process group of its own, which stop() ends whole.
-        self._proc = subprocess.Popen(
-            [str(executable), "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=_site_packages(),
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            self._set_up()
-        except BaseException:
-            self.stop()
-            raise
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self._proc = subprocess.Popen(
+                [str(executable), "--host", "127.0.0.1", "--port", str(self.port)],
+                cwd=_site_packages(),
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
 
-    def _set_up(self) -> None:
-        """Wait for LNbits to answer, then create its super user."""
+    def _output(self) -> str:
+        with open(self.log_path, "rb") as log:
+            log.seek(self._log_from)
+            return log.read().decode(errors="replace")
+
+    def _set_up(self) -> bool:
+        """Wait until this LNbits listens on its port and answers, then create its super
+        user. False when another program had the port (LNbits says so in its log)."""
         assert self._proc is not None
         deadline = time.monotonic() + 60
+        # An answer on the port alone could come from whoever took it: LNbits' own log line
+        # says that it is listening there.
+        listening = f"Uvicorn running on http://127.0.0.1:{self.port} "
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(f"LNbits exited: {self.log_path.read_text()[-2000:]}")
-            try:
-                response = httpx.get(self.url + "/api/v1/health", timeout=1)
-                if response.status_code in (200, 307):
-                    break
-            except httpx.HTTPError:
-                pass
+                raise RuntimeError(f"LNbits exited: {self._output()[-2000:]}")
+            output = self._output()
+            if "error while attempting to bind" in output:
+                return False
+            if listening in output:
+                try:
+                    response = httpx.get(self.url + "/api/v1/health", timeout=1)
+                    if response.status_code in (200, 307):
+                        break
+                except httpx.HTTPError:
+                    pass
             time.sleep(0.2)
         else:
             raise RuntimeError("LNbits did not start within 60 s")
@@ -134,15 +187,26 @@ class LnbitsServer:
         )
         response.raise_for_status()
         self._token = response.json()["access_token"]
+        return True
 
     def stop(self) -> None:
+        """End LNbits, its forked worker included, and return only once none of its
+        processes is left; then remove its data."""
         if self._proc is not None:
-            self._signal(signal.SIGTERM)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(10)
-            self._signal(signal.SIGKILL)  # whatever of the group is left, the worker included
-            self._proc.wait()
+            self._end_group()
         self._data.cleanup()
+
+    def _end_group(self) -> None:
+        assert self._proc is not None
+        group = self._proc.pid
+        self._signal(signal.SIGTERM)
+        _wait_until_empty(group, STOP_GRACE)
+        self._signal(signal.SIGKILL)  # whatever of the group is left, the worker included
+        self._proc.wait()
+        # A killed process is not gone when kill() returns (its memory is still being freed,
+        # and on a busy machine that takes a while): wait until no member runs.
+        if left := _wait_until_empty(group, STOP_DEADLINE):
+            raise RuntimeError(f"LNbits processes {left} outlived SIGKILL by {STOP_DEADLINE} s")
 
     def _signal(self, number: int) -> None:
         assert self._proc is not None

@@ -98,6 +98,8 @@ async def admin_status(request: web.Request) -> web.Response:
         body["budgets"] = await budget.state(
             tx, request.app[ENGINE].config.budgets, None, time.time()
         )
+    routing = request.app[ENGINE].routing
+    body["routing"] = routing.policy.degradation() if routing is not None else None
     body["ledger"] = {
         "ok": check.ok,
         "problems": list(check.problems),
@@ -183,7 +185,7 @@ async def reload_policy(request: web.Request) -> web.Response:
     if holder is None:
         raise Problem(503, "policy_unavailable", "the service is still starting")
     try:
-        policy = holder.reload()
+        policy = await holder.refresh_and_reload()
     except PolicyError as exc:
         raise Problem(400, "invalid_policy", str(exc)) from None
     async with request.app[STORE].transaction() as tx:
@@ -191,4 +193,4 @@ async def reload_policy(request: web.Request) -> web.Response:
             tx, "admin", {"action": "policy_reload", "source": policy.source}, time.time()
         )
     tiers = {name: list(models) for name, models in policy.tiers.items()}
-    return web.json_response({"source": policy.source, "tiers": tiers})
+    return web.json_response({**policy.degradation(), "source": policy.source, "tiers": tiers})

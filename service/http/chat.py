@@ -31,7 +31,7 @@ from ..upstream.errors import UpstreamError
 from . import sse
 from .auth import payer_of
 from .keys import ENGINE, L402, STORE
-from .problems import Problem
+from .problems import Problem, parse_json
 from .schemas import ChatRequest, parse
 from .views import price_view
 
@@ -43,11 +43,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     began = time.perf_counter()
     engine = request.app[ENGINE]
     raw = await request.read()
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise Problem(400, "malformed_json", "the request body is not valid JSON") from None
-    chat = parse(ChatRequest, data)
+    chat = parse(ChatRequest, parse_json(raw))
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     scheme = scheme.upper()
     if scheme in ("L402", "LSAT"):

@@ -43,8 +43,25 @@ async def readyz(request: web.Request) -> web.Response:
         checks["rate"] = f"ok ({rate.source})"
     except RateUnavailable as exc:
         checks["rate"] = f"error: {exc}"
+    body: dict[str, Any] = {}
+    if engine.routing is not None:
+        # Degraded is still ready while one tier can serve: say what is missing, stay in.
+        policy = engine.routing.policy
+        body["routing"] = policy.degradation()
+        if not policy.serving:
+            checks["routing"] = "error: no tier has a model in the catalog"
+        elif policy.disabled or policy.dropped or policy.notes:
+            checks["routing"] = (
+                f"ok (degraded: {len(policy.serving)} tiers serve; disabled: "
+                f"{', '.join(policy.disabled) or 'none'}; models dropped: "
+                f"{sum(len(m) for m in policy.dropped.values())})"
+            )
+        else:
+            checks["routing"] = f"ok ({len(policy.serving)} tiers)"
     ready = all(v.startswith("ok") for v in checks.values())
-    return web.json_response({"ready": ready, "checks": checks}, status=200 if ready else 503)
+    return web.json_response(
+        {"ready": ready, "checks": checks, **body}, status=200 if ready else 503
+    )
 
 
 #: (method, path, request model, response model, summary)

@@ -10,14 +10,21 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from pydantic_core import from_json
 
 log = logging.getLogger(__name__)
+
+#: JSON nested deeper than this is refused before anything walks it recursively.
+MAX_DEPTH = 64
+#: Integers must fit in 64 signed bits (every amount in msat does; SQLite's INTEGER is that).
+MAX_INT = 2**63 - 1
 
 CONTENT_TYPE = "application/problem+json"
 _TITLES = {
@@ -98,6 +105,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
+        _refuse_undecodable(request)
         return await handler(request)
     except Problem as problem:
         return problem.response(request.path)
@@ -121,6 +129,21 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         ).response(request.path)
 
 
+def _refuse_undecodable(request: web.Request) -> None:
+    """aiohttp decodes header bytes that are not UTF-8 into lone surrogates, which fail later
+    wherever a value is encoded (a key's hash, an SQL parameter): refuse them here, like JSON
+    text in :func:`parse_json`."""
+    parts = (("path", request.path), ("query", request.query_string), *request.headers.items())
+    for name, value in parts:
+        if not value.isascii():
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                raise Problem(
+                    400, "invalid_text", f"the request's {name} is not valid UTF-8"
+                ) from None
+
+
 class _Unparseable(logging.Filter):
     """aiohttp answers a request it cannot parse (a NUL in a header, a broken request line)
     with 400 itself, then logs it as an error with a traceback. It is the client's mistake:
@@ -137,13 +160,67 @@ def quiet_unparseable_requests() -> None:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request body as JSON, or a 400/415 problem."""
+    """The request body as JSON (see :func:`parse_json`), or a 400/415 problem."""
     if request.content_type not in ("application/json", "") and not request.content_type.endswith(
         "+json"
     ):
         raise Problem(415, "unsupported_media_type", "send JSON (Content-Type: application/json)")
-    raw = await request.read()
+    return parse_json(await request.read())
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON, for every route, or a 400 problem: ``malformed_json``,
+    ``json_too_deep`` (nested more than :data:`MAX_DEPTH`), ``invalid_text`` (not Unicode: a
+    lone surrogate such as ``"\\ud800"`` cannot be encoded later, so it stops here) or
+    ``number_out_of_range`` (``1e400``, NaN, an integer beyond 64 bits).
+
+    pydantic-core's parser stops at 200 levels on its own (the standard library's recursed
+    until RecursionError) and refuses lone surrogates and invalid UTF-8 (the standard
+    library let them through); what it lets through is then walked without recursion.
+    """
     try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise Problem(400, "malformed_json", "the request body is not valid JSON") from None
+        data = from_json(raw, allow_inf_nan=False)
+    except ValueError as exc:
+        message = str(exc)
+        if "recursion limit" in message:
+            raise _too_deep() from None
+        if any(s in message for s in ("surrogate", "hex escape", "unicode", "utf-8", "UTF-8")):
+            raise Problem(
+                400,
+                "invalid_text",
+                f"the request body has text that is not valid Unicode, such as a lone "
+                f"surrogate escape (\\ud800-\\udfff) ({message})",
+            ) from None
+        if "number out of range" in message:
+            raise _out_of_range() from None
+        raise Problem(
+            400, "malformed_json", f"the request body is not valid JSON ({message})"
+        ) from None
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise _too_deep()
+            children = value.values() if isinstance(value, dict) else value
+            pending.extend((child, depth + 1) for child in children)
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise _out_of_range()
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+            raise _out_of_range()
+    return data
+
+
+def _too_deep() -> Problem:
+    return Problem(
+        400, "json_too_deep", f"the request body is nested more than {MAX_DEPTH} levels deep"
+    )
+
+
+def _out_of_range() -> Problem:
+    return Problem(
+        400,
+        "number_out_of_range",
+        "a number in the request body is out of range (finite, integers within 64 bits)",
+    )

@@ -2,17 +2,24 @@
 tiers step down as the day's budget drains. A TOML file (``SATROUTER_POLICY``; an example with
 comments is ``deploy/policy.example.toml``).
 
-The policy is validated against the model catalog when it is loaded: an unknown model, an empty
-tier, a fallback to a tier that does not exist, or a fallback cycle stops the load with the line
-it is on. A loaded policy is immutable; reloading (SIGHUP or ``POST /admin/policy/reload``)
-builds a new one and swaps it in only if it is valid.
+Mistakes in the file stop the load with the line they are on: TOML syntax, an empty tier, a
+name that is not a tier, a fallback cycle. The model catalog is checked too, but OpenRouter
+retires and renames models often, so a model the catalog lacks does not stop the load: it is
+dropped from its tier with a warning, a tier left with no model is *disabled* (a request for it
+gets 503 ``tier_unavailable``; ``auto``, step-down and fallbacks pass over it), and an alias or
+the cascade judge that names it is left out. :attr:`Policy.dropped`, :attr:`Policy.disabled`
+and :attr:`Policy.notes` say what was lost (``/readyz``, ``/admin/status``). A loaded policy is
+immutable; reloading (SIGHUP or ``POST /admin/policy/reload``) builds a new one against the
+current catalog and swaps it in only if it is valid.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from importlib import resources
@@ -20,7 +27,10 @@ from pathlib import Path
 from typing import Any
 
 from ..emulator.app import LOCAL_MODELS
+from ..upstream.catalog import CatalogUnavailable
 from .classifier import COMPLEXITIES, KINDS, TaskClass
+
+log = logging.getLogger(__name__)
 
 
 class PolicyError(ValueError):
@@ -61,6 +71,39 @@ class Policy:
     cascade: Cascade | None = None
     #: a tier of local models a tier-routed request ends on when every cloud model failed
     last_resort: str | None = None
+    #: models the catalog lacked at load, by the tier they were dropped from
+    dropped: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: tiers left with no model (not in ``tiers``): requests for them are refused with 503
+    disabled: tuple[str, ...] = ()
+    #: what else the missing models switched off (aliases, the cascade judge, the cascade)
+    notes: tuple[str, ...] = ()
+
+    def usable(self, tier: str) -> str | None:
+        """``tier`` if it has models, else the first tier along its fallback path that has."""
+        seen: set[str] = set()
+        while tier and tier not in seen:
+            seen.add(tier)
+            if tier in self.tiers:
+                return tier
+            tier = self.fallback.get(tier, "")
+        return None
+
+    @property
+    def serving(self) -> tuple[str, ...]:
+        """Tiers with at least one catalog (cloud) model: what ordinary requests can use.
+        Tiers of local models only serve prompts that must stay local."""
+        return tuple(t for t, models in self.tiers.items() if set(models) - set(LOCAL_MODELS))
+
+    def degradation(self) -> dict[str, Any]:
+        """What the catalog took away, for ``/readyz`` and ``/admin/status``."""
+        return {
+            "source": self.source,
+            "tiers": list(self.tiers),
+            "serving": list(self.serving),
+            "disabled_tiers": list(self.disabled),
+            "dropped_models": {tier: list(models) for tier, models in self.dropped.items()},
+            "notes": list(self.notes),
+        }
 
     def tier_for(self, task_class: TaskClass) -> str:
         """The tier a class of task deserves: its exact class's rule, else its kind's, else
@@ -89,11 +132,13 @@ class Policy:
         return out
 
     def step_down(self, tier: str, remaining: Decimal | None) -> str | None:
-        """The first tier along the fallback path that the remaining budget allows."""
+        """The first tier along the fallback path that has models and that the remaining
+        budget allows."""
         seen: set[str] = set()
         while tier and tier not in seen:
             seen.add(tier)
-            if remaining is None or remaining > self.budget_floor.get(tier, Decimal(0)):
+            allowed = remaining is None or remaining > self.budget_floor.get(tier, Decimal(0))
+            if tier in self.tiers and allowed:
                 return tier
             tier = self.fallback.get(tier, "")
         return None
@@ -120,20 +165,39 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
     tiers_raw = data.get("tiers")
     if not isinstance(tiers_raw, dict) or not tiers_raw:
         raise fail("a [tiers] table with at least one tier is required", "[tiers]")
-    tiers: dict[str, tuple[str, ...]] = {}
+    declared: dict[str, tuple[str, ...]] = {}
+    dropped: dict[str, tuple[str, ...]] = {}
     for name, models in tiers_raw.items():
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise fail(f"tier {name!r} must be a list of model ids", f"{name}")
         if not models:
             raise fail(f"tier {name!r} is empty", f"{name}")
-        for model in models:
-            if not (known_model(model) or model in LOCAL_MODELS):
-                raise fail(f"tier {name!r}: unknown model {model!r}", f'"{model}"')
-        tiers[name] = tuple(models)
+        declared[name] = tuple(models)
+        if missing := tuple(m for m in models if not (known_model(m) or m in LOCAL_MODELS)):
+            dropped[name] = missing
+    # A catalog that moved on is not a mistake in the file: drop, warn once per model, go on.
+    for model in dict.fromkeys(m for missing in dropped.values() for m in missing):
+        where = [t for t, missing in dropped.items() if model in missing]
+        log.warning(
+            "%s:%d: model %r is not in the catalog; dropped from tier %s",
+            source,
+            _line_of(text, f'"{model}"'),
+            model,
+            ", ".join(repr(t) for t in where),
+        )
+    tiers = {
+        name: kept
+        for name, models in declared.items()
+        if (kept := tuple(m for m in models if m not in dropped.get(name, ())))
+    }
+    disabled = tuple(name for name in declared if name not in tiers)
+    for name in disabled:
+        log.warning("%s: tier %r has no model left in the catalog; it is disabled", source, name)
+    notes: list[str] = []
     fallback = _strings(data.get("fallback", {}), "fallback", fail)
     for tier, target in fallback.items():
         for name in (tier, target):
-            if name not in tiers:
+            if name not in declared:
                 raise fail(f"fallback names tier {name!r}, which is not in [tiers]", name)
     for start in fallback:
         seen, tier = [start], fallback[start]
@@ -146,9 +210,15 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
     if not isinstance(aliases, dict):
         raise fail("[aliases] must be a table", "[aliases]")
     names = {k: v for k, v in aliases.items() if k != "patterns"}
-    for alias, target in names.items():
-        if not isinstance(target, str) or not known_model(target):
-            raise fail(f"alias {alias!r} points at unknown model {target!r}", f"{alias}")
+    for alias, target in list(names.items()):
+        if not isinstance(target, str):
+            raise fail(f"alias {alias!r} must name a model id", f"{alias}")
+        if not known_model(target):
+            log.warning(
+                "%s: alias %r: model %r is not in the catalog; dropped", source, alias, target
+            )
+            notes.append(f"alias {alias!r} dropped: {target!r} is not in the catalog")
+            del names[alias]
     patterns: list[Alias] = []
     for entry in aliases.get("patterns", []):
         try:
@@ -156,14 +226,14 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
         except (KeyError, TypeError, re.error) as exc:
             raise fail(f"alias pattern: {exc}", "match") from None
     routing = data.get("routing", {})
-    default_tier = routing.get("default_tier", next(iter(tiers)))
-    if default_tier not in tiers:
+    default_tier = routing.get("default_tier", next(iter(declared)))
+    if default_tier not in declared:
         raise fail(f"default_tier {default_tier!r} is not in [tiers]", "default_tier")
     last_resort = routing.get("last_resort")
     if last_resort is not None:
-        if last_resort not in tiers:
+        if last_resort not in declared:
             raise fail(f"last_resort {last_resort!r} is not in [tiers]", "last_resort")
-        if cloud := [m for m in tiers[last_resort] if m not in LOCAL_MODELS]:
+        if cloud := [m for m in declared[last_resort] if m not in LOCAL_MODELS]:
             raise fail(
                 f"last_resort {last_resort!r} runs at the local endpoint; {cloud[0]!r} is a "
                 "cloud model",
@@ -171,7 +241,7 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
             )
     floors: dict[str, Decimal] = {}
     for tier, value in data.get("budget", {}).items():
-        if tier not in tiers:
+        if tier not in declared:
             raise fail(f"[budget] names tier {tier!r}, which is not in [tiers]", tier)
         try:
             floors[tier] = Decimal(str(value))
@@ -181,7 +251,7 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
             raise fail(f"[budget] {tier}: a fraction from 0 to 1", tier)
     privacy = data.get("privacy", {})
     private_tier = privacy.get("tier")
-    if private_tier is not None and private_tier not in tiers:
+    if private_tier is not None and private_tier not in declared:
         raise fail(f"[privacy] tier {private_tier!r} is not in [tiers]", "tier =")
     extra: dict[str, re.Pattern[str]] = {}
     for name, regex in privacy.get("patterns", {}).items():
@@ -198,7 +268,7 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
                 f"with .{'/.'.join(COMPLEXITIES)}",
                 name,
             )
-        if tier not in tiers:
+        if tier not in declared:
             raise fail(f"[classes] {name!r} names tier {tier!r}, which is not in [tiers]", name)
     return Policy(
         tiers,
@@ -211,31 +281,46 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
         private_tier,
         extra,
         classes,
-        _cascade(data.get("cascade"), tiers, known_model, fail),
+        _cascade(data.get("cascade"), declared, tiers, known_model, fail, notes, source),
         last_resort,
+        dropped,
+        disabled,
+        tuple(notes),
     )
 
 
 def _cascade(
     value: Any,
+    declared: Mapping[str, tuple[str, ...]],
     tiers: Mapping[str, tuple[str, ...]],
     known_model: Callable[[str], bool],
     fail: Callable[[str, str], PolicyError],
+    notes: list[str],
+    source: str,
 ) -> Cascade | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise fail("[cascade] must be a table", "[cascade]")
     steps = value.get("steps")
-    if not isinstance(steps, list) or len(steps) < 2 or not all(s in tiers for s in steps):
+    if not isinstance(steps, list) or len(steps) < 2 or not all(s in declared for s in steps):
         raise fail("[cascade] steps: two or more tiers from [tiers], cheapest first", "steps")
     confidence = value.get("min_confidence", 0.5)
     if not isinstance(confidence, int | float) or not 0 <= confidence <= 1:
         raise fail("[cascade] min_confidence: a probability from 0 to 1", "min_confidence")
     judge = value.get("judge") or None
-    if judge is not None and (not isinstance(judge, str) or not known_model(judge)):
-        raise fail(f"[cascade] judge: unknown model {judge!r}", "judge")
-    return Cascade(tuple(steps), float(confidence), judge)
+    if judge is not None and not isinstance(judge, str):
+        raise fail(f"[cascade] judge: not a model id: {judge!r}", "judge")
+    if judge is not None and not known_model(judge):
+        log.warning("%s: [cascade] judge %r is not in the catalog; judging is off", source, judge)
+        notes.append(f"cascade judge {judge!r} dropped: not in the catalog")
+        judge = None
+    working = [s for s in steps if s in tiers]
+    if len(working) < 2:
+        log.warning("%s: [cascade] has fewer than two tiers with models; it is off", source)
+        notes.append(f"cascade off: fewer than two of {', '.join(steps)} have models")
+        return None
+    return Cascade(tuple(working), float(confidence), judge)
 
 
 def _strings(value: Any, table: str, fail: Callable[[str, str], PolicyError]) -> dict[str, str]:
@@ -264,14 +349,30 @@ class PolicyHolder:
     """The current policy; :meth:`reload` swaps a new valid one in atomically."""
 
     def __init__(
-        self, policy: Policy, path: Path | None, known_model: Callable[[str], bool]
+        self,
+        policy: Policy,
+        path: Path | None,
+        known_model: Callable[[str], bool],
+        refresh_catalog: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.policy = policy
         self._path = path
         self._known = known_model
+        self._refresh = refresh_catalog
+
+    async def refresh_and_reload(self) -> Policy:
+        """Refresh the catalog first (the last good one stays if that fails), then
+        :meth:`reload` against it: what SIGHUP and ``POST /admin/policy/reload`` do."""
+        if self._refresh is not None:
+            with contextlib.suppress(CatalogUnavailable):
+                await self._refresh()
+        return self.reload()
 
     def reload(self) -> Policy:
+        """Re-read the policy file (the built-in policy when there is none) and check it
+        against the catalog as it is now. Raises :class:`PolicyError` before swapping."""
         if self._path is None:
-            raise PolicyError("no SATROUTER_POLICY file to reload")
-        self.policy = load(self._path, self._known)  # raises before swapping if invalid
+            self.policy = builtin(self._known)
+        else:
+            self.policy = load(self._path, self._known)
         return self.policy

@@ -509,7 +509,11 @@ class Engine:
         task_class: TaskClass | None = None
         if model in AUTO:
             task_class = classify([m.text for m in request.messages], request.completion_limit)
-            model = "tier:" + policy.tier_for(task_class)
+            # A tier the catalog emptied is passed over along its fallbacks, then the default.
+            deserved = policy.tier_for(task_class)
+            model = "tier:" + (
+                policy.usable(deserved) or policy.usable(policy.default_tier) or deserved
+            )
         if not model.startswith("tier:"):
             models = [policy.resolve(m) for m in request.models or []]
             update = {"model": policy.resolve(model) if model else None, "models": models or None}
@@ -518,6 +522,14 @@ class Engine:
             wanted = model.removeprefix("tier:")
             if wanted == "default":
                 wanted = policy.default_tier
+            if wanted in policy.disabled:
+                raise Problem(
+                    503,
+                    "tier_unavailable",
+                    f"tier {wanted!r} is disabled: none of its models is in OpenRouter's catalog "
+                    f"now; tiers: {', '.join(policy.tiers)}",
+                    extra={"tier": wanted},
+                )
             if wanted not in policy.tiers:
                 raise Problem(
                     400, "unknown_tier", f"no tier {wanted!r}; tiers: {', '.join(policy.tiers)}"
