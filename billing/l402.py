@@ -77,6 +77,12 @@ class Grant:
     request_digest: str
 
 
+def root_key_id(payment_hash: str, token_id: str) -> str:
+    """Where a token's root key is stored: the sha256 of its identifier (hex arguments)."""
+    identifier = Identifier(VERSION, bytes.fromhex(payment_hash), bytes.fromhex(token_id))
+    return hashlib.sha256(identifier.encode()).hexdigest()
+
+
 def request_digest(body: bytes) -> str:
     """The digest a credential is bound to: sha256 of the request body as sent."""
     return hashlib.sha256(body).hexdigest()
@@ -135,7 +141,9 @@ class L402Authority:
         root_key = secrets.token_bytes(32)
         raw_id = identifier.encode()
         async with self._store.transaction() as tx:
-            await tx.put_root_key(hashlib.sha256(raw_id).hexdigest(), root_key, now)
+            await tx.put_root_key(
+                root_key_id(payment_hash, identifier.token_id.hex()), root_key, now
+            )
         macaroon = Macaroon(
             location=self.service, identifier=raw_id, key=root_key, version=MACAROON_V2
         )

@@ -47,7 +47,8 @@ from .balance import BalanceWatcher
 from .books import BooksWatcher
 from .config import ConfigError, Settings
 from .http import accounts, admin, agents, chat, health
-from .http.keys import BALANCE, BOOKS, ENGINE, L402, SETTINGS, STORE
+from .http.keys import BALANCE, BOOKS, ENGINE, L402, LIMITER, SETTINGS, STORE
+from .http.limits import Limiter, Rates, networks
 from .http.problems import problem_middleware, quiet_unparseable_requests
 from .http.views import task_view
 from .metrics import Metrics
@@ -225,10 +226,22 @@ def create_app(
 ) -> web.Application:
     quiet_unparseable_requests()
     metrics = Metrics()
+    limiter = Limiter(
+        Rates(
+            settings.limit_invoices_per_address,
+            settings.limit_invoices_total,
+            settings.limit_accounts_per_address,
+            settings.limit_writes_per_credential,
+            settings.limit_payouts_per_credential,
+        ),
+        networks(settings.trusted_proxies),
+    )
     app = web.Application(
-        middlewares=[metrics.middleware(), problem_middleware], client_max_size=MAX_BODY
+        middlewares=[metrics.middleware(), problem_middleware, limiter.middleware()],
+        client_max_size=MAX_BODY,
     )
     app[SETTINGS] = settings
+    app[LIMITER] = limiter
     app.router.add_get("/metrics", metrics.handler)
     for module in (agents, chat, accounts, admin, health):
         app.router.add_routes(module.routes)
@@ -265,7 +278,11 @@ def create_app(
             config = engine_config or EngineConfig(
                 audit_content=settings.audit_content, budgets=budgets_of(settings)
             )
-            config = replace(config, callback_allow_private=settings.callback_allow_private)
+            config = replace(
+                config,
+                callback_allow_private=settings.callback_allow_private,
+                unpaid_retention=settings.unpaid_retention,
+            )
             # Callbacks go out on a session of their own whose lookups return public addresses
             # only (unless private ones are allowed), so DNS rebinding connects nowhere.
             hooks = await stack.enter_async_context(

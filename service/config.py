@@ -8,12 +8,14 @@ must not silently fall back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from limits import parse
 from pydantic import (
     AliasChoices,
     Field,
@@ -143,6 +145,40 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    # Limits on abuse (``limits`` notation, e.g. "60/minute"; "off" switches one off)
+    limit_invoices_per_address: str = _env("SATROUTER_LIMIT_INVOICES_PER_ADDRESS", "60/minute")
+    limit_invoices_total: str = _env("SATROUTER_LIMIT_INVOICES_TOTAL", "600/minute")
+    limit_accounts_per_address: str = _env("SATROUTER_LIMIT_ACCOUNTS_PER_ADDRESS", "30/hour")
+    limit_writes_per_credential: str = _env("SATROUTER_LIMIT_WRITES_PER_CREDENTIAL", "3000/minute")
+    limit_payouts_per_credential: str = _env("SATROUTER_LIMIT_PAYOUTS_PER_CREDENTIAL", "60/minute")
+    #: Proxies whose X-Forwarded-For is believed (comma-separated addresses or networks).
+    trusted_proxies: str = _env("SATROUTER_TRUSTED_PROXIES", "")
+    #: How long expired, unpaid invoices, challenges and tasks are kept before they are pruned.
+    unpaid_retention: float = _env("SATROUTER_UNPAID_RETENTION", 3600.0, ge=0)
+
+    @field_validator(
+        "limit_invoices_per_address",
+        "limit_invoices_total",
+        "limit_accounts_per_address",
+        "limit_writes_per_credential",
+        "limit_payouts_per_credential",
+    )
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        if value != "off":
+            try:
+                parse(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not a rate like 60/minute, or off") from None
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            ipaddress.ip_network(part, strict=False)  # a ValueError names the bad one
         return value
 
     # Top-ups from earnings

@@ -138,6 +138,19 @@ class Service:
         return dict(status.json())
 
 
+#: The request limits switched off.
+LIMITS_OFF = {
+    name: "off"
+    for name in (
+        "limit_invoices_per_address",
+        "limit_invoices_total",
+        "limit_accounts_per_address",
+        "limit_writes_per_credential",
+        "limit_payouts_per_credential",
+    )
+}
+
+
 def service_settings(
     tmp_path: Path, emulator: Emulator, lnbits: LnbitsServer, wallet: Wallet, **overrides: Any
 ) -> Settings:
@@ -154,6 +167,7 @@ def service_settings(
         "catalog_cache": tmp_path / "models.json",
         "admin_token": "admin-secret",
         "callback_allow_private": True,  # the tests' callback receivers are on loopback
+        **LIMITS_OFF,  # tests that count requests; tests/test_limits.py runs the defaults
     }
     return Settings(**{**base, **overrides})
 

@@ -183,7 +183,7 @@ async def test_invoices_outbox_tasks_and_values(store: Store) -> None:
         await tx.put_root_key("idhash", b"\x01" * 32, 1.0)
         await tx.insert_api_account("acct1", "keyhash", 1.0)
     async with store.transaction() as tx:
-        assert [i.payment_hash for i in await tx.open_invoices()] == ["h1"]
+        assert [i.payment_hash for i in await tx.open_invoices(0, 10)] == ["h1"]
         assert await tx.set_invoice_status("h1", "settled", 3.0) is True
         assert await tx.set_invoice_status("h1", "settled", 4.0) is False  # only once
         assert await tx.update_task(

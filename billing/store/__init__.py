@@ -164,7 +164,20 @@ class Tx(Protocol):
     # invoices
     async def insert_invoice(self, invoice: InvoiceRow) -> None: ...
     async def invoice(self, payment_hash: str) -> InvoiceRow | None: ...
-    async def open_invoices(self) -> list[InvoiceRow]: ...
+    async def open_invoices(self, now: float, limit: int) -> list[InvoiceRow]:
+        """Open invoices not yet expired at ``now``, soonest expiry first."""
+
+    async def expired_open_invoices(self, now: float, limit: int) -> list[InvoiceRow]:
+        """Open invoices whose expiry has passed, the longest expired first."""
+
+    async def count_open_invoices(self) -> int: ...
+    async def expired_invoices(self, before: float, limit: int) -> list[InvoiceRow]:
+        """Invoices marked expired (never paid) that expired before ``before``."""
+
+    async def delete_unpaid(self, invoice: InvoiceRow, root_key_id: str | None) -> None:
+        """Forget an expired, unpaid invoice: its row, an expired task it was for (with the
+        task's events and deliveries), and an L402 challenge's root key."""
+
     async def set_invoice_status(
         self, payment_hash: str, status: str, settled_at: float | None
     ) -> bool:

@@ -360,12 +360,45 @@ class SqliteTx:
         )
         return InvoiceRow(*row) if row else None
 
-    async def open_invoices(self) -> list[InvoiceRow]:
+    async def open_invoices(self, now: float, limit: int) -> list[InvoiceRow]:
         rows = self._all(
             f"SELECT {self._INVOICE_COLUMNS} FROM invoices WHERE status = 'open' "
-            "ORDER BY created_at"
+            "AND expires_at > ? ORDER BY expires_at LIMIT ?",
+            (now, limit),
         )
         return [InvoiceRow(*r) for r in rows]
+
+    async def expired_open_invoices(self, now: float, limit: int) -> list[InvoiceRow]:
+        rows = self._all(
+            f"SELECT {self._INVOICE_COLUMNS} FROM invoices WHERE status = 'open' "
+            "AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+            (now, limit),
+        )
+        return [InvoiceRow(*r) for r in rows]
+
+    async def count_open_invoices(self) -> int:
+        return int(self._one("SELECT COUNT(*) FROM invoices WHERE status = 'open'")[0])
+
+    async def expired_invoices(self, before: float, limit: int) -> list[InvoiceRow]:
+        rows = self._all(
+            f"SELECT {self._INVOICE_COLUMNS} FROM invoices WHERE status = 'expired' "
+            "AND expires_at < ? ORDER BY expires_at LIMIT ?",
+            (before, limit),
+        )
+        return [InvoiceRow(*r) for r in rows]
+
+    async def delete_unpaid(self, invoice: InvoiceRow, root_key_id: str | None) -> None:
+        self._run(
+            "DELETE FROM invoices WHERE payment_hash = ? AND status = 'expired'",
+            (invoice.payment_hash,),
+        )
+        if invoice.purpose == "task" and self._run(
+            "DELETE FROM tasks WHERE id = ? AND state = 'expired'", (invoice.ref,)
+        ):
+            self._run("DELETE FROM outbox WHERE key = ?", (invoice.ref,))
+            self._run("DELETE FROM deliveries WHERE task_id = ?", (invoice.ref,))
+        if root_key_id is not None:
+            self._run("DELETE FROM l402_root_keys WHERE id_hash = ?", (root_key_id,))
 
     async def set_invoice_status(
         self, payment_hash: str, status: str, settled_at: float | None

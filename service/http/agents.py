@@ -14,7 +14,7 @@ from billing.money import NanoUsd, Rounding, nusd_to_msat
 from ..tasks.engine import TERMINAL, Priced, quote_data
 from . import sse
 from .auth import bearer, payer_of, require_payer
-from .keys import ENGINE, STORE
+from .keys import ENGINE, LIMITER, STORE
 from .problems import Problem, read_json
 from .schemas import ModelList, ModelView, QuoteView, TaskCreated, TaskRequest, parse
 from .views import price_view, task_view
@@ -88,7 +88,7 @@ async def create_task(request: web.Request) -> web.Response:
     task, token, secret = await engine.create_task(
         task_request.chat(DEFAULT_MODEL),
         payer=payer,
-        caller=payer or f"address:{request.remote}",
+        caller=payer or f"address:{request.app[LIMITER].address(request)}",
         callback_url=str(task_request.callback_url) if task_request.callback_url else None,
         idempotency_key=key,
     )

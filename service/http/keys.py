@@ -11,6 +11,7 @@ from ..balance import BalanceWatcher
 from ..books import BooksWatcher
 from ..config import Settings
 from ..tasks.engine import Engine
+from .limits import Limiter
 
 SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 STORE: web.AppKey[Store] = web.AppKey("store", Store)
@@ -18,3 +19,4 @@ ENGINE: web.AppKey[Engine] = web.AppKey("engine", Engine)
 L402: web.AppKey[L402Authority] = web.AppKey("l402", L402Authority)
 BALANCE: web.AppKey[BalanceWatcher] = web.AppKey("balance", BalanceWatcher)
 BOOKS: web.AppKey[BooksWatcher] = web.AppKey("books", BooksWatcher)
+LIMITER: web.AppKey[Limiter] = web.AppKey("limiter", Limiter)

@@ -35,6 +35,7 @@ from typing import Any, NamedTuple, TypeVar
 
 from billing import audit, budget, ledger
 from billing.budget import BudgetExceeded, Budgets
+from billing.l402 import root_key_id
 from billing.lightning import InvoiceStatus, LightningBackend, LightningError
 from billing.lightning.settlement import confirmed_settlements
 from billing.money import Msat, NanoUsd, Rounding, nusd_to_msat
@@ -91,6 +92,10 @@ class State(enum.StrEnum):
 
 
 TERMINAL = frozenset({State.RECONCILED, State.EXPIRED, State.REFUNDED})
+#: How many unpaid invoices one sweep expires or prunes at most (the rest wait for the next).
+SWEEP_BATCH = 200
+#: How many open invoices a reconnect re-checks at most.
+RECHECK_MAX = 10_000
 #: States of a task nobody paid for: its callback_url hears nothing of them.
 UNPAID = frozenset({State.AWAITING_PAYMENT, State.EXPIRED})
 
@@ -106,6 +111,7 @@ class EngineConfig:
     max_concurrent_runs: int = 64
     audit_content: bool = False  # put prompts and completions in the audit trail
     callback_allow_private: bool = False  # callbacks may go to loopback and private addresses
+    unpaid_retention: float = 3600.0  # seconds expired unpaid state is kept before pruning
     budgets: Budgets = field(default_factory=Budgets)
 
 
@@ -879,8 +885,11 @@ class Engine:
     # -- payments in ----------------------------------------------------------------------
 
     async def open_invoice_hashes(self) -> list[str]:
+        """The invoices a reconnect re-checks: open and not yet expired (an expired one is
+        confirmed once more when the sweep expires it). Bounded, like everything unpaid, by
+        the invoice rate limits times the expiry."""
         async with self.store.read() as tx:
-            return [i.payment_hash for i in await tx.open_invoices()]
+            return [i.payment_hash for i in await tx.open_invoices(time.time(), RECHECK_MAX)]
 
     async def on_settled(self, status: InvoiceStatus) -> bool:
         """Apply one confirmed settlement (idempotent). True if it changed anything."""
@@ -1385,30 +1394,55 @@ class Engine:
 
     async def work_worker(self) -> None:
         """The safety net behind the direct hand-offs: on start and then every sweep
-        interval, pick up paid and completed tasks nobody holds, and expire unpaid ones."""
+        interval, pick up paid and completed tasks nobody holds, expire unpaid invoices (by
+        index, in batches) and prune what stayed unpaid past the retention."""
+        pruned_at = 0.0
         while True:
+            now = time.time()
             async with self.store.read() as tx:
                 ready = await tx.tasks_in_states([State.PAID, State.COMPLETED])
-                waiting = await tx.tasks_in_states([State.AWAITING_PAYMENT])
+                expiring = await tx.expired_open_invoices(now, SWEEP_BATCH)
+                waiting = await tx.count_open_invoices()
             for task in ready:
                 self._spawn(task)
             if self.metrics is not None:
-                self.metrics.open_invoices.set(len(waiting))
-            now = time.time()
-            for task in waiting:
-                if task.data["invoice"]["expires_at"] <= now:
-                    await self._expire(task)
+                self.metrics.open_invoices.set(waiting)
+            for invoice in expiring:
+                await self._expire(invoice)
+            if now - pruned_at >= min(60.0, max(self.config.unpaid_retention, 1.0)):
+                await self._prune(now - self.config.unpaid_retention)
+                pruned_at = now
             await asyncio.sleep(self.config.sweep_interval)
 
-    async def _expire(self, task: TaskRow) -> None:
-        payment_hash = task.data["invoice"]["payment_hash"]
-        if await self.confirm(payment_hash):  # paid at the last moment
+    async def _expire(self, invoice: InvoiceRow) -> None:
+        """An invoice past its expiry: paid at the last moment after all, or expired (with
+        its task, if it was a task's)."""
+        if await self.confirm(invoice.payment_hash):
             return
+        moved: TaskRow | None = None
         async with self.store.transaction() as tx:
-            await tx.set_invoice_status(payment_hash, "expired", None)
-            moved = await self._move(tx, task, State.EXPIRED)
+            if not await tx.set_invoice_status(invoice.payment_hash, "expired", None):
+                return
+            task = await tx.task(invoice.ref) if invoice.purpose == "task" else None
+            if task is not None and task.state == State.AWAITING_PAYMENT:
+                moved = await self._move(tx, task, State.EXPIRED)
         if moved is not None:
             self._announce(moved)
+
+    async def _prune(self, before: float) -> None:
+        """Forget unpaid invoices, challenges and tasks that expired before ``before``."""
+        while True:
+            async with self.store.transaction() as tx:
+                stale = await tx.expired_invoices(before, SWEEP_BATCH)
+                for invoice in stale:
+                    root = None
+                    if invoice.purpose == "l402":
+                        token_id = invoice.ref.removeprefix("l402_")
+                        root = root_key_id(invoice.payment_hash, token_id)
+                    await tx.delete_unpaid(invoice, root)
+            if len(stale) < SWEEP_BATCH:
+                return
+            await asyncio.sleep(0)  # let requests in between batches
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:

@@ -1,0 +1,192 @@
+"""Limits on abuse: how often one client address, one credential, and every caller together may
+make satrouter mint a Lightning invoice or write a row.
+
+Each request that can do either is sorted into one :class:`Kind` by its route and whether it
+carries a credential, and counted against that kind's limits before its handler runs: a request
+over a limit gets ``429 rate_limited`` with ``Retry-After`` and has minted nothing, written
+nothing and never reached LNbits. The global invoice limit keeps an anonymous flood from any
+number of addresses from using up the LNbits rate limit that settlement needs (satrouter is
+one client address to its LNbits).
+
+Counting is the ``limits`` library's sliding-window counter (two counters per key, in memory:
+each replica counts its own). The client address is the connection's peer;
+``X-Forwarded-For`` is believed only when the peer is a configured proxy, read right to left
+past the trusted hops, so a client cannot choose its own address.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import ipaddress
+import math
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from aiohttp import web
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+from .problems import Problem
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+#: All of a request's header names and values together (aiohttp itself refuses a single line
+#: over 8,190 bytes before any of this runs).
+MAX_HEADER_BYTES = 16 * 1024
+
+
+class Kind(enum.Enum):
+    """What a request may cost satrouter, for counting."""
+
+    INVOICE = "invoice"  # may mint a Lightning invoice (and write its row)
+    ACCOUNT = "account"  # creates an account
+    WRITE = "write"  # a credentialed request that writes rows (reservations, tasks)
+    PAYOUT = "payout"  # a withdrawal
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """The limits, in the ``limits`` notation (``"60/minute"``); ``"off"`` switches one off.
+    The defaults never trouble one well-behaved agent; docs/operator.md says why each."""
+
+    invoices_per_address: str = "60/minute"
+    invoices_total: str = "600/minute"
+    accounts_per_address: str = "30/hour"
+    writes_per_credential: str = "3000/minute"
+    payouts_per_credential: str = "60/minute"
+
+
+def kind_of(request: web.Request) -> Kind | None:
+    """The kind of a request, or None for one that neither mints nor writes."""
+    if request.method != "POST":
+        return None
+    path = request.path
+    credentialed = bool(request.headers.get("Authorization", "").strip())
+    if path == "/v1/accounts":
+        return Kind.ACCOUNT
+    if path == "/v1/accounts/deposits":
+        return Kind.INVOICE
+    if path == "/v1/accounts/withdrawals":
+        return Kind.PAYOUT
+    if path in ("/v1/chat/completions", "/v1/tasks"):
+        return Kind.WRITE if credentialed else Kind.INVOICE
+    return None
+
+
+def client_address(request: web.Request, trusted: Sequence[Network]) -> str:
+    """The caller's address: the peer, or (behind trusted proxies) the nearest untrusted hop
+    of ``X-Forwarded-For``."""
+    peer = request.remote or "unknown"
+    if not trusted or not _within(peer, trusted):
+        return peer
+    hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+    for hop in reversed([h for h in hops if h]):
+        if not _within(hop, trusted):
+            return hop if _is_ip(hop) else peer
+    return peer
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _within(address: str, networks: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in networks)
+
+
+def credential_key(request: web.Request) -> str:
+    """A key for the credential a request presents (its hash: the secret stays out of memory
+    kept for counting)."""
+    return hashlib.sha256(request.headers.get("Authorization", "").encode()).hexdigest()
+
+
+class Limiter:
+    def __init__(self, rates: Rates, trusted_proxies: Sequence[Network] = ()) -> None:
+        self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._trusted = tuple(trusted_proxies)
+
+        def item(rate: str) -> RateLimitItem | None:
+            return None if rate == "off" else parse(rate)
+
+        per_address, total = item(rates.invoices_per_address), item(rates.invoices_total)
+        accounts = item(rates.accounts_per_address)
+        writes, payouts = item(rates.writes_per_credential), item(rates.payouts_per_credential)
+        #: kind -> (limit, what it counts per: "address", "credential" or "all")
+        self._rules: dict[Kind, list[tuple[RateLimitItem, str]]] = {
+            Kind.INVOICE: [(i, w) for i, w in ((per_address, "address"), (total, "all")) if i],
+            Kind.ACCOUNT: [(accounts, "address")] if accounts else [],
+            Kind.WRITE: [(writes, "credential")] if writes else [],
+            Kind.PAYOUT: [(payouts, "credential")] if payouts else [],
+        }
+
+    def address(self, request: web.Request) -> str:
+        return client_address(request, self._trusted)
+
+    async def admit(self, request: web.Request) -> None:
+        """Count ``request`` against its limits, or refuse it with a 429 problem. Every limit
+        is tested before any is counted, so a refused request uses up nothing."""
+        kind = kind_of(request)
+        if kind is None:
+            return
+        keyed = [
+            (item, kind.value, per, self._who(request, per)) for item, per in self._rules[kind]
+        ]
+        for item, *ids in keyed:
+            if not await self._limiter.test(item, *ids):
+                stats = await self._limiter.get_window_stats(item, *ids)
+                wait = max(1, math.ceil(stats.reset_time - time.time()))
+                raise Problem(
+                    429,
+                    "rate_limited",
+                    f"too many {kind.value} requests {_from(ids[1])}: at most {item} "
+                    f"({ids[1]}); retry in {wait} s",
+                    headers={"Retry-After": str(wait)},
+                    extra={"limit": str(item), "per": ids[1]},
+                )
+        for item, *ids in keyed:
+            await self._limiter.hit(item, *ids)
+
+    def _who(self, request: web.Request, per: str) -> str:
+        if per == "address":
+            return self.address(request)
+        return credential_key(request) if per == "credential" else "all"
+
+    def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:
+        @web.middleware
+        async def limit(
+            request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+        ) -> web.StreamResponse:
+            size = sum(len(k) + len(v) for k, v in request.raw_headers)
+            if size > MAX_HEADER_BYTES:
+                raise Problem(
+                    431,
+                    "headers_too_large",
+                    f"the request's headers take {size} bytes; at most {MAX_HEADER_BYTES}",
+                )
+            await self.admit(request)
+            return await handler(request)
+
+        return limit
+
+
+def _from(per: str) -> str:
+    return {"address": "from this address", "credential": "with this credential"}.get(
+        per, "from all callers"
+    )
+
+
+def networks(text: str) -> tuple[Network, ...]:
+    """``"10.0.0.0/8, 192.168.1.7"`` as networks (a ValueError names a bad one)."""
+    return tuple(
+        ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()
+    )

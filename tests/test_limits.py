@@ -1,0 +1,172 @@
+"""Limits on abuse: an anonymous flood gets 429s after its bound, mints a bounded number of
+invoices, leaves a bounded database behind once unpaid state expires, and never gets in the way
+of agents that pay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.app import create_app
+from service.config import Settings
+from service.demo.lnbits import LnbitsServer
+from service.demo.loopback import serve
+from service.http.keys import SETTINGS
+from service.http.limits import client_address, networks
+from service.tasks.engine import EngineConfig
+
+from .conftest import LIMITS_OFF, Emulator, Service, service_settings
+
+pytestmark = pytest.mark.lnbits
+CHEAP = "meta-llama/llama-3.1-8b-instruct"
+BODY = {"model": CHEAP, "messages": [{"role": "user", "content": "hi [[tokens=5]]"}]}
+
+
+async def _guarded(
+    lnbits: LnbitsServer, emulator: Emulator, tmp_path: Path, expiry: int
+) -> AsyncIterator[Service]:
+    wallet = lnbits.create_wallet("satrouter")
+    agent = lnbits.create_wallet("agent")
+    lnbits.fund(agent, 100_000)
+    defaults = {name: Settings.model_fields[name].default for name in LIMITS_OFF}
+    settings = service_settings(tmp_path, emulator, lnbits, wallet, unpaid_retention=1, **defaults)
+    app = create_app(
+        settings, engine_config=EngineConfig(invoice_expiry=expiry, sweep_interval=0.1)
+    )
+    runner, url = await serve(app)
+    yield Service(url, app, emulator, lnbits, agent)
+    await runner.cleanup()
+
+
+@pytest.fixture
+async def guarded(
+    lnbits: LnbitsServer, emulator: Emulator, tmp_path: Path
+) -> AsyncIterator[Service]:
+    """satrouter with its default limits."""
+    async for service in _guarded(lnbits, emulator, tmp_path, 600):
+        yield service
+
+
+@pytest.fixture
+async def short_lived(
+    lnbits: LnbitsServer, emulator: Emulator, tmp_path: Path
+) -> AsyncIterator[Service]:
+    """satrouter whose invoices expire at once and whose unpaid state is kept for a second."""
+    async for service in _guarded(lnbits, emulator, tmp_path, 1):
+        yield service
+
+
+COUNTS = {
+    "invoices": "SELECT COUNT(*) FROM invoices",
+    "l402_root_keys": "SELECT COUNT(*) FROM l402_root_keys",
+    "tasks": "SELECT COUNT(*) FROM tasks",
+    "outbox": "SELECT COUNT(*) FROM outbox",
+}
+
+
+def _count(path: Path, table: str) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute(COUNTS[table]).fetchone()[0])
+
+
+async def _lnbits_invoices(service: Service) -> int:
+    """How many invoices satrouter's LNbits wallet has issued."""
+    key = service.app[SETTINGS].lnbits_invoice_key
+    assert key is not None
+    async with httpx.AsyncClient(base_url=service.lnbits.url) as lnbits:
+        listed = await lnbits.get(
+            "/api/v1/payments",
+            params={"limit": 5000},
+            headers={"X-Api-Key": key.get_secret_value()},
+        )
+    assert listed.status_code == 200, listed.text
+    return sum(1 for p in listed.json() if p["amount"] > 0)
+
+
+async def test_an_anonymous_flood_is_bounded_and_paying_agents_go_on(
+    guarded: Service, tmp_path: Path
+) -> None:
+    database = tmp_path / "satrouter.db"
+    async with httpx.AsyncClient(
+        base_url=guarded.url, limits=httpx.Limits(max_connections=50), timeout=60
+    ) as http:
+        account = await guarded.funded_account(http, 50)
+        flood = await asyncio.gather(
+            *(http.post("/v1/chat/completions", json=BODY) for _ in range(2000))
+        )
+        statuses = [r.status_code for r in flood]
+        # The default: 60 invoices a minute per address, the deposit above among them.
+        assert statuses.count(402) == 59
+        assert statuses.count(429) == 2000 - 59
+        refused = next(r for r in flood if r.status_code == 429)
+        assert refused.headers["Content-Type"].startswith("application/problem+json")
+        assert refused.json()["type"].endswith("rate_limited")
+        assert 1 <= int(refused.headers["Retry-After"]) <= 60
+        # LNbits was asked for those invoices and no more: the deposit and 59 challenges.
+        assert await _lnbits_invoices(guarded) == 60
+        assert _count(database, "invoices") == 60
+        # A paying agent with a key is not held back by the flood from its address.
+        paid = await http.post("/v1/chat/completions", json=BODY, headers=account["auth"])
+        assert paid.status_code == 200, paid.text
+    # Another address still gets its challenge, pays it and is served.
+    transport = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+    async with httpx.AsyncClient(base_url=guarded.url, transport=transport) as other:
+        body = json.dumps(BODY).encode()
+        headers = {"Content-Type": "application/json"}
+        challenge = await other.post("/v1/chat/completions", content=body, headers=headers)
+        assert challenge.status_code == 402, challenge.text
+        problem = challenge.json()
+        receipt = await guarded.pay(problem["invoice"])
+        auth = {**headers, "Authorization": f"L402 {problem['macaroon']}:{receipt['preimage']}"}
+        served = await other.post("/v1/chat/completions", content=body, headers=auth)
+        assert served.status_code == 200, served.text
+    assert _count(database, "invoices") == 61  # the deposit, 59 challenges, the paid one
+    assert _count(database, "l402_root_keys") == 60
+    assert (await guarded.check_ledger()).ok
+
+
+async def test_unpaid_tasks_and_challenges_expire_and_are_pruned(
+    short_lived: Service, tmp_path: Path
+) -> None:
+    database = tmp_path / "satrouter.db"
+    async with httpx.AsyncClient(base_url=short_lived.url) as http:
+        account = await short_lived.funded_account(http, 20)
+        for _ in range(5):
+            assert (await http.post("/v1/tasks", json=BODY)).status_code == 201
+            assert (await http.post("/v1/chat/completions", json=BODY)).status_code == 402
+            deposit = await http.post(
+                "/v1/accounts/deposits", json={"amount_sat": 5}, headers=account["auth"]
+            )
+            assert deposit.status_code == 201
+        for _ in range(100):
+            if _count(database, "l402_root_keys") == 0 and _count(database, "tasks") == 0:
+                break
+            await asyncio.sleep(0.1)
+    assert _count(database, "tasks") == 0
+    assert _count(database, "outbox") == 0
+    assert _count(database, "l402_root_keys") == 0
+    with sqlite3.connect(database) as db:
+        left = db.execute("SELECT status, COUNT(*) FROM invoices GROUP BY status").fetchall()
+    assert dict(left) == {"settled": 1}  # the deposit that was paid
+    assert (await short_lived.check_ledger()).ok
+
+
+def test_forwarded_addresses_are_believed_only_from_trusted_proxies() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    def request(peer: str, forwarded: str) -> object:
+        req = make_mocked_request("POST", "/v1/tasks", headers={"X-Forwarded-For": forwarded})
+        return req.clone(remote=peer)
+
+    proxies = networks("10.0.0.0/8, 127.0.0.1")
+    assert client_address(request("203.0.113.9", "1.2.3.4"), proxies) == "203.0.113.9"
+    assert client_address(request("127.0.0.1", "1.2.3.4, 10.0.0.5"), proxies) == "1.2.3.4"
+    assert client_address(request("127.0.0.1", "6.6.6.6, 1.2.3.4"), proxies) == "1.2.3.4"
+    assert client_address(request("127.0.0.1", "not-an-ip"), proxies) == "127.0.0.1"
+    assert client_address(request("127.0.0.1", "1.2.3.4"), ()) == "127.0.0.1"
