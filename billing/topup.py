@@ -197,7 +197,8 @@ class TopupController:
 
     # -- money available -------------------------------------------------------------------
 
-    async def spendable(self, tx: Tx) -> Msat:
+    @staticmethod
+    async def spendable(tx: Tx) -> Msat:
         """What a top-up may spend: the realised margin not yet spent on top-ups, and never
         more than the wallet holds beyond everything owed to agents."""
         reconciled = await tx.tasks_updated_between(None, None, ("reconciled",))
@@ -210,7 +211,8 @@ class TopupController:
             if t.data["executor"] != "manual"
         )
         wallet = await ledger.balance(tx, ledger.LIGHTNING)
-        owed = sum(-a.balance for a in await tx.accounts("liabilities:"))
+        # Sats owed to agents (balances and escrow); the BYOK payable is in dollars.
+        owed = sum(-a.balance for a in await tx.accounts("liabilities:") if a.currency == "msat")
         return Msat(max(0, min(margin - spent, wallet - owed)))
 
     # -- planning ---------------------------------------------------------------------------

@@ -361,6 +361,19 @@ async def test_fallback_after_a_rate_limit_charges_the_model_that_ran(service: S
         (b'{"model": "auto", "max_tokens": 1' + b"0" * 5000 + b"}", 400, "number_out_of_range"),
         (b'{"model": "auto", "max_tokens": 1e400, "messages": []}', 400, "number_out_of_range"),
         (b'["openai/gpt-4o"]', 400, "invalid_request"),
+        # A content part whose type is not a string was a TypeError in pricing.
+        (
+            b'{"model": "openai/gpt-4o", "messages": '
+            b'[{"role": "user", "content": [{"type": []}]}]}',
+            400,
+            "invalid_content",
+        ),
+        (
+            b'{"model": "openai/gpt-4o", "messages": '
+            b'[{"role": "user", "content": [{"type": {}}]}]}',
+            400,
+            "invalid_content",
+        ),
     ],
 )
 async def test_bad_input_is_a_problem_and_changes_nothing(

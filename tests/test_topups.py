@@ -235,3 +235,26 @@ async def test_manual_executor_asks_the_operator(world: World) -> None:
         assert await ledger.balance(tx, ledger.OWNER_NUSD) == 9_000_000_000
         assert await ledger.balance(tx, ledger.LIGHTNING) == 0  # no sats left the wallet
     await _books_ok(world.store)
+
+
+async def test_a_byok_payable_in_dollars_is_not_counted_as_sats_owed(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path}/byok.db")
+    async with store.transaction() as tx:
+        # 100,000 sat paid for a task, all of it revenue: $0.01 OpenRouter fee, $1 BYOK cost.
+        paid = Msat.from_sat(100_000)
+        await ledger.post(tx, ledger.invoice_paid_into_escrow("t1", paid, "p1"))
+        await ledger.post(
+            tx,
+            ledger.settle(
+                "t1", "agent", paid, paid, NanoUsd(10_000_000), byok=NanoUsd(1_000_000_000)
+            ),
+        )
+        await tx.insert_task(
+            TaskRow(
+                "t1", "reconciled", "agent", {"payer": "agent", "margin_msat": 90_000_000}, 1, 1
+            )
+        )
+    async with store.read() as tx:
+        spendable = await TopupController.spendable(tx)
+    await store.close()
+    assert spendable == Msat(90_000_000)  # nothing is owed to agents: the margin may be spent

@@ -137,6 +137,8 @@ def _count_images(request: ChatRequest) -> int:
     for message in request.messages:
         for part in message.parts:
             kind = part.get("type")
+            if not isinstance(kind, str):
+                raise Problem(400, "invalid_content", "a content part's type must be a string")
             if kind in _IMAGE_PARTS:
                 images += 1
             elif kind not in _TEXT_PARTS:
