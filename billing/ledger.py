@@ -319,6 +319,19 @@ def settle(
     )
 
 
+def unbilled_call(ref: str, cost: NanoUsd, *, byok: NanoUsd = NanoUsd(0)) -> Entry:  # noqa: B008
+    """A call that ran after its task was refunded: its cost is the operator's, booked against
+    the credits (and, BYOK, the provider) it consumed."""
+    return _entry(
+        "unbilled_call",
+        f"unbilled:{ref}",
+        ref,
+        debit(LLM_COST, cost + byok),
+        _credit_if(OPENROUTER_CREDITS, cost),
+        _credit_if(BYOK_PAYABLE, byok),
+    )
+
+
 def refund(ref: str, payer_id: str, held: Msat) -> Entry:
     """A task that could not run: everything held goes back to the payer's credit."""
     return _entry(

@@ -12,11 +12,13 @@ import httpx
 import pytest
 
 from billing import ledger
+from billing.money import Msat
 from billing.store import open_store
 from service.demo.lnbits import LnbitsServer, Wallet
 from service.emulator.faults import Fault
+from service.http.keys import ENGINE, STORE
 
-from .conftest import Emulator, ServiceProcess
+from .conftest import Emulator, Service, ServiceProcess
 
 pytestmark = pytest.mark.lnbits
 CHEAP = "meta-llama/llama-3.1-8b-instruct"
@@ -118,3 +120,47 @@ async def test_sigkill_at_every_stage(
         await store.close()
     # The interrupted call reached the emulator at most once; none ran twice.
     assert emulator.state.counters["completions"] <= 4
+
+
+async def test_a_call_that_ends_after_its_task_was_refunded_stays_refunded(
+    service: Service,
+) -> None:
+    """Another process starting on the same database refunds a call still in flight here
+    (it cannot tell it from an interrupted one): the call's answer does not bring the task back,
+    the agent keeps its refund, and what OpenRouter billed is booked as the operator's cost."""
+    engine, store = service.app[ENGINE], service.app[STORE]
+    await service.emulator.control("POST", "/config", {"ttft": 1.0})
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        account = await service.funded_account(http, 1000)
+        call = asyncio.create_task(
+            http.post(
+                "/v1/chat/completions",
+                json={"model": CHEAP, "max_tokens": 50, "messages": HELLO},
+                headers=account["auth"],
+            )
+        )
+        await asyncio.sleep(0.5)  # the call is upstream
+        assert await engine.recover() == 1
+        answer = await call
+        assert answer.status_code == 200, answer.text
+        task_id = answer.headers["X-Satrouter-Task"]
+        for _ in range(100):
+            async with store.read() as tx:
+                booked = await tx.journal_by_key(f"unbilled:{task_id}")
+            if booked is not None:
+                break
+            await asyncio.sleep(0.05)
+    async with store.read() as tx:
+        task = await tx.task(task_id)
+        balance = await ledger.agent_balance(tx, account["id"])
+        check = await ledger.check(tx)
+    assert task is not None and task.state == "refunded"
+    assert balance == Msat(1_000_000)  # refunded once, charged never
+    assert booked is not None  # the call's cost, against the credits
+    assert check.ok
+    status = (
+        await httpx.AsyncClient(base_url=service.url).get(
+            "/admin/status", headers={"Authorization": "Bearer admin-secret"}
+        )
+    ).json()
+    assert status["world"]["holdings"]["openrouter"]["matches"] is True

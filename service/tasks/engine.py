@@ -28,7 +28,7 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple, TypeVar
@@ -1012,19 +1012,48 @@ class Engine:
         async with self.store.transaction() as tx:
             current = await tx.task(task.id)
             assert current is not None
-            moved = await self._move(
-                tx,
-                current,
-                State.COMPLETED,
-                updates=updates,
-                event={"model": updates["model_used"]},
-            )
-            await self._audit_call(
-                tx, task, "completed", result=result, usage=usage, model=updates["model_used"]
-            )
-        assert moved is not None, f"{task.id} left running while its call ran"
+            if current.state != State.RUNNING:  # refunded meanwhile: see _unbilled
+                await self._audit_call(
+                    tx, task, "completed_after_refund", result=result, usage=usage
+                )
+                moved = None
+            else:
+                moved = await self._move(
+                    tx,
+                    current,
+                    State.COMPLETED,
+                    updates=updates,
+                    event={"model": updates["model_used"]},
+                )
+                await self._audit_call(
+                    tx, task, "completed", result=result, usage=usage, model=updates["model_used"]
+                )
+        if moved is None:
+            self._background_job(self._unbilled(current, updates))
+            return current
         self._announce(moved)
         return moved
+
+    async def _unbilled(self, task: TaskRow, call: dict[str, Any]) -> None:
+        """A call that finished after its task was refunded (another process recovered it as
+        interrupted): the agent keeps its refund, and what OpenRouter billed for the call is
+        booked as the operator's cost, so the credits in the books still follow the world."""
+        if call.get("ran_locally") or (task.data.get("privacy") or {}).get("decision") == "local":
+            return
+        quoted_max = Decimal(task.data["quote"]["cost_max_nusd"]) / 10**9
+        cost_usd, byok_usd, _ = await self._call_cost(
+            task.id,
+            call.get("generation_id"),
+            call.get("inline_cost_usd"),
+            call.get("inline_byok_usd"),
+            quoted_max,
+        )
+        cost = NanoUsd.from_usd(cost_usd, Rounding.UP)
+        byok = NanoUsd.from_usd(byok_usd, Rounding.UP)
+        if cost.value or byok.value:
+            async with self.store.transaction() as tx:
+                await ledger.post(tx, ledger.unbilled_call(task.id, cost, byok=byok))
+        log.warning("%s ran after it was refunded; its cost %s is the operator's", task.id, cost)
 
     async def fail(
         self, task: TaskRow, error: str, *, attempts: list[Attempt] | None = None
@@ -1391,8 +1420,13 @@ class Engine:
             job = asyncio.create_task(self._reconcile_one(task))
         else:
             return
-        self._background.add(job)
-        job.add_done_callback(self._background.discard)
+        self._background_job(job)
+
+    def _background_job(self, job: Coroutine[Any, Any, None] | asyncio.Task[None]) -> None:
+        """Keep a reference to work that runs on its own until it is done."""
+        task = job if isinstance(job, asyncio.Task) else asyncio.create_task(job)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def work_worker(self) -> None:
         """The safety net behind the direct hand-offs: on start and then every sweep
