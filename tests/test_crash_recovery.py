@@ -158,9 +158,7 @@ async def test_a_call_that_ends_after_its_task_was_refunded_stays_refunded(
     assert balance == Msat(1_000_000)  # refunded once, charged never
     assert booked is not None  # the call's cost, against the credits
     assert check.ok
-    status = (
-        await httpx.AsyncClient(base_url=service.url).get(
-            "/admin/status", headers={"Authorization": "Bearer admin-secret"}
-        )
-    ).json()
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        admin = {"Authorization": "Bearer admin-secret"}
+        status = (await http.get("/admin/status", headers=admin)).json()
     assert status["world"]["holdings"]["openrouter"]["matches"] is True
