@@ -61,7 +61,8 @@ class PayoutRefused(Exception):
 
     def __init__(self, kind: str, detail: str, *, balance: Msat | None = None) -> None:
         super().__init__(detail)
-        self.kind = kind  # invalid_invoice | own_invoice | invoice_already_used | insufficient
+        # invalid_invoice | own_invoice | invoice_already_used | insufficient | fee_limit_too_low
+        self.kind = kind
         self.detail = detail
         self.balance = balance
 
@@ -124,7 +125,15 @@ class Payouts:
         if decoded.expired():
             raise PayoutRefused("invalid_invoice", "the invoice has expired")
         amount = decoded.amount
-        limit = fee_limit if fee_limit is not None else default_fee_limit(amount)
+        floor = self._lightning.fee_floor(amount)
+        if fee_limit is not None and fee_limit < floor:
+            raise PayoutRefused(
+                "fee_limit_too_low",
+                f"this wallet may spend up to {floor.value} msat on routing a payment of "
+                f"{amount.value} msat and cannot be held to less: set fee_limit_msat to at "
+                "least that (what is not spent comes back)",
+            )
+        limit = fee_limit if fee_limit is not None else max(default_fee_limit(amount), floor)
         now = time.time()
         payout = PayoutRow(
             decoded.payment_hash,

@@ -340,6 +340,33 @@ async def test_refusals_move_nothing(lnd_payouts: tuple[FakeLnd, Payouts, Store]
     assert await _agent(store) == 1_000_000 - 10_000 - 1_000  # one payout, its real fee
 
 
+async def test_an_lnbits_payout_cannot_be_held_below_what_lnbits_may_spend(
+    proxied: MakeService,
+) -> None:
+    """LNbits cannot cap a payment's routing fee: it spends up to its own reserve (2 sat or
+    1 %). A smaller fee limit would leave the rest to the operator, payout after payout."""
+    service, _, payee = await proxied()
+    async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+        account = await service.funded_account(http, 1_000)
+        before = await service.journal_size()
+        invoice = await asyncio.to_thread(_invoice, service.lnbits, payee, 500)
+        low = await http.post(
+            "/v1/accounts/withdrawals",
+            headers=account["auth"],
+            json={"invoice": invoice, "fee_limit_msat": 0},
+        )
+        assert low.status_code == 400, low.text
+        assert low.json()["type"].endswith("fee_limit_too_low")
+        assert "5000 msat" in low.json()["detail"]  # 1 % of 500 sat
+        assert await service.journal_size() == before
+        enough = await http.post(
+            "/v1/accounts/withdrawals",
+            headers=account["auth"],
+            json={"invoice": invoice, "fee_limit_msat": 5_000},
+        )
+        assert enough.status_code == 200, enough.text
+
+
 # -- SIGKILL during a withdrawal -------------------------------------------------------------
 
 

@@ -87,6 +87,11 @@ class LightningBackend(Protocol):
 
     async def create_invoice(self, amount: Msat, memo: str, expiry: int) -> CreatedInvoice: ...
     async def invoice_status(self, payment_hash: str) -> InvoiceStatus: ...
+    def fee_floor(self, amount: Msat) -> Msat:
+        """The least fee limit a payment of ``amount`` may be given: zero for a backend that
+        enforces the limit itself; a backend that cannot (LNbits' API takes none) spends up to
+        its own reserve, so a smaller limit would leave the difference to the operator."""
+
     async def wallet_balance(self) -> Msat:
         """What the wallet holds now, in msat (outgoing payments in flight already taken off).
         Raises :class:`LightningError` if the backend cannot tell right now."""

@@ -48,6 +48,12 @@ class _Refused(LightningError):
     """LNbits answered and refused: a client error, or a payment error it marks ``failed``."""
 
 
+#: LNbits' default fee reserve for outgoing payments (``LNBITS_RESERVE_FEE_MIN`` msat and
+#: ``LNBITS_RESERVE_FEE_PERCENT``): what it may spend on routing whatever the caller wanted.
+RESERVE_FEE_MIN = 2000
+RESERVE_FEE_PPM = 10_000
+
+
 class LnbitsBackend:
     name = "lnbits"
 
@@ -148,6 +154,10 @@ class LnbitsBackend:
         status = str(data.get("status") or details.get("status") or "pending")
         state = InvoiceState.CANCELED if status in ("failed", "expired") else InvoiceState.OPEN
         return InvoiceStatus(payment_hash, state, Msat(0))
+
+    def fee_floor(self, amount: Msat) -> Msat:
+        # LNbits reserves max(2 sat, 1 %) for routing fees by default and pays up to that.
+        return max(Msat(RESERVE_FEE_MIN), amount.mul_ratio(RESERVE_FEE_PPM, 1_000_000, Rounding.UP))
 
     async def wallet_balance(self) -> Msat:
         data = await self._call("GET", "/api/v1/wallet", self._invoice_key)

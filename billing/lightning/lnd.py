@@ -146,6 +146,9 @@ class LndBackend:
             settled_at=float(invoice.settle_date) if settled else None,
         )
 
+    def fee_floor(self, amount: Msat) -> Msat:
+        return Msat(0)  # SendPaymentV2 enforces fee_limit_msat itself
+
     async def wallet_balance(self) -> Msat:
         """The node's spendable channel balance: outgoing HTLCs in flight are already off it
         (LND counts them in ``unsettled_local_balance``); on-chain funds are not Lightning."""

@@ -133,6 +133,7 @@ _REFUSALS = {
     "own_invoice": (422, "own_invoice"),
     "invoice_already_used": (409, "invoice_already_used"),
     "insufficient": (402, "insufficient_balance"),
+    "fee_limit_too_low": (400, "fee_limit_too_low"),
 }
 _STATUS = {
     payouts.State.RESERVED: "pending",
