@@ -11,7 +11,8 @@ the agent received when it created the task:
 Delivery: the outbox's events with ``notify`` are copied into the ``deliveries`` table (the
 cursor advances in the same transaction), queued by destination (scheme, host, port). Each
 destination is sent to by one worker at a time, in event order, with retries and backoff; up to
-``max_concurrent`` destinations at once. So a dead or slow destination delays only itself, a
+``max_concurrent`` requests in flight at once (a slot is held only while sending, never across
+a backoff). So a dead or slow destination delays only itself, a
 destination with more than ``max_queue`` pending deliveries has new ones given up (not held in
 memory), and a restart re-sends whatever was not confirmed (at least once: ``event_id`` and
 ``webhook-id`` let the agent drop duplicates). Redirects are not followed, and every connection
@@ -170,19 +171,20 @@ class CallbackSender:
         async with self._store.read() as tx:
             waiting = await tx.pending_destinations(limit=4 * self._max_concurrent)
         for where in waiting:
+            if len(self._workers) >= 4 * self._max_concurrent:
+                return  # the rest get a worker as these finish
             if where not in self._workers:
                 self._workers[where] = asyncio.create_task(self._work(where))
 
     async def _work(self, where: str) -> None:
         try:
-            async with self._slots:
-                while True:
-                    async with self._store.read() as tx:
-                        batch = await tx.pending_deliveries(where, limit=50)
-                    if not batch:
-                        return
-                    for delivery in batch:
-                        await self._deliver(delivery)
+            while True:
+                async with self._store.read() as tx:
+                    batch = await tx.pending_deliveries(where, limit=50)
+                if not batch:
+                    return
+                for delivery in batch:
+                    await self._deliver(delivery)
         except Exception:
             log.exception("callbacks to %s stopped", where)
         finally:
@@ -210,9 +212,18 @@ class CallbackSender:
                 "X-Satrouter-Event": event.topic,
             }
             try:
-                async with self._session.post(
-                    url, data=body, headers=headers, timeout=self._timeout, allow_redirects=False
-                ) as response:
+                # A connection slot only while sending: a destination waiting out its backoff
+                # holds none, so failing ones cannot starve the others.
+                async with (
+                    self._slots,
+                    self._session.post(
+                        url,
+                        data=body,
+                        headers=headers,
+                        timeout=self._timeout,
+                        allow_redirects=False,
+                    ) as response,
+                ):
                     if response.status < 300:
                         return await self._finish(delivery, True, attempt, None)
                     error = f"HTTP {response.status}"
