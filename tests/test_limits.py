@@ -5,6 +5,7 @@ of agents that pay."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator
@@ -170,3 +171,32 @@ def test_forwarded_addresses_are_believed_only_from_trusted_proxies() -> None:
     assert client_address(request("127.0.0.1", "6.6.6.6, 1.2.3.4"), proxies) == "1.2.3.4"
     assert client_address(request("127.0.0.1", "not-an-ip"), proxies) == "127.0.0.1"
     assert client_address(request("127.0.0.1", "1.2.3.4"), ()) == "127.0.0.1"
+
+
+async def test_event_streams_per_task_are_bounded(guarded: Service) -> None:
+    async with httpx.AsyncClient(base_url=guarded.url, timeout=30) as http:
+        task = (await http.post("/v1/tasks", json=BODY)).json()
+        auth = {"Authorization": f"Bearer {task['task_token']}"}
+        path = f"/v1/tasks/{task['id']}/events"
+        async with contextlib.AsyncExitStack() as streams:
+            for _ in range(8):  # the default bound per task
+                opened = await streams.enter_async_context(http.stream("GET", path, headers=auth))
+                assert opened.status_code == 200
+            refused = await http.get(path, headers=auth)
+            assert refused.status_code == 429
+            assert refused.json()["type"].endswith("too_many_listeners")
+            assert refused.headers["Retry-After"]
+        # Another task's stream is its own.
+        other = (await http.post("/v1/tasks", json=BODY)).json()
+        mine = {"Authorization": f"Bearer {other['task_token']}"}
+        async with http.stream("GET", f"/v1/tasks/{other['id']}/events", headers=mine) as own:
+            assert own.status_code == 200
+
+
+async def test_oversized_headers_are_a_problem(guarded: Service) -> None:
+    async with httpx.AsyncClient(base_url=guarded.url) as http:
+        many = {f"X-Pad-{i}": "x" * 4000 for i in range(5)}  # each line within aiohttp's own
+        refused = await http.get("/v1/models", headers=many)
+    assert refused.status_code == 431
+    assert refused.headers["Content-Type"].startswith("application/problem+json")
+    assert refused.json()["type"].endswith("headers_too_large")

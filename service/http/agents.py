@@ -126,28 +126,29 @@ async def task_events(request: web.Request) -> web.StreamResponse:
     """Server-sent events: every state change of the task, past ones first, until it ends."""
     task_id = await _readable_task(request)
     engine = request.app[ENGINE]
-    response = await sse.open_stream(request)
-    with engine.listen(task_id) as queue, contextlib.suppress(ConnectionResetError):
-        async with request.app[STORE].read() as tx:
-            past = await tx.events_for(task_id)
-        last = 0
-        for event in past:
-            last = event.id
-            await _send(response, event.id, event.payload)
-        done = past and past[-1].payload.get("status") in TERMINAL
-        while not done:
-            try:
-                await asyncio.wait_for(queue.get(), 15)
-            except TimeoutError:
-                await sse.keep_alive(response)
-                continue
+    with engine.listen(task_id) as queue:
+        response = await sse.open_stream(request)
+        with contextlib.suppress(ConnectionResetError):
             async with request.app[STORE].read() as tx:
-                fresh = [e for e in await tx.events_for(task_id) if e.id > last]
-            for event in fresh:
+                past = await tx.events_for(task_id)
+            last = 0
+            for event in past:
                 last = event.id
                 await _send(response, event.id, event.payload)
-                done = event.payload.get("status") in TERMINAL
-        await response.write_eof()
+            done = past and past[-1].payload.get("status") in TERMINAL
+            while not done:
+                try:
+                    await asyncio.wait_for(queue.get(), 15)
+                except TimeoutError:
+                    await sse.keep_alive(response)
+                    continue
+                async with request.app[STORE].read() as tx:
+                    fresh = [e for e in await tx.events_for(task_id) if e.id > last]
+                for event in fresh:
+                    last = event.id
+                    await _send(response, event.id, event.payload)
+                    done = event.payload.get("status") in TERMINAL
+            await response.write_eof()
     return response
 
 

@@ -112,6 +112,8 @@ class EngineConfig:
     audit_content: bool = False  # put prompts and completions in the audit trail
     callback_allow_private: bool = False  # callbacks may go to loopback and private addresses
     unpaid_retention: float = 3600.0  # seconds expired unpaid state is kept before pruning
+    max_listeners_per_task: int = 8  # event streams open on one task at once
+    max_listeners: int = 2000  # event streams open at once in all
     budgets: Budgets = field(default_factory=Budgets)
 
 
@@ -621,6 +623,20 @@ class Engine:
 
     @contextlib.contextmanager
     def listen(self, task_id: str) -> Any:
+        """A queue of the task's state changes while the block runs; a 429 problem past the
+        bounds on listeners per task and in all (each holds a connection and a queue)."""
+        listening = self._listeners.get(task_id, set())
+        total = sum(len(q) for q in self._listeners.values())
+        if len(listening) >= self.config.max_listeners_per_task or (
+            total >= self.config.max_listeners
+        ):
+            raise Problem(
+                429,
+                "too_many_listeners",
+                f"at most {self.config.max_listeners_per_task} event streams per task and "
+                f"{self.config.max_listeners} in all are open at once; close one first",
+                headers={"Retry-After": "5"},
+            )
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._listeners.setdefault(task_id, set()).add(queue)
         try:
