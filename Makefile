@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser proto bench-upstream bench-pipeline bench-privacy eval-routing eval-privacy serve emulator clean
+.PHONY: demo test lint typecheck unit browser js proto bench-upstream bench-pipeline bench-privacy eval-routing eval-privacy serve emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "satrouter needs Python 3.11 or newer")'
@@ -25,7 +25,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) browser
+unit: $(STAMP) browser js
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The dashboard test drives Debian's chromium (a test tool's own browser download cannot work
@@ -35,6 +35,20 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "the dashboard test needs Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+# Alby's fetchWithL402 runs in the L402 client tests on Debian's Node.js, with the npm
+# packages pinned by tests/js/package-lock.json. Node is installed here when missing (as root).
+JS_STAMP := tests/js/node_modules/.package-lock.json
+
+js: $(JS_STAMP)
+
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \
+	  else echo "the L402 client tests need Node.js: sudo apt-get install nodejs npm"; exit 1; fi; }
+	cd tests/js && npm ci --no-audit --no-fund
+	touch $@
 
 proto: $(STAMP)
 	$(BIN)/python -m billing.lightning.protogen
@@ -49,7 +63,7 @@ emulator: $(STAMP)
 	$(BIN)/satrouter emulator
 
 clean:
-	rm -rf $(VENV) .venv-lnbits .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-lnbits .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python -m benchmarks.pipeline --write docs/benchmarks.md

@@ -10,8 +10,9 @@ configured time zone.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from .money import Msat, NanoUsd
@@ -54,6 +55,21 @@ class Budgets:
             hours=self.reset_hour
         )
         return f"day:{local:%Y-%m-%d}", f"month:{local:%Y-%m}"
+
+    def seconds_left(self, period: str, now: float) -> int:
+        """Whole seconds from ``now`` until ``period`` (a key of :meth:`periods`) ends, when its
+        caps start again from nothing."""
+        unit, _, start = period.partition(":")
+        year, month, day = (int(p) for p in (start + "-01").split("-")[:3])
+        if unit == "day":
+            ends = date(year, month, day) + timedelta(days=1)
+        else:
+            ends = date(year + month // 12, month % 12 + 1, 1)
+        zone = ZoneInfo(self.time_zone)
+        end = datetime(ends.year, ends.month, ends.day, tzinfo=zone) + timedelta(
+            hours=self.reset_hour
+        )
+        return max(0, math.ceil(end.timestamp() - now))
 
     def scopes(self, payer: str, now: float) -> list[tuple[str, str, Cap]]:
         """The capped scopes a call by ``payer`` counts against (uncapped ones keep no count)."""

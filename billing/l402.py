@@ -2,15 +2,21 @@
 
 A challenge is ``WWW-Authenticate: L402 macaroon="<base64>", invoice="<bolt11>"``; the paid
 credential is ``Authorization: L402 <base64 macaroon>:<hex preimage>`` (the older ``LSAT`` scheme
-is accepted too). The macaroon identifier is 66 bytes, big-endian: ``uint16 version (0) |
-32-byte payment hash | 32-byte token id``. Each macaroon has its own random 32-byte root key,
-stored under ``sha256(identifier)``. Serialization is standard base64 (with padding) of the binary
+is accepted too, the scheme in any case, the preimage in either case of hex). bLIP-26 lets a
+credential carry several macaroons, comma separated before the colon: each one is verified in
+full, they must all be macaroons of one token (one preimage proves one payment), and the grant
+is the narrowest they allow together.
+
+The macaroon identifier is 66 bytes, big-endian: ``uint16 version (0) | 32-byte payment hash |
+32-byte token id``. Each macaroon has its own random 32-byte root key, stored under
+``sha256(identifier)``. Serialization is standard base64 (with padding) of the binary
 V2 form, which is what Aperture and Go clients expect (pymacaroons' own ``serialize()`` is
 URL-safe without padding; it is not used).
 
 Verification runs in the order Aperture uses, and each failure has its own reason:
 ``malformed`` -> ``wrong_preimage`` -> ``unknown_token`` -> ``bad_signature`` -> caveats
-(``wrong_service``, ``expired``, ``wrong_request``, ``missing_capability``) -> ``unpaid``.
+(``wrong_service``, ``expired``, ``wrong_request``, ``missing_capability``) for each macaroon
+-> ``several_tokens`` -> ``unpaid``.
 Repeated caveats may only narrow: every occurrence must hold. Unknown caveats are skipped.
 """
 
@@ -35,7 +41,12 @@ from .store import Store
 
 VERSION = 0
 _IDENTIFIER = struct.Struct(">H32s32s")
-_CREDENTIAL = re.compile(r"^(?:LSAT|L402) ([A-Za-z0-9+/=_-]+):([a-f0-9]{64})$")
+_MACAROON = r"[A-Za-z0-9+/=_-]+"
+_CREDENTIAL = re.compile(
+    rf"^(?i:LSAT|L402)[ \t]+({_MACAROON}(?:,[ \t]*{_MACAROON})*):([0-9a-fA-F]{{64}})$"
+)
+#: Macaroons one credential may carry: bounds the work (a root-key read and an HMAC chain each).
+MAX_MACAROONS = 4
 
 
 class L402Error(Exception):
@@ -94,12 +105,22 @@ def challenge(macaroon: str, invoice: str) -> list[str]:
     return [f'{scheme} macaroon="{macaroon}", invoice="{invoice}"' for scheme in ("LSAT", "L402")]
 
 
-def parse_credential(header: str) -> tuple[Macaroon, str]:
-    """``L402 <macaroon>:<preimage>`` -> the macaroon and the hex preimage."""
+def parse_credential(header: str) -> tuple[list[Macaroon], str]:
+    """``L402 <macaroon>[,<macaroon>...]:<preimage>`` -> the macaroons and the preimage (lower
+    case hex)."""
     match = _CREDENTIAL.match(header.strip())
     if match is None:
         raise L402Error("malformed", "expected 'L402 <base64 macaroon>:<hex preimage>'")
     encoded, preimage = match.groups()
+    parts = [part.strip() for part in encoded.split(",")]
+    if len(parts) > MAX_MACAROONS:
+        raise L402Error(
+            "malformed", f"a credential carries at most {MAX_MACAROONS} macaroons, not {len(parts)}"
+        )
+    return [_decode(part) for part in parts], preimage.lower()
+
+
+def _decode(encoded: str) -> Macaroon:
     try:
         raw = base64.b64decode(encoded + "=" * (-len(encoded) % 4), altchars=b"-_")
         macaroon = BinarySerializer().deserialize_raw(raw)
@@ -109,7 +130,7 @@ def parse_credential(header: str) -> tuple[Macaroon, str]:
         if not _truncated_varint(exc):
             raise
         raise L402Error("malformed", "macaroon is not base64 of a binary macaroon") from None
-    return macaroon, preimage
+    return macaroon
 
 
 def _truncated_varint(exc: Exception) -> bool:
@@ -173,7 +194,27 @@ class L402Authority:
         spending credit left on a token).
         """
         now = time.time() if now is None else now
-        macaroon, preimage = parse_credential(header)
+        macaroons, preimage = parse_credential(header)
+        grants = [await self._check(m, preimage, digest, capability, now) for m in macaroons]
+        if len({g.token_id for g in grants}) != 1:
+            raise L402Error(
+                "several_tokens", "the macaroons are of different tokens; send one token's"
+            )
+        payment_hash = grants[0].payment_hash
+        if not await is_settled(payment_hash):
+            raise L402Error("unpaid", "the invoice for this token is not settled")
+        return Grant(
+            token_id=grants[0].token_id,
+            payment_hash=payment_hash,
+            max_price=min(g.max_price for g in grants),
+            valid_until=min(g.valid_until for g in grants),
+            request_digest=grants[0].request_digest,
+        )
+
+    async def _check(
+        self, macaroon: Macaroon, preimage: str, digest: str | None, capability: str, now: float
+    ) -> Grant:
+        """Everything about one macaroon but its payment: what it would grant."""
         identifier = Identifier.decode(_identifier_bytes(macaroon))
         if hashlib.sha256(bytes.fromhex(preimage)).digest() != identifier.payment_hash:
             raise L402Error("wrong_preimage", "preimage does not match the payment hash")
@@ -211,12 +252,9 @@ class L402Authority:
         prices = [int(v) for v in caveats.get(prefix + "max_price_msat", []) if v.isdigit()]
         if not prices:
             raise L402Error("malformed", "token has no price")
-        payment_hash = identifier.payment_hash.hex()
-        if not await is_settled(payment_hash):
-            raise L402Error("unpaid", "the invoice for this token is not settled")
         return Grant(
             token_id=identifier.token_id.hex(),
-            payment_hash=payment_hash,
+            payment_hash=identifier.payment_hash.hex(),
             max_price=Msat(min(prices)),
             valid_until=min(expiries),
             request_digest=digests[0],

@@ -61,6 +61,19 @@ def test_periods_follow_the_reset_hour_and_time_zone() -> None:
     assert tokyo.periods(NOON + 3 * 3600) == ("day:2026-11-22", "month:2026-11")
 
 
+def test_a_period_ends_at_the_next_reset_in_its_time_zone() -> None:
+    utc = Budgets()
+    assert utc.seconds_left("day:2026-11-21", NOON) == 2 * 3600  # 22:00 -> midnight
+    assert utc.seconds_left("month:2026-11", NOON) == (9 * 24 + 2) * 3600
+    assert utc.seconds_left("month:2026-12", NOON) == (40 * 24 + 2) * 3600  # into next year
+    tokyo = Budgets(time_zone="Asia/Tokyo", reset_hour=9)  # 07:00 on the 22nd in Tokyo
+    assert tokyo.seconds_left(tokyo.periods(NOON)[0], NOON) == 2 * 3600
+    # Across a daylight-saving change a day is 23 hours long, and the answer says so.
+    paris = Budgets(time_zone="Europe/Paris")
+    before_spring = 1_774_738_800.0  # 2026-03-29 00:00 in Paris; clocks skip 02:00 -> 03:00
+    assert paris.seconds_left(paris.periods(before_spring)[0], before_spring) == 23 * 3600
+
+
 async def test_commit_is_all_or_nothing_and_corrects(store: Store) -> None:
     caps = Budgets(global_daily=Cap(usd=NanoUsd(10_000)), agent_daily=Cap(sats=Msat(5_000)))
     async with store.transaction() as tx:

@@ -196,3 +196,60 @@ async def test_mutated_macaroons_are_refused_as_l402_errors(store: Store) -> Non
         else:
             assert grant == expected
     assert {"malformed", "bad_signature", "unknown_token"} <= reasons
+
+
+async def test_scheme_in_any_case_and_an_uppercase_preimage(store: Store) -> None:
+    authority = L402Authority(store)
+    macaroon = await _mint(authority)
+    digest = request_digest(BODY)
+    for scheme in ("l402", "Lsat", "L402\t"):
+        header = f"{scheme} {macaroon}:{PREIMAGE.hex().upper()}"
+        grant = await authority.verify(header, digest=digest, is_settled=_settled)
+        assert grant.payment_hash == PAYMENT_HASH
+
+
+def _attenuated(macaroon: str, *caveats: str) -> str:
+    parsed = BinarySerializer().deserialize_raw(base64.b64decode(macaroon))
+    for caveat in caveats:
+        parsed.add_first_party_caveat(caveat)
+    return base64.b64encode(BinarySerializer().serialize_raw(parsed)).decode()
+
+
+async def test_several_macaroons_are_each_verified(store: Store) -> None:
+    """bLIP-26: ``L402 <mac>,<mac>:<preimage>``. Every macaroon is checked in full; the grant
+    is what they allow together; anything else is refused with its reason."""
+    authority = L402Authority(store)
+    macaroon = await _mint(authority)
+    digest = request_digest(BODY)
+    narrower = _attenuated(macaroon, "satrouter_max_price_msat=5000")
+    grant = await authority.verify(
+        f"L402 {macaroon},{narrower}:{PREIMAGE.hex()}", digest=digest, is_settled=_settled
+    )
+    assert grant.max_price == Msat(5_000)
+    spaced = await authority.verify(
+        f"L402 {narrower}, {macaroon}:{PREIMAGE.hex()}", digest=digest, is_settled=_settled
+    )
+    assert spaced == grant
+
+    expired = _attenuated(macaroon, f"satrouter_valid_until={int(time.time()) - 1}")
+    assert await _reason(authority, f"L402 {macaroon},{expired}:{PREIMAGE.hex()}") == "expired"
+    assert await _reason(authority, f"L402 {macaroon},AAAA:{PREIMAGE.hex()}") == "malformed"
+    assert await _reason(authority, f"L402 {macaroon},:{PREIMAGE.hex()}") == "malformed"
+    five = ",".join([macaroon] * 5)
+    assert await _reason(authority, f"L402 {five}:{PREIMAGE.hex()}") == "malformed"
+    # Another payment's macaroon: the one preimage cannot match both.
+    other_preimage = secrets.token_bytes(32)
+    other, _ = await authority.mint(
+        hashlib.sha256(other_preimage).hexdigest(),
+        digest=digest,
+        max_price=Msat(21_000),
+        valid_for=3600,
+    )
+    assert await _reason(authority, f"L402 {macaroon},{other}:{PREIMAGE.hex()}") == (
+        "wrong_preimage"
+    )
+    # Two tokens of the same payment: which one pays is ambiguous.
+    twin = await _mint(authority)
+    assert await _reason(authority, f"L402 {macaroon},{twin}:{PREIMAGE.hex()}") == (
+        "several_tokens"
+    )

@@ -132,7 +132,8 @@ _REFUSALS = {
     "invalid_invoice": (400, "invalid_invoice"),
     "own_invoice": (422, "own_invoice"),
     "invoice_already_used": (409, "invoice_already_used"),
-    "insufficient": (402, "insufficient_balance"),
+    # Not 402: that answer promises a challenge to pay, and a withdrawal has nothing to buy.
+    "insufficient": (409, "insufficient_balance"),
     "fee_limit_too_low": (400, "fee_limit_too_low"),
 }
 _STATUS = {

@@ -68,9 +68,7 @@ async def require_payer(request: web.Request, store: Store) -> str:
                 request.headers["Authorization"], digest=None, is_settled=engine.confirm
             )
         except L402Error as exc:
-            raise Problem(
-                402 if exc.reason == "unpaid" else 401, f"l402_{exc.reason}", exc.detail
-            ) from None
+            raise l402_refusal(exc) from None
         return f"l402_{grant.token_id}"
     secret = bearer(request)
     if secret is None:
@@ -81,3 +79,17 @@ async def require_payer(request: web.Request, store: Store) -> str:
             headers={"WWW-Authenticate": 'Bearer realm="satrouter"'},
         )
     return await payer_of(store, secret)
+
+
+def l402_refusal(exc: L402Error) -> Problem:
+    """A refused L402 credential: 401, as bLIP-26 says for an invalid credential and for an
+    invoice not (yet) paid. Its preimage proves the payment was made, so a settlement not seen
+    yet is a moment's lag: it says to retry shortly rather than offer an invoice to pay again."""
+    if exc.reason == "unpaid":
+        return Problem(
+            401,
+            "l402_unpaid",
+            f"{exc.detail}; its settlement may not be confirmed yet: retry shortly",
+            retry_after=1,
+        )
+    return Problem(401, f"l402_{exc.reason}", exc.detail)

@@ -8,6 +8,11 @@
   the same answer without running it again. The token's change is credit for later requests
   with the same credential (which run only if that credit covers their maximum price) and can be
   withdrawn.
+
+Every 402 here carries a fresh challenge for the request it refuses: also when a token's credit
+is short for another request (``insufficient_balance``) and when a token has expired
+(``l402_expired``). Clients that keep one token per URL (``l402-requests``, Alby's
+``fetchWithL402``) pay a challenge whenever they meet one, and would stall on a 402 without it.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from ..routing.fallback import AllModelsFailed, FallbackRunner
 from ..tasks.engine import Engine, Priced, quote_data
 from ..upstream.errors import UpstreamError
 from . import sse
-from .auth import payer_of
+from .auth import l402_refusal, payer_of
 from .keys import ENGINE, L402, STORE
 from .problems import Problem, parse_json
 from .schemas import ChatRequest, parse
@@ -180,9 +185,17 @@ async def _stream(
 
 
 async def _l402_challenge(
-    request: web.Request, engine: Engine, chat: ChatRequest, raw: bytes
+    request: web.Request,
+    engine: Engine,
+    chat: ChatRequest,
+    raw: bytes,
+    *,
+    priced: Priced | None = None,
+    refused: Problem | None = None,
 ) -> Problem:
-    priced = await engine.price(chat)
+    """A 402 with a new invoice and macaroon for this request (its own quote). ``refused`` is
+    the reason a credential sent with it could not pay, kept as the problem's type."""
+    priced = priced or await engine.price(chat)
     total = priced.quote.total
     try:
         invoice = await engine.lightning.create_invoice(
@@ -210,13 +223,17 @@ async def _l402_challenge(
                 invoice.expires_at,
             )
         )
+    pay = (
+        f"pay {-(-total.value // 1000)} sat and repeat the request with "
+        "Authorization: L402 <macaroon>:<preimage> of this challenge"
+    )
     return Problem(
         402,
-        "payment_required",
-        f"pay {total.value // 1000} sat and repeat the request with "
-        "Authorization: L402 <macaroon>:<preimage>",
+        refused.kind if refused else "payment_required",
+        f"{refused.detail}: {pay}" if refused else pay,
         header_lists={"WWW-Authenticate": challenge(macaroon, invoice.bolt11)},
         extra={
+            **(refused.extra if refused else {}),
             "price": price_view(quote_data(priced.quote)).model_dump(),
             "invoice": invoice.bolt11,
             "macaroon": macaroon,
@@ -231,17 +248,22 @@ async def _l402_paid(
     header = request.headers["Authorization"]
     bound = True
     try:
-        grant = await authority.verify(
-            header, digest=request_digest(raw), is_settled=engine.confirm
-        )
-    except L402Error as exc:
-        if exc.reason != "wrong_request":
-            raise _refusal(exc) from None
-        try:  # another request: it may run on the credit left on the token
+        try:
+            grant = await authority.verify(
+                header, digest=request_digest(raw), is_settled=engine.confirm
+            )
+        except L402Error as exc:
+            if exc.reason != "wrong_request":
+                raise
+            # another request: it may run on the credit left on the token
             grant = await authority.verify(header, digest=None, is_settled=engine.confirm)
-        except L402Error as again:
-            raise _refusal(again) from None
-        bound = False
+            bound = False
+    except L402Error as exc:
+        if exc.reason == "expired":  # a new token is one payment away: offer it
+            raise await _l402_challenge(
+                request, engine, chat, raw, refused=l402_refusal(exc)
+            ) from None
+        raise l402_refusal(exc) from None
     payer = f"l402_{grant.token_id}"
     served = f"l402:served:{grant.token_id}"
     if bound:
@@ -252,7 +274,20 @@ async def _l402_paid(
             return _replay_paid(earlier)
     priced = await engine.price(chat)
     if not bound:
-        task = await engine.reserve(payer, priced, kind="l402")
+        try:
+            task = await engine.reserve(payer, priced, kind="l402")
+        except Problem as short:
+            if short.kind != "insufficient_balance":
+                raise
+            detail = "the token's credit does not cover this request"
+            raise await _l402_challenge(
+                request,
+                engine,
+                chat,
+                raw,
+                priced=priced,
+                refused=Problem(402, short.kind, detail, extra=short.extra),
+            ) from None
         return await _run(request, engine, task, priced, chat.stream, began)
     # The paid request runs once: its task is recorded in the transaction that reserves it,
     # so a concurrent repeat finds that task instead of running again.
@@ -284,8 +319,3 @@ def _capped(priced: Priced, paid: Msat) -> Priced:
     if priced.quote.total <= paid:
         return priced
     return replace(priced, quote=replace(priced.quote, total=paid))
-
-
-def _refusal(exc: L402Error) -> Problem:
-    status = 402 if exc.reason == "unpaid" else 401
-    return Problem(status, f"l402_{exc.reason}", exc.detail)

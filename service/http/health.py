@@ -195,13 +195,25 @@ def openapi() -> dict[str, Any]:
         "Problem": {
             "type": "object",
             "properties": {
-                k: {"type": t}
-                for k, t in (
-                    ("type", "string"),
-                    ("title", "string"),
-                    ("status", "integer"),
-                    ("detail", "string"),
-                )
+                **{
+                    k: {"type": t}
+                    for k, t in (
+                        ("type", "string"),
+                        ("title", "string"),
+                        ("status", "integer"),
+                        ("detail", "string"),
+                    )
+                },
+                # On /v1/*: OpenAI's error object, which the OpenAI SDKs read.
+                "error": {
+                    "type": "object",
+                    "properties": {
+                        "message": {"type": "string"},
+                        "type": {"type": "string"},
+                        "code": {"type": "string"},
+                        "param": {"type": ["string", "null"]},
+                    },
+                },
             },
         }
     }

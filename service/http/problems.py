@@ -1,6 +1,12 @@
 """RFC 9457 problem responses. Every error satrouter answers is ``application/problem+json``
 with a stable ``type`` (a URN under ``urn:satrouter:problem:``) that clients can branch on.
 
+On ``/v1/*`` the body also carries OpenAI's ``error: {message, type, code, param}``: the OpenAI
+SDKs build their exception text from ``error.message`` and expose ``type``/``code``/``param``,
+and print only ``Error code: 402`` without it. A refusal that no automatic retry can fix says
+``x-should-retry: false`` (the OpenAI SDKs obey it; they retry 408, 409, 429 and 5xx otherwise);
+one that will pass later says when with ``Retry-After``.
+
 Handlers raise :class:`Problem`; the middleware turns it (and aiohttp's own HTTP errors, bodies
 that are too large, and anything unexpected) into a problem response. An unexpected exception
 is logged with a reference and answered 500 without internal details.
@@ -44,6 +50,19 @@ _TITLES = {
     502: "Bad Gateway",
     503: "Service Unavailable",
 }
+#: OpenAI's error ``type`` for each status (what its SDKs and agents written for it branch on).
+_OPENAI_TYPES = {
+    401: "authentication_error",
+    402: "insufficient_quota",
+    403: "permission_error",
+    429: "rate_limit_error",
+}
+#: Spending caps are quota, not request rate (OpenAI answers its own quota 429 this way).
+_QUOTA_KINDS = frozenset({"budget_exceeded", "budget_exhausted"})
+#: Refusals that the same request cannot pass on an immediate retry.
+_FINAL_KINDS = frozenset(
+    {"insufficient_balance", "over_max_price", "budget_exceeded", "budget_exhausted"}
+)
 
 
 class Problem(Exception):
@@ -58,6 +77,8 @@ class Problem(Exception):
         headers: Mapping[str, str] | None = None,
         extra: Mapping[str, Any] | None = None,
         header_lists: Mapping[str, list[str]] | None = None,
+        param: str | None = None,
+        retry_after: int | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -66,8 +87,23 @@ class Problem(Exception):
         self.headers = dict(headers or {})
         self.header_lists = dict(header_lists or {})
         self.extra = dict(extra or {})
+        self.param = param  # the request field at fault, when one is
+        if retry_after is not None:
+            self.headers["Retry-After"] = str(max(1, retry_after))
+        if kind in _FINAL_KINDS:
+            self.headers["x-should-retry"] = "false"
 
-    def body(self, instance: str | None = None) -> dict[str, Any]:
+    def openai_error(self) -> dict[str, Any]:
+        """OpenAI's error object for this problem."""
+        if self.kind in _QUOTA_KINDS:
+            kind = "insufficient_quota"
+        elif self.status >= 500:
+            kind = "server_error"
+        else:
+            kind = _OPENAI_TYPES.get(self.status, "invalid_request_error")
+        return {"message": self.detail, "type": kind, "code": self.kind, "param": self.param}
+
+    def body(self, instance: str | None = None, *, openai: bool = False) -> dict[str, Any]:
         body: dict[str, Any] = {
             "type": f"urn:satrouter:problem:{self.kind}",
             "title": _TITLES.get(self.status, "Error"),
@@ -77,12 +113,16 @@ class Problem(Exception):
         if instance:
             body["instance"] = instance
         body.update(self.extra)
+        if openai:
+            body["error"] = self.openai_error()
         return body
 
     def response(self, instance: str | None = None) -> web.Response:
+        """The answer; on the OpenAI-compatible API (``/v1/*``) with OpenAI's ``error`` too."""
+        openai = instance is not None and instance.startswith("/v1/")
         response = web.Response(
             status=self.status,
-            text=json.dumps(self.body(instance), default=str),
+            text=json.dumps(self.body(instance, openai=openai), default=str),
             content_type=CONTENT_TYPE,
             headers=self.headers,
         )

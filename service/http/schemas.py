@@ -362,8 +362,11 @@ def parse(model: type[_M], data: Any) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = []
+        problems, fields = [], []
         for err in exc.errors()[:10]:
             where = ".".join(str(p) for p in err["loc"]) or "body"
             problems.append(f"{where}: {err['msg']}")
-        raise Problem(400, "invalid_request", "; ".join(problems)) from None
+            fields.append(where)
+        raise Problem(
+            400, "invalid_request", "; ".join(problems), param=fields[0] if fields else None
+        ) from None

@@ -546,8 +546,12 @@ class Engine:
                 )
             tier = policy.step_down(wanted, await self._budget_remaining())
             if tier is None:
+                day, _ = self.config.budgets.periods(time.time())
                 raise Problem(
-                    429, "budget_exhausted", "the day's budget is spent down to every tier's floor"
+                    429,
+                    "budget_exhausted",
+                    "the day's budget is spent down to every tier's floor",
+                    retry_after=self.config.budgets.seconds_left(day, time.time()),
                 )
             chain = policy.chain(tier)
             request = request.model_copy(update={"model": chain[0], "models": chain})
@@ -835,13 +839,13 @@ class Engine:
         """What a call counted against the budgets, to correct at settlement."""
         return {"committed_at": now, "charge_msat": charge.value, "cost_nusd": cost.value}
 
-    @staticmethod
-    def _over_budget(exc: BudgetExceeded) -> Problem:
+    def _over_budget(self, exc: BudgetExceeded) -> Problem:
         return Problem(
             429,
             "budget_exceeded",
             exc.detail,
             extra={"scope": exc.scope.split(":")[0], "period": exc.period},
+            retry_after=self.config.budgets.seconds_left(exc.period, time.time()),
         )
 
     async def reserve(
