@@ -21,13 +21,11 @@ import contextlib
 import json
 import secrets
 import time
-from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from billing.l402 import L402Error, challenge, request_digest
-from billing.money import Msat
 from billing.store import InvoiceRow, TaskRow
 
 from ..routing.fallback import AllModelsFailed, FallbackRunner
@@ -289,15 +287,22 @@ async def _l402_paid(
                 refused=Problem(402, short.kind, detail, extra=short.extra),
             ) from None
         return await _run(request, engine, task, priced, chat.stream, began)
+    if priced.quote.total > grant.max_price:
+        # Prices, rates or routing (a budget's step-down) moved since the challenge: running
+        # it now on what was paid would leave the difference to the operator. The payment
+        # stays as credit on the token; the request gets a challenge at today's price.
+        detail = (
+            f"this request now costs up to {priced.quote.total.value} msat, more than the "
+            f"{grant.max_price.value} msat paid for it; that payment is credit on the token"
+        )
+        raise await _l402_challenge(
+            request, engine, chat, raw, priced=priced, refused=Problem(402, "price_changed", detail)
+        )
     # The paid request runs once: its task is recorded in the transaction that reserves it,
     # so a concurrent repeat finds that task instead of running again.
     task_id = "task_" + secrets.token_hex(12)
     task = await engine.reserve(
-        payer,
-        _capped(priced, grant.max_price),
-        kind="l402",
-        task_id=task_id,
-        remember=(served, task_id),
+        payer, priced, kind="l402", task_id=task_id, remember=(served, task_id)
     )
     if task.id != task_id:
         return _replay_paid(task)
@@ -311,11 +316,3 @@ def _replay_paid(task: TaskRow) -> web.Response:
     return web.json_response(
         task.data["result"], headers={"X-Satrouter-Task": task.id, "X-Satrouter-Replay": "true"}
     )
-
-
-def _capped(priced: Priced, paid: Msat) -> Priced:
-    """The paid request holds at most what was paid for it (the rate may have moved since);
-    everything else about it, its routing above all, stays as priced."""
-    if priced.quote.total <= paid:
-        return priced
-    return replace(priced, quote=replace(priced.quote, total=paid))
