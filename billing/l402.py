@@ -187,15 +187,20 @@ class L402Authority:
         is_settled: Callable[[str], Awaitable[bool]],
         capability: str = "chat",
         now: float | None = None,
+        expired_ok: bool = False,
     ) -> Grant:
         """Check a credential; the grant, or :class:`L402Error` with the reason.
 
         ``digest`` is the digest of the request being made; ``None`` skips the binding (for
-        spending credit left on a token).
+        spending credit left on a token). ``expired_ok`` accepts a token past its validity:
+        for reading and withdrawing its own credit, which stays its holder's money.
         """
         now = time.time() if now is None else now
         macaroons, preimage = parse_credential(header)
-        grants = [await self._check(m, preimage, digest, capability, now) for m in macaroons]
+        grants = [
+            await self._check(m, preimage, digest, capability, None if expired_ok else now)
+            for m in macaroons
+        ]
         if len({g.token_id for g in grants}) != 1:
             raise L402Error(
                 "several_tokens", "the macaroons are of different tokens; send one token's"
@@ -212,7 +217,12 @@ class L402Authority:
         )
 
     async def _check(
-        self, macaroon: Macaroon, preimage: str, digest: str | None, capability: str, now: float
+        self,
+        macaroon: Macaroon,
+        preimage: str,
+        digest: str | None,
+        capability: str,
+        now: float | None,  # None: past its validity is fine
     ) -> Grant:
         """Everything about one macaroon but its payment: what it would grant."""
         identifier = Identifier.decode(_identifier_bytes(macaroon))
@@ -238,7 +248,7 @@ class L402Authority:
         ):
             raise L402Error("wrong_service", f"token is not for {self.service}")
         expiries = [int(v) for v in caveats.get(prefix + "valid_until", []) if v.isdigit()]
-        if not expiries or now > min(expiries):
+        if not expiries or (now is not None and now > min(expiries)):
             raise L402Error("expired", "token has expired")
         digests = caveats.get(prefix + "request", [])
         if not digests or len(set(digests)) != 1:

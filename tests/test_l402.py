@@ -104,6 +104,11 @@ async def test_each_refusal_has_its_reason(store: Store) -> None:
     assert await _reason(authority, good, is_settled=_unsettled) == "unpaid"
     expired = await _mint(authority, valid_for=-10)
     assert await _reason(authority, f"L402 {expired}:{PREIMAGE.hex()}") == "expired"
+    # Past its validity a token still proves whose credit it holds (to read and withdraw it).
+    held = await authority.verify(
+        f"L402 {expired}:{PREIMAGE.hex()}", digest=None, is_settled=_settled, expired_ok=True
+    )
+    assert held.payment_hash == hashlib.sha256(PREIMAGE).hexdigest()
     assert await _reason(authority, good, capability="admin") == "missing_capability"
     assert await _reason(L402Authority(store, service="other"), good) == "wrong_service"
 

@@ -45,7 +45,7 @@ async def create_account(request: web.Request) -> web.Response:
 @routes.get("/v1/accounts/me")
 async def me(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    payer = await require_payer(request, store)
+    payer = await require_payer(request, store, expired_ok=True)
     engine = request.app[ENGINE]
     async with store.read() as tx:
         balance = await ledger.agent_balance(tx, payer)
@@ -91,7 +91,7 @@ async def deposit(request: web.Request) -> web.Response:
 @routes.post("/v1/accounts/withdrawals")
 async def withdraw(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    payer = await require_payer(request, store)
+    payer = await require_payer(request, store, expired_ok=True)
     body = parse(WithdrawalRequest, await read_json(request))
     fee_limit = Msat(body.fee_limit_msat) if body.fee_limit_msat is not None else None
     try:
@@ -117,7 +117,7 @@ async def withdraw(request: web.Request) -> web.Response:
 @routes.get("/v1/accounts/withdrawals/{payment_hash}")
 async def withdrawal(request: web.Request) -> web.Response:
     store = request.app[STORE]
-    payer = await require_payer(request, store)
+    payer = await require_payer(request, store, expired_ok=True)
     payment_hash = request.match_info["payment_hash"]
     if not _HASH.fullmatch(payment_hash):
         raise Problem(400, "invalid_payment_hash", "a payment hash is 64 lowercase hex digits")

@@ -55,9 +55,10 @@ async def payer_of(store: Store, secret: str) -> str:
     )
 
 
-async def require_payer(request: web.Request, store: Store) -> str:
+async def require_payer(request: web.Request, store: Store, *, expired_ok: bool = False) -> str:
     """The payer behind ``Authorization``: an API key, a task token, or an L402 credential
-    (whose token's credit is the payer)."""
+    (whose token's credit is the payer; ``expired_ok`` accepts one past its validity, to read
+    and withdraw the credit that stays its holder's)."""
     scheme = request.headers.get("Authorization", "").partition(" ")[0].upper()
     if scheme in ("L402", "LSAT"):
         from .keys import ENGINE, L402
@@ -65,7 +66,10 @@ async def require_payer(request: web.Request, store: Store) -> str:
         engine = request.app[ENGINE]
         try:
             grant = await request.app[L402].verify(
-                request.headers["Authorization"], digest=None, is_settled=engine.confirm
+                request.headers["Authorization"],
+                digest=None,
+                is_settled=engine.confirm,
+                expired_ok=expired_ok,
             )
         except L402Error as exc:
             raise l402_refusal(exc) from None
