@@ -132,6 +132,7 @@ async def _on_lnd(http: aiohttp.ClientSession, emulator: str, workdir: Path) -> 
         **lnd_settings(node, workdir),
         btc_usd="100000",
         catalog_cache=workdir / "models.json",
+        metrics_port=None,
     )
     app = create_app(settings, engine_config=EngineConfig(generation_deadline=5))
     runner, url = await serve(app, access_log=None)
@@ -163,6 +164,7 @@ async def run(emulator: str, seconds: float) -> str:
             lnbits_admin_key=wallet.adminkey,
             btc_usd="100000",
             fee_msat=0,
+            metrics_port=None,
             catalog_cache=workdir / "models.json",
         )
         app = create_app(settings, engine_config=EngineConfig(generation_deadline=5))

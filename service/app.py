@@ -50,7 +50,7 @@ from .http import accounts, admin, agents, chat, health
 from .http.keys import BALANCE, BOOKS, ENGINE, L402, SETTINGS, STORE
 from .http.problems import problem_middleware, quiet_unparseable_requests
 from .http.views import task_view
-from .metrics import Metrics
+from .metrics import METRICS, Metrics
 from .routing.breaker import Breakers
 from .routing.fallback import FallbackRunner
 from .routing.policy import PolicyError, PolicyHolder
@@ -229,7 +229,10 @@ def create_app(
         middlewares=[metrics.middleware(), problem_middleware], client_max_size=MAX_BODY
     )
     app[SETTINGS] = settings
-    app.router.add_get("/metrics", metrics.handler)
+    app[METRICS] = metrics
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    if metrics_token is not None:  # without a token, only the separate listener serves them
+        app.router.add_get("/metrics", metrics.guarded(metrics_token))
     for module in (agents, chat, accounts, admin, health):
         app.router.add_routes(module.routes)
 
@@ -361,6 +364,10 @@ def create_app(
                 )
             for job in background:
                 stack.callback(asyncio.create_task(job).cancel)
+            if settings.metrics_port is not None:
+                await stack.enter_async_context(
+                    metrics.listening(settings.metrics_host, settings.metrics_port, metrics_token)
+                )
             await stack.enter_async_context(engine.running())
             yield
 

@@ -1,5 +1,5 @@
-"""Operator endpoints under ``/admin/``: bearer ``SATROUTER_ADMIN_TOKEN``. With no token set
-they are off (403), never open."""
+"""Operator endpoints under ``/admin/``: bearer ``SATROUTER_ADMIN_TOKEN`` (16 characters at
+least, compared in constant time). With no token set they are off (403), never open."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from billing.margins import GROUPS, margins, parse_since, to_csv
 from billing.money import NanoUsd
 from billing.runway import runway
 
+from ..config import MIN_TOKEN_LENGTH
 from ..routing.policy import PolicyError
 from . import sse
 from .keys import BALANCE, BOOKS, ENGINE, SETTINGS, STORE
@@ -28,7 +29,8 @@ MARGIN_STATES = ("reconciled", "failed", "refunded")
 
 def require_admin(request: web.Request) -> None:
     token = request.app[SETTINGS].admin_token
-    if token is None:
+    # Settings refuse a short token; this guards settings built around that check too.
+    if token is None or len(token.get_secret_value().strip()) < MIN_TOKEN_LENGTH:
         raise Problem(403, "admin_disabled", "set SATROUTER_ADMIN_TOKEN to use /admin/")
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(
