@@ -123,8 +123,16 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
     ("get", "/healthz", None, None, "Liveness"),
     ("get", "/readyz", None, None, "Readiness"),
     ("get", "/openapi.json", None, None, "This document"),
-    ("get", "/metrics", None, None, "Prometheus metrics"),
+    (
+        "get",
+        "/metrics",
+        None,
+        None,
+        "Prometheus metrics (bearer SATROUTER_METRICS_TOKEN; without one, only on the "
+        "loopback metrics listener)",
+    ),
     ("get", "/admin/", None, None, "Operator dashboard (HTML)"),
+    ("get", "/admin/{asset}", None, None, "The dashboard's dashboard.js and dashboard.css"),
     ("post", "/admin/policy/reload", None, None, "Operator: reload the routing policy file"),
     ("get", "/admin/topups", None, None, "Operator: top-up history (bearer admin token)"),
     ("get", "/admin/events", None, None, "Operator: live task state changes (SSE)"),
@@ -159,7 +167,7 @@ SECURITY: dict[str, list[dict[str, list[str]]]] = {
     **{
         path: [{"bearer": []}]
         for _, path, *_ in OPERATIONS
-        if path.startswith("/admin/") and path != "/admin/"
+        if path.startswith("/admin/") and path not in ("/admin/", "/admin/{asset}")
     },
 }
 
