@@ -49,6 +49,7 @@ from .config import ConfigError, Settings
 from .http import accounts, admin, agents, chat, health
 from .http.keys import BALANCE, BOOKS, ENGINE, L402, SETTINGS, STORE
 from .http.problems import problem_middleware, quiet_unparseable_requests
+from .http.request_ids import echo_request_id, request_context
 from .http.security import hide_versions, secure_headers
 from .http.views import task_view
 from .metrics import METRICS, Metrics
@@ -227,10 +228,12 @@ def create_app(
     quiet_unparseable_requests()
     metrics = Metrics()
     app = web.Application(
-        middlewares=[metrics.middleware(), problem_middleware], client_max_size=MAX_BODY
+        middlewares=[request_context, metrics.middleware(), problem_middleware],
+        client_max_size=MAX_BODY,
     )
     hide_versions()
     app.on_response_prepare.append(secure_headers)
+    app.on_response_prepare.append(echo_request_id)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
@@ -12,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from . import logs
 from .config import ConfigError, load_settings
 
 
@@ -48,7 +50,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     print(f"satrouter on http://{settings.host}:{settings.port}", flush=True)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    # Each request gets one line from service.http.request_ids (with its id), not aiohttp's.
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+    )
     return 0
 
 
@@ -230,15 +239,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    level = logging.DEBUG if args.verbose else logging.INFO
+    # The settings' own warnings come before the settings: use the environment's format for them.
+    early = (
+        "json" if os.environ.get("SATROUTER_LOG_FORMAT", "").strip().lower() == "json" else "text"
     )
+    logs.configure(early, level)
     try:
-        load_settings()
+        settings = load_settings()
     except ConfigError as exc:
         print(f"satrouter: {exc}", file=sys.stderr)
         return 2
+    if settings.log_format != early:
+        logs.configure(settings.log_format, level)
     result: int = args.run(args)
     return result
 
