@@ -241,9 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.INFO
     # The settings' own warnings come before the settings: use the environment's format for them.
-    early = (
-        "json" if os.environ.get("SATROUTER_LOG_FORMAT", "").strip().lower() == "json" else "text"
-    )
+    json_env = os.environ.get("SATROUTER_LOG_FORMAT", "").strip().lower() == "json"
+    early: Literal["text", "json"] = "json" if json_env else "text"
     logs.configure(early, level)
     try:
         settings = load_settings()
