@@ -130,6 +130,33 @@ def _audit(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def _backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from billing.store.backup import BackupError, backup, database_path, restore
+
+    settings = load_settings()
+    try:
+        database = database_path(settings.database_url)
+        if args.command == "backup":
+            done = backup(database, Path(args.path))
+            print(
+                f"backed up {database} to {done.path} (schema {done.schema_version}, "
+                f"{done.size} bytes, integrity ok)"
+            )
+        else:
+            done = restore(Path(args.path), database, replace=args.replace)
+            print(
+                f"restored {args.path} into {done.path} (schema {done.schema_version}, "
+                "integrity ok); the ledger check runs when the service starts, or now with "
+                "GET /admin/status"
+            )
+    except BackupError as exc:
+        print(f"satrouter {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _bench_models(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
@@ -225,6 +252,18 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("action", choices=("verify", "export"))
     audit.add_argument("--output", help="export: write JSON Lines here instead of stdout")
     audit.set_defaults(run=_audit)
+
+    backup = commands.add_parser(
+        "backup", help="copy the database, consistently, while the service runs"
+    )
+    backup.add_argument("path", help="the new file to write")
+    backup.set_defaults(run=_backup)
+    restore = commands.add_parser(
+        "restore", help="put a backup in place of the database (the service stopped)"
+    )
+    restore.add_argument("path", help="a file written by satrouter backup")
+    restore.add_argument("--replace", action="store_true", help="overwrite the existing database")
+    restore.set_defaults(run=_backup)
 
     bench = commands.add_parser("bench-models", help="run the prompt suite across models")
     bench.add_argument("--models", required=True, help="comma-separated model ids")
