@@ -26,6 +26,8 @@ from prometheus_client import (
     generate_latest,
 )
 
+from .http.problems import Problem
+
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -148,12 +150,12 @@ class Metrics:
             if scheme.lower() != "bearer" or not hmac.compare_digest(
                 given.strip().encode(), expected
             ):
-                # Plain text: Prometheus shows the body of a failed scrape as it is.
-                return web.Response(
-                    status=401,
-                    text="send Authorization: Bearer <SATROUTER_METRICS_TOKEN>\n",
+                return Problem(
+                    401,
+                    "metrics_credentials_required",
+                    "send Authorization: Bearer <SATROUTER_METRICS_TOKEN>",
                     headers={"WWW-Authenticate": 'Bearer realm="satrouter-metrics"'},
-                )
+                ).response(request.path)
             return await self.handler(request)
 
         return handler
