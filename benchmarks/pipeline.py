@@ -134,6 +134,7 @@ async def _on_lnd(http: aiohttp.ClientSession, emulator: str, workdir: Path) -> 
         catalog_cache=workdir / "models.json",
         limit_invoices_per_address="off",
         limit_invoices_total="off",
+        metrics_port=None,
     )
     app = create_app(settings, engine_config=EngineConfig(generation_deadline=5))
     runner, url = await serve(app, access_log=None)
@@ -165,6 +166,7 @@ async def run(emulator: str, seconds: float) -> str:
             lnbits_admin_key=wallet.adminkey,
             btc_usd="100000",
             fee_msat=0,
+            metrics_port=None,
             catalog_cache=workdir / "models.json",
             # The pipeline is measured, not the request limits (one key makes every call).
             limit_writes_per_credential="off",

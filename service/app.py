@@ -50,8 +50,10 @@ from .http import accounts, admin, agents, chat, health
 from .http.keys import BALANCE, BOOKS, ENGINE, L402, LIMITER, SETTINGS, STORE
 from .http.limits import Limiter, Rates, networks
 from .http.problems import problem_middleware, quiet_unparseable_requests
+from .http.request_ids import echo_request_id, request_context
+from .http.security import hide_versions, secure_headers
 from .http.views import task_view
-from .metrics import Metrics
+from .metrics import METRICS, Metrics
 from .routing.breaker import Breakers
 from .routing.fallback import FallbackRunner
 from .routing.policy import PolicyError, PolicyHolder
@@ -237,12 +239,23 @@ def create_app(
         networks(settings.trusted_proxies),
     )
     app = web.Application(
-        middlewares=[metrics.middleware(), problem_middleware, limiter.middleware()],
+        middlewares=[
+            request_context,
+            metrics.middleware(),
+            problem_middleware,
+            limiter.middleware(),
+        ],
         client_max_size=MAX_BODY,
     )
+    hide_versions()
+    app.on_response_prepare.append(secure_headers)
+    app.on_response_prepare.append(echo_request_id)
     app[SETTINGS] = settings
     app[LIMITER] = limiter
-    app.router.add_get("/metrics", metrics.handler)
+    app[METRICS] = metrics
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    if metrics_token is not None:  # without a token, only the separate listener serves them
+        app.router.add_get("/metrics", metrics.guarded(metrics_token))
     for module in (agents, chat, accounts, admin, health):
         app.router.add_routes(module.routes)
 
@@ -378,6 +391,10 @@ def create_app(
                 )
             for job in background:
                 stack.callback(asyncio.create_task(job).cancel)
+            if settings.metrics_port is not None:
+                await stack.enter_async_context(
+                    metrics.listening(settings.metrics_host, settings.metrics_port, metrics_token)
+                )
             await stack.enter_async_context(engine.running())
             yield
 

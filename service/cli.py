@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
+from . import logs
 from .config import ConfigError, load_settings
 
 
@@ -48,7 +50,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     print(f"satrouter on http://{settings.host}:{settings.port}", flush=True)
-    web.run_app(create_app(settings), host=settings.host, port=settings.port, print=None)
+    # Each request gets one line from service.http.request_ids (with its id), not aiohttp's.
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        access_log=None,
+    )
     return 0
 
 
@@ -119,6 +128,33 @@ def _audit(args: argparse.Namespace) -> int:
             await store.close()
 
     return asyncio.run(run())
+
+
+def _backup(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from billing.store.backup import BackupError, backup, database_path, restore
+
+    settings = load_settings()
+    try:
+        database = database_path(settings.database_url)
+        if args.command == "backup":
+            done = backup(database, Path(args.path))
+            print(
+                f"backed up {database} to {done.path} (schema {done.schema_version}, "
+                f"{done.size} bytes, integrity ok)"
+            )
+        else:
+            done = restore(Path(args.path), database, replace=args.replace)
+            print(
+                f"restored {args.path} into {done.path} (schema {done.schema_version}, "
+                "integrity ok); the ledger check runs when the service starts, or now with "
+                "GET /admin/status"
+            )
+    except BackupError as exc:
+        print(f"satrouter {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _bench_models(args: argparse.Namespace) -> int:
@@ -217,6 +253,18 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--output", help="export: write JSON Lines here instead of stdout")
     audit.set_defaults(run=_audit)
 
+    backup = commands.add_parser(
+        "backup", help="copy the database, consistently, while the service runs"
+    )
+    backup.add_argument("path", help="the new file to write")
+    backup.set_defaults(run=_backup)
+    restore = commands.add_parser(
+        "restore", help="put a backup in place of the database (the service stopped)"
+    )
+    restore.add_argument("path", help="a file written by satrouter backup")
+    restore.add_argument("--replace", action="store_true", help="overwrite the existing database")
+    restore.set_defaults(run=_backup)
+
     bench = commands.add_parser("bench-models", help="run the prompt suite across models")
     bench.add_argument("--models", required=True, help="comma-separated model ids")
     bench.add_argument("--suite", help="a suite JSON file (default: the shipped suite)")
@@ -230,15 +278,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.DEBUG if args.verbose else logging.INFO
+    # The settings' own warnings come before the settings: use the environment's format for them.
+    json_env = os.environ.get("SATROUTER_LOG_FORMAT", "").strip().lower() == "json"
+    early: Literal["text", "json"] = "json" if json_env else "text"
+    logs.configure(early, level)
     try:
-        load_settings()
+        settings = load_settings()
     except ConfigError as exc:
         print(f"satrouter: {exc}", file=sys.stderr)
         return 2
+    if settings.log_format != early:
+        logs.configure(settings.log_format, level)
     result: int = args.run(args)
     return result
 

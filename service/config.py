@@ -4,12 +4,21 @@ Every setting has one environment name (as the README lists them). The TOML file
 name or the short field name (``port = 8080`` or ``SATROUTER_PORT = 8080``). Environment
 variables win over the file. Unknown settings stop start-up: a typo in ``SATROUTER_PORTT``
 must not silently fall back to a default.
+
+Two kinds of foreign variables are ignored, with one warning each: Kubernetes' service links
+(for a Service named ``satrouter``: ``SATROUTER_PORT=tcp://10.0.0.1:8080``,
+``SATROUTER_SERVICE_HOST``, ``SATROUTER_PORT_8080_TCP_ADDR``...) and other programs' variables
+that share a prefix with ours (``LNBITS_DATA_FOLDER`` from an env file shared with LNbits).
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import logging
 import os
+import re
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +35,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -33,8 +43,21 @@ from pydantic_settings import (
 
 DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
 
+log = logging.getLogger(__name__)
+
 #: Prefixes that mark an environment variable as one of ours.
 _OWN_PREFIXES = ("SATROUTER_", "OPENROUTER_", "LNBITS_", "LND_")
+#: Prefixes other programs use too (LNbits reads dozens of ``LNBITS_*``): names we do not read
+#: are theirs, unless they are one letter or two away from one of ours (a typo).
+_SHARED_PREFIXES = ("LNBITS_",)
+#: Kubernetes service-link variables: ``<SVC>_SERVICE_HOST``, ``<SVC>_SERVICE_PORT[_<NAME>]``,
+#: ``<SVC>_PORT_<n>_<PROTO>[_ADDR|_PORT|_PROTO]``, and ``<SVC>_PORT`` holding ``tcp://ip:port``.
+_SERVICE_LINK_NAME = re.compile(
+    r"^[A-Z0-9_]+_(SERVICE_HOST|SERVICE_PORT(_[A-Z0-9_]+)?|PORT_\d+_(TCP|UDP|SCTP)(_(ADDR|PORT|PROTO))?)$"
+)
+_SERVICE_LINK_VALUE = re.compile(r"^(tcp|udp|sctp)://[^\s/]+:\d+$")
+#: The shortest admin (and metrics) token accepted: 16 characters, about 96 bits if random.
+MIN_TOKEN_LENGTH = 16
 
 
 class ConfigError(Exception):
@@ -59,6 +82,33 @@ class Settings(BaseSettings):
     host: str = _env("SATROUTER_HOST", "127.0.0.1")
     port: int = _env("SATROUTER_PORT", 8080, ge=0, le=65535)
     admin_token: SecretStr | None = _env("SATROUTER_ADMIN_TOKEN", None)
+
+    # The operator's surface. /metrics tells revenue, cost and the OpenRouter balance: it is
+    # served on its own listener (loopback by default; "off" for none) and, with a token, on
+    # the main port too, behind that bearer token.
+    metrics_token: SecretStr | None = _env("SATROUTER_METRICS_TOKEN", None)
+    metrics_host: str = _env("SATROUTER_METRICS_HOST", "127.0.0.1")
+    metrics_port: int | None = _env("SATROUTER_METRICS_PORT", 9464, ge=0, le=65535)
+    log_format: Literal["text", "json"] = _env("SATROUTER_LOG_FORMAT", "text")
+
+    @field_validator("admin_token", "metrics_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty token (compose passes "" for a missing .env entry) once matched an empty
+        # "Authorization: Bearer": refuse it and short ones; unset turns the routes off.
+        if value is not None and len(value.get_secret_value().strip()) < MIN_TOKEN_LENGTH:
+            raise ValueError(
+                f"must be at least {MIN_TOKEN_LENGTH} characters (leave it unset to turn the "
+                "routes it guards off)"
+            )
+        return value
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _metrics_off(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() in ("", "off", "none"):
+            return None
+        return value
 
     # OpenRouter
     openrouter_api_key: SecretStr | None = _env("OPENROUTER_API_KEY", None)
@@ -210,7 +260,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        sources: list[PydanticBaseSettingsSource] = [init_settings, _OwnEnvironment(settings_cls)]
         config_file = os.environ.get("SATROUTER_CONFIG")
         if config_file:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
@@ -226,14 +276,54 @@ def _known_env_names() -> set[str]:
     return names
 
 
+def foreign_variable(name: str, value: str | None, known: set[str]) -> str | None:
+    """What an environment variable with one of our prefixes is if it is not satrouter's (it is
+    then ignored), or None: ours, or a misspelling of ours."""
+    upper = name.upper()
+    if not upper.startswith(_OWN_PREFIXES):
+        return None
+    if upper.endswith("_PORT") and _SERVICE_LINK_VALUE.match((value or "").strip()):
+        return "a Kubernetes service link"
+    if upper in known:
+        return None
+    if _SERVICE_LINK_NAME.match(upper):
+        return "a Kubernetes service link"
+    if upper.startswith(_SHARED_PREFIXES):
+        ours = [k for k in known if k.startswith(_SHARED_PREFIXES)]
+        if not difflib.get_close_matches(upper, ours, n=1, cutoff=0.9):
+            return "another program's variable"
+    return None
+
+
+class _OwnEnvironment(EnvSettingsSource):
+    """The environment without the variables :func:`foreign_variable` sets aside."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        known = _known_env_names()
+        return {
+            name: value
+            for name, value in super()._load_env_vars().items()
+            if foreign_variable(name, value, known) is None
+        }
+
+
+_warned: set[str] = set()
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Load settings or raise :class:`ConfigError` naming every bad setting."""
     known = _known_env_names()
-    unknown = sorted(
-        name
-        for name in os.environ
-        if name.upper().startswith(_OWN_PREFIXES) and name.upper() not in known
-    )
+    unknown = []
+    for name, value in sorted(os.environ.items()):
+        if not name.upper().startswith(_OWN_PREFIXES):
+            continue
+        foreign = foreign_variable(name, value, known)
+        if foreign is not None:
+            if name not in _warned:  # once per process, though settings load more than once
+                _warned.add(name)
+                log.warning("ignoring %s: %s, not a satrouter setting", name, foreign)
+        elif name.upper() not in known:
+            unknown.append(name)
     if unknown:
         raise ConfigError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
     config_file = os.environ.get("SATROUTER_CONFIG")

@@ -2,12 +2,19 @@
 
 Labels are bounded: routes are route templates, models come from the catalog, states and
 outcomes are fixed sets; there are no per-agent or per-task labels.
+
+The metrics tell revenue, cost and the OpenRouter balance, so they are not public: they are
+served on a listener of their own (``SATROUTER_METRICS_HOST``:``SATROUTER_METRICS_PORT``,
+loopback by default) and, only when ``SATROUTER_METRICS_TOKEN`` is set, on the main port behind
+that bearer token (which the separate listener then asks for too).
 """
 
 from __future__ import annotations
 
+import contextlib
+import hmac
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import (
@@ -19,10 +26,15 @@ from prometheus_client import (
     generate_latest,
 )
 
+from .http.problems import Problem
+
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class Metrics:
+    #: Where the separate listener serves ``/metrics`` while it runs.
+    listener_url: str | None = None
+
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.requests = Counter(
@@ -126,3 +138,43 @@ class Metrics:
         return web.Response(
             body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
         )
+
+    def guarded(self, token: str | None) -> Callable[[web.Request], Awaitable[web.Response]]:
+        """The handler behind ``Authorization: Bearer <token>`` (no token: as it is)."""
+        if token is None:
+            return self.handler
+        expected = token.encode()
+
+        async def handler(request: web.Request) -> web.Response:
+            scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(
+                given.strip().encode(), expected
+            ):
+                return Problem(
+                    401,
+                    "metrics_credentials_required",
+                    "send Authorization: Bearer <SATROUTER_METRICS_TOKEN>",
+                    headers={"WWW-Authenticate": 'Bearer realm="satrouter-metrics"'},
+                ).response(request.path)
+            return await self.handler(request)
+
+        return handler
+
+    @contextlib.asynccontextmanager
+    async def listening(self, host: str, port: int, token: str | None) -> AsyncIterator[str]:
+        """Serve ``/metrics`` alone on ``host:port`` (0: a free port) while open; yields the URL."""
+        app = web.Application()
+        app.router.add_get("/metrics", self.guarded(token))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, host, port).start()
+            bound = runner.addresses[0][1]
+            self.listener_url = f"http://{host}:{bound}/metrics"
+            yield self.listener_url
+        finally:
+            self.listener_url = None
+            await runner.cleanup()
+
+
+METRICS = web.AppKey("metrics", Metrics)

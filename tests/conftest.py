@@ -138,6 +138,9 @@ class Service:
         return dict(status.json())
 
 
+METRICS_TOKEN = "metrics-secret-for-tests"
+METRICS_AUTH = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+
 #: The request limits switched off.
 LIMITS_OFF = {
     name: "off"
@@ -165,7 +168,9 @@ def service_settings(
         "lnbits_admin_key": wallet.adminkey,
         "btc_usd": "100000",
         "catalog_cache": tmp_path / "models.json",
-        "admin_token": "admin-secret",
+        "admin_token": "admin-secret-for-tests",
+        "metrics_token": METRICS_TOKEN,
+        "metrics_port": 0,  # the separate loopback listener, on a free port
         "callback_allow_private": True,  # the tests' callback receivers are on loopback
         **LIMITS_OFF,  # tests that count requests; tests/test_limits.py runs the defaults
     }
@@ -246,6 +251,7 @@ async def service_process(
             "SATROUTER_BTC_USD": "100000",
             "SATROUTER_CALLBACK_ALLOW_PRIVATE": "true",
             "SATROUTER_CATALOG_CACHE": str(tmp_path / "models.json"),
+            "SATROUTER_METRICS_PORT": "0",
             "OPENROUTER_BASE_URL": emulator.base_url,
             "OPENROUTER_API_KEY": DEFAULT_API_KEY,
             "LNBITS_URL": lnbits.url,

@@ -64,7 +64,7 @@ async def test_generated_requests_get_documented_answers(
         service, tmp_path, account["api_key"], "^/(v1|healthz|readyz|openapi|metrics)"
     )
     assert code == 0, output[-6000:]
-    code, output = await _schemathesis(service, tmp_path, "admin-secret", "^/admin/.")
+    code, output = await _schemathesis(service, tmp_path, "admin-secret-for-tests", "^/admin/.")
     assert code == 0, output[-6000:]
     assert (await service.check_ledger()).ok
     # Nothing they sent was an unexpected error on satrouter's side either.

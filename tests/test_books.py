@@ -18,11 +18,11 @@ from service.alerts import AlertWorker
 from service.emulator.app import DEFAULT_API_KEY
 from service.http.keys import BOOKS, ENGINE, STORE
 
-from .conftest import Service
+from .conftest import METRICS_AUTH, Service
 
 pytestmark = pytest.mark.lnbits
 CHEAP = "meta-llama/llama-3.1-8b-instruct"
-ADMIN = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret-for-tests"}
 
 
 async def _status(http: httpx.AsyncClient) -> dict[str, object]:
@@ -96,7 +96,7 @@ async def test_sats_that_reach_the_wallet_outside_the_books_are_a_mismatch(
         assert status["ok"] is False
         assert held["lightning"]["matches"] is False
         assert held["lightning"]["difference"] == 50_000
-        metrics = (await http.get("/metrics")).text
+        metrics = (await http.get("/metrics", headers=METRICS_AUTH)).text
     assert 'satrouter_books_match{holding="lightning"} 0.0' in metrics
     assert 'satrouter_books_difference{holding="lightning"} 50000.0' in metrics
     # The alert worker fires once for it.

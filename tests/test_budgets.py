@@ -105,6 +105,7 @@ async def test_hundreds_of_concurrent_calls_never_exceed_a_small_cap(tmp_path: P
         lnbits_invoice_key="unused",
         btc_usd="100000",
         catalog_cache=tmp_path / "models.json",
+        metrics_port=0,
     )
     app = create_app(
         settings,
@@ -174,7 +175,9 @@ async def test_callers_max_price_and_an_invoice_paid_over_the_cap(service: Servi
         assert capped.status_code == 429
         assert capped.json()["type"].endswith("budget_exceeded")
         status = (
-            await http.get("/admin/status", headers={"Authorization": "Bearer admin-secret"})
+            await http.get(
+                "/admin/status", headers={"Authorization": "Bearer admin-secret-for-tests"}
+            )
         ).json()
     assert status["budgets"][0]["cap_sat"] == 0
     assert service.emulator.state.counters["completions"] == 0

@@ -108,3 +108,86 @@ def test_privacy_mode(monkeypatch: pytest.MonkeyPatch) -> None:
         load_settings()
     monkeypatch.setenv("SATROUTER_LOCAL_URL", "http://127.0.0.1:11434/v1")
     assert load_settings().privacy_mode == "local"
+
+
+KUBERNETES_SERVICE_LINKS = {
+    # What Kubernetes injects for a Service named satrouter (and one named satrouter-metrics)
+    "SATROUTER_PORT": "tcp://10.0.0.1:8080",
+    "SATROUTER_PORT_8080_TCP": "tcp://10.0.0.1:8080",
+    "SATROUTER_PORT_8080_TCP_ADDR": "10.0.0.1",
+    "SATROUTER_PORT_8080_TCP_PORT": "8080",
+    "SATROUTER_PORT_8080_TCP_PROTO": "tcp",
+    "SATROUTER_SERVICE_HOST": "10.0.0.1",
+    "SATROUTER_SERVICE_PORT": "8080",
+    "SATROUTER_SERVICE_PORT_HTTP": "8080",
+    "SATROUTER_METRICS_PORT": "tcp://10.0.0.2:9464",
+    "SATROUTER_METRICS_SERVICE_HOST": "10.0.0.2",
+    "LNBITS_PORT": "tcp://10.0.0.3:5000",
+    "LNBITS_SERVICE_HOST": "10.0.0.3",
+}
+LNBITS_ENV_FILE = {
+    "LNBITS_DATA_FOLDER": "./data",
+    "LNBITS_BACKEND_WALLET_CLASS": "FakeWallet",
+    "LNBITS_ADMIN_UI": "true",
+    "LNBITS_RATE_LIMIT_NO": "6000",
+}
+
+
+def test_kubernetes_service_links_and_lnbits_variables_are_ignored_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name, value in {**KUBERNETES_SERVICE_LINKS, **LNBITS_ENV_FILE}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("LNBITS_URL", "http://lnbits:5000")  # ours, still read
+    import service.config
+
+    monkeypatch.setattr(service.config, "_warned", set())
+    with caplog.at_level("WARNING", logger="service.config"):
+        settings = load_settings()
+        load_settings()  # loaded twice (the CLI does): still one warning each
+    assert settings.port == 8080  # the service link's tcp://... is not the port
+    assert settings.metrics_port == 9464
+    assert settings.lnbits_url == "http://lnbits:5000"
+    warned = [r.getMessage() for r in caplog.records]
+    for name in {**KUBERNETES_SERVICE_LINKS, **LNBITS_ENV_FILE}:
+        assert sum(m.startswith(f"ignoring {name}:") for m in warned) == 1, name
+    assert len(warned) == len(KUBERNETES_SERVICE_LINKS) + len(LNBITS_ENV_FILE)
+
+
+def test_an_explicit_port_still_wins_and_typos_still_stop_start_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {**KUBERNETES_SERVICE_LINKS, **LNBITS_ENV_FILE}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("SATROUTER_PORT", "9000")
+    assert load_settings().port == 9000
+    monkeypatch.setenv("SATROUTER_PROT", "9000")
+    with pytest.raises(ConfigError, match="SATROUTER_PROT"):
+        load_settings()
+    monkeypatch.delenv("SATROUTER_PROT")
+    monkeypatch.setenv("LNBITS_ADMINKEY", "x")  # a misspelt LNBITS_ADMIN_KEY is not LNbits'
+    with pytest.raises(ConfigError, match="LNBITS_ADMINKEY"):
+        load_settings()
+    monkeypatch.delenv("LNBITS_ADMINKEY")
+    monkeypatch.setenv("SATROUTER_PORT", "tcp-ish")  # not a service link: invalid, named
+    with pytest.raises(ConfigError, match="SATROUTER_PORT"):
+        load_settings()
+
+
+@pytest.mark.parametrize("name", ["SATROUTER_ADMIN_TOKEN", "SATROUTER_METRICS_TOKEN"])
+@pytest.mark.parametrize("value", ["", " ", "short-token", "a" * 15])
+def test_an_empty_or_short_token_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError, match=f"{name}: .*at least 16 characters"):
+        load_settings()
+
+
+def test_a_long_token_loads_and_metrics_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SATROUTER_ADMIN_TOKEN", "a" * 16)
+    assert load_settings().admin_token is not None
+    assert load_settings().metrics_port == 9464  # the loopback listener by default
+    assert load_settings().metrics_host == "127.0.0.1"
+    monkeypatch.setenv("SATROUTER_METRICS_PORT", "off")
+    assert load_settings().metrics_port is None

@@ -159,6 +159,6 @@ async def test_a_call_that_ends_after_its_task_was_refunded_stays_refunded(
     assert booked is not None  # the call's cost, against the credits
     assert check.ok
     async with httpx.AsyncClient(base_url=service.url) as http:
-        admin = {"Authorization": "Bearer admin-secret"}
+        admin = {"Authorization": "Bearer admin-secret-for-tests"}
         status = (await http.get("/admin/status", headers=admin)).json()
     assert status["world"]["holdings"]["openrouter"]["matches"] is True

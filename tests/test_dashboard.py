@@ -40,7 +40,7 @@ async def test_dashboard_shows_what_the_api_says(service: Service) -> None:
 
     if shutil.which("chromium") is None and not Path(CHROMIUM).exists():
         pytest.fail("Debian's chromium is needed for this test: run `make browser` (as root)")
-    auth = {"Authorization": "Bearer admin-secret"}
+    auth = {"Authorization": "Bearer admin-secret-for-tests"}
     async with httpx.AsyncClient(base_url=service.url) as http:
         for model in (CHEAP, "openai/gpt-4o-mini"):
             task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": model})).json()
@@ -66,7 +66,7 @@ async def test_dashboard_shows_what_the_api_says(service: Service) -> None:
         page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(str(e)))
         await page.goto(service.url + "/admin/")
-        await page.fill("#token", "admin-secret")
+        await page.fill("#token", "admin-secret-for-tests")
         await page.click("button[type=submit]")
         await page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
         await page.wait_for_selector("#feed li", timeout=15_000)  # the live feed is flowing

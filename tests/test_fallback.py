@@ -13,7 +13,7 @@ from service.routing.breaker import Breakers, BreakerState
 from service.routing.fallback import AllModelsFailed, FallbackRunner
 from service.upstream.openrouter import OpenRouterClient
 
-from .conftest import Emulator, Service
+from .conftest import METRICS_AUTH, Emulator, Service
 from .test_pipeline import HELLO, _task_until
 
 PRIMARY = "meta-llama/llama-3.1-8b-instruct"
@@ -127,7 +127,7 @@ async def test_paid_calls_fall_back_record_attempts_and_pay_for_what_ran(
             ).json()
             await service.pay(task["invoice"]["bolt11"])
             done.append(await _task_until(http, task, "reconciled"))
-        metrics = (await http.get("/metrics")).text
+        metrics = (await http.get("/metrics", headers=METRICS_AUTH)).text
     assert all(d["model"] == SECOND for d in done)
     async with service.app[STORE].read() as tx:
         stored = await tx.task(done[0]["id"])

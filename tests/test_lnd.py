@@ -149,7 +149,7 @@ async def test_reconnects_when_the_subscription_drops(lnd: tuple[FakeLnd, str, b
         await backend.close()
 
 
-ADMIN = {"Authorization": "Bearer admin-secret"}
+ADMIN = {"Authorization": "Bearer admin-secret-for-tests"}
 
 
 async def test_payment_within_fee_limit(lnd: tuple[FakeLnd, str, bytes]) -> None:
@@ -258,7 +258,8 @@ async def test_a_task_paid_over_lnd_runs_and_reconciles(
         **lnd_settings(node, tmp_path),
         btc_usd="100000",
         catalog_cache=tmp_path / "models.json",
-        admin_token="admin-secret",
+        admin_token="admin-secret-for-tests",
+        metrics_port=0,
     )
     node.opening_local_msat = 5_000_000
     runner, url = await serve(create_app(settings))

@@ -104,6 +104,7 @@ def _offline(tmp_path: Path, **overrides: str) -> Settings:
         btc_usd="100000",
         openrouter_base_url="http://127.0.0.1:9/api/v1",
         catalog_cache=tmp_path / "none.json",
+        metrics_port=0,
         **overrides,
     )
 
@@ -123,7 +124,9 @@ async def test_api_and_cli_show_the_same_numbers(
     stored: tuple[Store, Path], tmp_path: Path
 ) -> None:
     _, path = stored
-    settings = _offline(tmp_path, database_url=f"sqlite:///{path}", admin_token="admin-secret")
+    settings = _offline(
+        tmp_path, database_url=f"sqlite:///{path}", admin_token="admin-secret-for-tests"
+    )
     app = create_app(settings)
     runner, url = await serve(app)
     try:
@@ -131,7 +134,7 @@ async def test_api_and_cli_show_the_same_numbers(
             assert (await http.get("/admin/margins")).status_code == 401
             wrong = await http.get("/admin/margins", headers={"Authorization": "Bearer nope"})
             assert wrong.status_code == 401
-            auth = {"Authorization": "Bearer admin-secret"}
+            auth = {"Authorization": "Bearer admin-secret-for-tests"}
             api = (
                 await http.get("/admin/margins", headers=auth, params={"group_by": "model"})
             ).json()

@@ -24,7 +24,7 @@ from service.emulator.faults import Fault
 from service.http.keys import ENGINE, STORE
 from service.tasks.engine import EngineConfig
 
-from .conftest import Service, service_settings, start_emulator
+from .conftest import METRICS_AUTH, Service, service_settings, start_emulator
 
 pytestmark = pytest.mark.lnbits
 CHEAP = "meta-llama/llama-3.1-8b-instruct"
@@ -584,7 +584,7 @@ async def test_metrics_count_requests_tasks_and_money(service: Service) -> None:
         await http.post(
             "/v1/chat/completions", content=b"{nope", headers={"Content-Type": "application/json"}
         )
-        text = (await http.get("/metrics")).text
+        text = (await http.get("/metrics", headers=METRICS_AUTH)).text
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for family in text_string_to_metric_families(text)
@@ -640,7 +640,9 @@ async def test_admin_status_shows_balance_runway_and_books(service: Service) -> 
         await service.pay(task["invoice"]["bolt11"])
         await _task_until(http, task, "reconciled")
         status = (
-            await http.get("/admin/status", headers={"Authorization": "Bearer admin-secret"})
+            await http.get(
+                "/admin/status", headers={"Authorization": "Bearer admin-secret-for-tests"}
+            )
         ).json()
         refused = await http.get("/admin/status")
     assert refused.status_code == 401

@@ -208,11 +208,11 @@ async def test_tier_routed_tasks_record_their_tier_and_step_down(
             await http.get(
                 "/admin/margins",
                 params={"group_by": "tier"},
-                headers={"Authorization": "Bearer admin-secret"},
+                headers={"Authorization": "Bearer admin-secret-for-tests"},
             )
         ).json()
         reloaded = await http.post(
-            "/admin/policy/reload", headers={"Authorization": "Bearer admin-secret"}
+            "/admin/policy/reload", headers={"Authorization": "Bearer admin-secret-for-tests"}
         )
     assert [r["group"] for r in margins["rows"]] == ["smart"]
     assert reloaded.status_code == 200

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -56,6 +58,26 @@ def migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def lock_path(database: Path) -> Path:
+    """The file a store holds a shared lock on while open (restore takes it exclusively)."""
+    return database.with_name(database.name + ".lock")
+
+
+def _hold(path: str) -> int | None:
+    """A shared lock on the database's lock file, so a restore cannot replace it under us."""
+    if path == ":memory:":
+        return None
+    fd = os.open(lock_path(Path(path)), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreError(
+            f"{path} is being restored: start again when the restore is done"
+        ) from None
+    return fd
+
+
 def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly and path != ":memory:":
         conn = sqlite3.connect(
@@ -76,6 +98,7 @@ class SqliteStore:
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         self._checkpointer: asyncio.Task[None] | None = None
+        self._held: int | None = None  # the lock file's descriptor (see _hold)
         if path != ":memory:":
             self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoints())
 
@@ -100,6 +123,18 @@ class SqliteStore:
     async def open(cls, path: str) -> SqliteStore:
         if path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+        held = _hold(path)
+        try:
+            store = await cls._open(path)
+        except BaseException:
+            if held is not None:
+                os.close(held)
+            raise
+        store._held = held
+        return store
+
+    @classmethod
+    async def _open(cls, path: str) -> SqliteStore:
         writer = _connect(path)
         writer.execute("PRAGMA journal_mode = WAL")
         writer.execute("PRAGMA synchronous = NORMAL")
@@ -164,6 +199,9 @@ class SqliteStore:
         if self._reader is not self._writer:
             self._reader.close()
         self._writer.close()
+        if self._held is not None:
+            os.close(self._held)  # closing the descriptor releases the lock
+            self._held = None
 
 
 def _statements(sql: str) -> list[str]:

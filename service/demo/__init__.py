@@ -309,6 +309,7 @@ async def run_demo() -> int:
             btc_usd=os.environ.get("SATROUTER_BTC_USD", "100000"),
             catalog_cache=workdir / "models.json",
             callback_allow_private=True,  # the demo's callback receiver is on loopback
+            metrics_port=None,  # the demo scrapes nothing
         )
         app = create_app(settings, engine_config=EngineConfig(generation_deadline=20))
         runner, url = await serve(app)

@@ -15,6 +15,7 @@ from aiohttp import web
 from billing.l402 import L402Error
 from billing.store import Store
 
+from .. import logs
 from .problems import Problem
 
 API_KEY_PREFIX = "sk-sat-"
@@ -38,6 +39,7 @@ async def payer_of(store: Store, secret: str) -> str:
         async with store.read() as tx:
             account = await tx.api_account_by_key_hash(key_hash(secret))
         if account is not None:
+            logs.payer_id.set(account)
             return account
     elif secret.startswith(TASK_TOKEN_PREFIX) and "." in secret:
         task_id = secret[len(TASK_TOKEN_PREFIX) :].split(".", 1)[0]
@@ -46,6 +48,8 @@ async def payer_of(store: Store, secret: str) -> str:
         if task is not None and hmac.compare_digest(
             str(task.data.get("token_hash", "")), key_hash(secret)
         ):
+            logs.payer_id.set(task_id)
+            logs.task_id.set(task_id)
             return task_id
     raise Problem(
         401,
@@ -73,6 +77,7 @@ async def require_payer(request: web.Request, store: Store, *, expired_ok: bool 
             )
         except L402Error as exc:
             raise l402_refusal(exc) from None
+        logs.payer_id.set(f"l402_{grant.token_id}")
         return f"l402_{grant.token_id}"
     secret = bearer(request)
     if secret is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -16,6 +17,8 @@ from . import schemas
 from .keys import ENGINE, STORE
 
 routes = web.RouteTableDef()
+#: Seconds the Lightning backend has to answer a readiness check: a probe must not hang.
+LIGHTNING_READY_TIMEOUT = 3.0
 
 
 @routes.get("/healthz")
@@ -43,6 +46,16 @@ async def readyz(request: web.Request) -> web.Response:
         checks["rate"] = f"ok ({rate.source})"
     except RateUnavailable as exc:
         checks["rate"] = f"error: {exc}"
+    # Without the Lightning backend no task can be paid (chat answers 503): not ready. An
+    # authenticated call, so a wrong key fails too; the balance itself is not shown here.
+    lightning = engine.lightning
+    try:
+        await asyncio.wait_for(lightning.wallet_balance(), LIGHTNING_READY_TIMEOUT)
+        checks["lightning"] = f"ok ({lightning.name})"
+    except TimeoutError:
+        checks["lightning"] = f"error: {lightning.name} did not answer in time"
+    except Exception as exc:  # any failure means not ready; the probe answers all the same
+        checks["lightning"] = f"error: {lightning.name}: {type(exc).__name__}"
     body: dict[str, Any] = {}
     if engine.routing is not None:
         # Degraded is still ready while one tier can serve: say what is missing, stay in.
@@ -110,8 +123,16 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
     ("get", "/healthz", None, None, "Liveness"),
     ("get", "/readyz", None, None, "Readiness"),
     ("get", "/openapi.json", None, None, "This document"),
-    ("get", "/metrics", None, None, "Prometheus metrics"),
+    (
+        "get",
+        "/metrics",
+        None,
+        None,
+        "Prometheus metrics (bearer SATROUTER_METRICS_TOKEN; without one, only on the "
+        "loopback metrics listener)",
+    ),
     ("get", "/admin/", None, None, "Operator dashboard (HTML)"),
+    ("get", "/admin/{asset}", None, None, "The dashboard's dashboard.js and dashboard.css"),
     ("post", "/admin/policy/reload", None, None, "Operator: reload the routing policy file"),
     ("get", "/admin/topups", None, None, "Operator: top-up history (bearer admin token)"),
     ("get", "/admin/events", None, None, "Operator: live task state changes (SSE)"),
@@ -146,7 +167,7 @@ SECURITY: dict[str, list[dict[str, list[str]]]] = {
     **{
         path: [{"bearer": []}]
         for _, path, *_ in OPERATIONS
-        if path.startswith("/admin/") and path != "/admin/"
+        if path.startswith("/admin/") and path not in ("/admin/", "/admin/{asset}")
     },
 }
 

@@ -55,6 +55,7 @@ from billing.pricing import (
 from billing.rates import Rate, RateProvider, RateUnavailable
 from billing.store import InvoiceRow, Store, TaskRow, Tx
 
+from .. import logs
 from ..http.problems import Problem
 from ..http.schemas import ChatMessage, ChatRequest
 from ..metrics import Metrics
@@ -802,6 +803,7 @@ class Engine:
             **priced.record(),
         }
         task = TaskRow(task_id, State.AWAITING_PAYMENT, task_id, data, now, now)
+        logs.task_id.set(task_id)
         async with self.store.transaction() as tx:
             if remember and (taken := await self._taken(tx, remember[0])):
                 return taken
@@ -877,6 +879,7 @@ class Engine:
             **priced.record(),
         }
         task = TaskRow(task_id, state, payer, data, now, now)
+        logs.task_id.set(task_id)
         event: dict[str, Any] = {"task": task_id, "status": str(state)}
         if data.get("callback_url"):
             event["notify"] = True
@@ -1378,6 +1381,16 @@ class Engine:
             )
         if moved is not None:
             self._announce(moved)
+            log.info(
+                "%s reconciled",
+                task.id,
+                extra={
+                    "status": str(State.RECONCILED),
+                    "cost_nusd": cost.value,
+                    "charge_msat": bill.total.value,
+                    "change_msat": bill.change.value,
+                },
+            )
             if self.metrics is not None:
                 model_used = str(task.data.get("model_used") or task.data["quote"]["model"])
                 self.metrics.revenue_msat.labels(model_used).inc(bill.total.value)
@@ -1412,6 +1425,8 @@ class Engine:
                 log.exception("applying settlement %s failed", status.payment_hash[:16])
 
     async def _run_one(self, task: TaskRow) -> None:
+        logs.task_id.set(task.id)  # this runs in a task of its own: its lines name the task
+        logs.payer_id.set(task.agent)
         async with self._slots:
             try:
                 running = await self.start_run(task)
@@ -1423,6 +1438,8 @@ class Engine:
                 self._running.discard(task.id)
 
     async def _reconcile_one(self, task: TaskRow) -> None:
+        logs.task_id.set(task.id)
+        logs.payer_id.set(task.agent)
         try:
             await self.reconcile(task)
         except Exception:
