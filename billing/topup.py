@@ -60,6 +60,10 @@ class State(enum.StrEnum):
     EXPIRED = "expired"
 
 
+#: A payment the backend still has no record of this long after it was handed over was never
+#: taken (sooner would race a pay call still on its way).
+ABSENT_AFTER = 120.0
+
 OPEN = (State.PLANNED, State.AWAITING_OPERATOR, State.EXECUTING, State.PAID, State.CONFIRMED)
 SPENT = (State.EXECUTING, State.PAID, State.CONFIRMED, State.RECONCILED, State.EXPIRED)
 
@@ -374,6 +378,15 @@ class TopupController:
             log.warning("top-up %s: payment status unknown (%s); will retry", topup.id, exc)
             return topup
         if done is None:
+            handed = topup.data.get("sent_at")
+            if handed is not None and time.time() - handed < ABSENT_AFTER:
+                return topup  # handed over moments ago: the backend may not show it yet
+            # Never handed over, or handed over long enough ago that a backend still holding
+            # no record of it never took it: send (one invoice is never paid twice).
+            sending = await self._move(topup, State.EXECUTING, {"sent_at": time.time()})
+            if sending is None:
+                return None
+            topup = sending
             amount = Msat(topup.data["invoice_msat"])
             limit = self._with_fee_limit(amount) - amount
             try:

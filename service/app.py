@@ -240,8 +240,7 @@ def create_app(
     )
     app = web.Application(
         middlewares=[
-            request_context,
-            metrics.middleware(),
+            request_context,  # the request id, the access log line and the request metrics
             problem_middleware,
             limiter.middleware(),
         ],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from service.demo.loopback import serve
 from service.emulator.app import EmulatorConfig
 
 from .conftest import Emulator, start_emulator
+from .lnbits_proxy import LnbitsProxy
 from .topup_seller import CreditSeller
 
 pytestmark = pytest.mark.lnbits
@@ -57,11 +59,15 @@ class World:
         )
 
     def controller(
-        self, executor: Executor, policy: TopupPolicy = POLICY, notify: object = None
+        self,
+        executor: Executor,
+        policy: TopupPolicy = POLICY,
+        notify: object = None,
+        lightning: LnbitsBackend | None = None,
     ) -> TopupController:
         return TopupController(
             store=self.store,
-            lightning=self.backend,
+            lightning=lightning or self.backend,
             credits=self.credits,
             rates=FixedRate(Decimal(100_000)),
             policy=policy,
@@ -258,3 +264,35 @@ async def test_a_byok_payable_in_dollars_is_not_counted_as_sats_owed(tmp_path: P
         spendable = await TopupController.spendable(tx)
     await store.close()
     assert spendable == Msat(90_000_000)  # nothing is owed to agents: the margin may be spent
+
+
+async def test_a_top_up_whose_payment_is_in_flight_is_not_failed(world: World) -> None:
+    """The pay call is held (a payee holding the payment, a slow node): the outcome is unknown,
+    so the top-up stays executing, is never failed or paid again, and is paid once it lands."""
+    await world.earn(50_000, margin_sats=30_000)
+    proxy = await LnbitsProxy(world.lnbits.url).start()
+    slow = LnbitsBackend(
+        proxy.url, invoice_key=world.wallet.inkey, admin_key=world.wallet.adminkey, timeout=1
+    )
+    try:
+        proxy.mode = "hold"
+        executor = InvoiceUrlExecutor(world.session, world.seller_url)
+        controller = world.controller(executor, lightning=slow)  # paying through the proxy
+        (held,) = await controller.step()
+        assert held.state == State.EXECUTING  # unknown: not failed
+        assert world.lnbits.balance_msat(world.seller_wallet) == 0
+        (still,) = await controller.step()
+        assert still.state == State.EXECUTING
+        proxy.release()  # the payment goes through
+        for _ in range(50):
+            if world.lnbits.balance_msat(world.seller_wallet) > 0:
+                break
+            await asyncio.sleep(0.1)
+        (paid,) = await controller.step()
+        assert paid.state == State.PAID
+        assert proxy.pays == 1  # asked once, never paid again
+        assert world.lnbits.balance_msat(world.seller_wallet) == held.data["invoice_msat"]
+    finally:
+        await slow.close()
+        await proxy.close()
+    await _books_ok(world.store)

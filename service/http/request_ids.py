@@ -1,7 +1,8 @@
 """A request id for every request: the client's ``X-Request-Id`` when it is sane (up to 128
 letters, digits and ``-_.:``), else a new one. It is in the context while the request is
 handled (so every log line names it), is sent back as ``X-Request-Id``, and the request ends
-with one log line: method, route, status, duration, and the task and payer where known."""
+with one log line (method, route, status, duration, and the task and payer where known) and
+its request metrics."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from .. import logs
+from ..metrics import METRICS
 
 log = logging.getLogger("satrouter.access")
 HEADER = "X-Request-Id"
@@ -44,16 +46,20 @@ async def request_context(
         raise
     finally:
         resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else "unmatched"
+        seconds = time.perf_counter() - started
+        if (metrics := request.app.get(METRICS)) is not None:
+            metrics.observe_request(route, request.method, status, seconds)
         log.info(
             "%s %s %s",
             request.method,
-            resource.canonical if resource is not None else "unmatched",
+            route,
             status,
             extra={
                 "method": request.method,
-                "route": resource.canonical if resource is not None else None,
+                "route": route if resource is not None else None,
                 "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+                "duration_ms": round(seconds * 1000, 3),
             },
         )
 
