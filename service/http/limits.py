@@ -16,6 +16,7 @@ past the trusted hops, so a client cannot choose its own address.
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import hashlib
 import ipaddress
@@ -113,6 +114,7 @@ def credential_key(request: web.Request) -> str:
 class Limiter:
     def __init__(self, rates: Rates, trusted_proxies: Sequence[Network] = ()) -> None:
         self._limiter = SlidingWindowCounterRateLimiter(MemoryStorage())
+        self._lock = asyncio.Lock()
         self._trusted = tuple(trusted_proxies)
 
         def item(rate: str) -> RateLimitItem | None:
@@ -141,6 +143,10 @@ class Limiter:
         keyed = [
             (item, kind.value, per, self._who(request, per)) for item, per in self._rules[kind]
         ]
+        async with self._lock:  # tested and counted as one step: concurrent requests queue
+            await self._count(kind, keyed)
+
+    async def _count(self, kind: Kind, keyed: list[tuple[RateLimitItem, str, str, str]]) -> None:
         for item, *ids in keyed:
             if not await self._limiter.test(item, *ids):
                 stats = await self._limiter.get_window_stats(item, *ids)
