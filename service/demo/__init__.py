@@ -273,8 +273,9 @@ class Demo:
 
 
 async def run_demo() -> int:
-    for noisy in ("httpx", "httpx2", "aiohttp.access", "billing.lightning.lnbits", "service.tasks"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    noisy = ("httpx", "httpx2", "aiohttp.access", "satrouter.access", "billing.lightning.lnbits")
+    for name in (*noisy, "service.tasks"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     real_key = os.environ.get("OPENROUTER_API_KEY")
     workdir = Path(tempfile.mkdtemp(prefix="satrouter-demo-"))
     _say("satrouter demo")
