@@ -21,7 +21,7 @@ from .ledger import LLM_COST
 from .margins import margins
 from .money import Msat, NanoUsd, Rounding
 from .runway import Runway
-from .store import Store, Tx
+from .store import KeysTx, Store
 
 STATE_KEY = "alerts.crossed"
 
@@ -146,7 +146,7 @@ def books(found: Sequence[Holding]) -> list[Reading]:
     ]
 
 
-async def new_crossings(tx: Tx, current: list[Reading]) -> list[Reading]:
+async def new_crossings(tx: KeysTx, current: list[Reading]) -> list[Reading]:
     """The readings that crossed since the last look; remembers the state for next time."""
     raw = await tx.get_value(STATE_KEY)
     before: dict[str, bool] = json.loads(raw) if raw else {}

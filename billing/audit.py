@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from .store import Store, Tx
+from .store import AuditTx, Store
 
 GENESIS = "0" * 64
 
@@ -48,7 +48,7 @@ class AuditEntry:
         }
 
 
-async def append(tx: Tx, kind: str, data: dict[str, Any], now: float) -> AuditEntry:
+async def append(tx: AuditTx, kind: str, data: dict[str, Any], now: float) -> AuditEntry:
     """Add an entry at the end of the chain (inside the caller's write transaction)."""
     last = await tx.audit_tail()
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)

@@ -16,7 +16,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from .money import Msat, NanoUsd
-from .store import Tx
+from .store import BudgetsTx
 
 
 class BudgetExceeded(Exception):
@@ -86,7 +86,7 @@ class Budgets:
 
 
 async def check(
-    tx: Tx, budgets: Budgets, payer: str, charge: Msat, cost: NanoUsd, now: float
+    tx: BudgetsTx, budgets: Budgets, payer: str, charge: Msat, cost: NanoUsd, now: float
 ) -> None:
     """Raise :class:`BudgetExceeded` if a call of this maximum would exceed any cap."""
     for scope, period, cap in budgets.scopes(payer, now):
@@ -105,7 +105,7 @@ async def check(
 
 
 async def commit(
-    tx: Tx, budgets: Budgets, payer: str, charge: Msat, cost: NanoUsd, now: float
+    tx: BudgetsTx, budgets: Budgets, payer: str, charge: Msat, cost: NanoUsd, now: float
 ) -> None:
     """Count a call's maximum against every cap, all or nothing, inside ``tx``."""
     await check(tx, budgets, payer, charge, cost, now)
@@ -114,7 +114,7 @@ async def commit(
 
 
 async def correct(
-    tx: Tx,
+    tx: BudgetsTx,
     budgets: Budgets,
     payer: str,
     charge_delta: Msat,
@@ -127,7 +127,9 @@ async def correct(
         await tx.add_budget_usage(scope, period, charge_delta.value, cost_delta.value)
 
 
-async def state(tx: Tx, budgets: Budgets, payer: str | None, now: float) -> list[dict[str, object]]:
+async def state(
+    tx: BudgetsTx, budgets: Budgets, payer: str | None, now: float
+) -> list[dict[str, object]]:
     """Each configured cap with what is spent against it (for agents and operators)."""
     out: list[dict[str, object]] = []
     for scope, period, cap in budgets.scopes(payer or "-", now):

@@ -24,10 +24,11 @@ import hashlib
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from . import audit
 from .money import Msat, NanoUsd
-from .store import LedgerTotals, PostingRow, Tx
+from .store import AuditTx, LedgerTotals, LedgerTx, PostingRow
 
 
 class Currency(enum.StrEnum):
@@ -153,7 +154,11 @@ class Entry:
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-async def post(tx: Tx, entry: Entry, *, now: float | None = None) -> bool:
+class PostingTx(LedgerTx, AuditTx, Protocol):
+    """What posting writes to: the ledger, and the audit trail in the same transaction."""
+
+
+async def post(tx: PostingTx, entry: Entry, *, now: float | None = None) -> bool:
     """Post ``entry`` inside ``tx``. False if this exact entry was already posted (a replay).
 
     Raises :class:`InsufficientFunds` if a no-overdraft account would go below zero, and
@@ -201,7 +206,7 @@ async def post(tx: Tx, entry: Entry, *, now: float | None = None) -> bool:
     return True
 
 
-async def balance(tx: Tx, account: Account) -> int:
+async def balance(tx: LedgerTx, account: Account) -> int:
     """The account's balance on its normal side (what an agent has; what revenue is)."""
     row = await tx.account(account.code)
     if row is None:
@@ -209,7 +214,7 @@ async def balance(tx: Tx, account: Account) -> int:
     return -row.balance if account.type.credit_normal else row.balance
 
 
-async def agent_balance(tx: Tx, agent_id: str) -> Msat:
+async def agent_balance(tx: LedgerTx, agent_id: str) -> Msat:
     return Msat(await balance(tx, agent_account(agent_id)))
 
 
@@ -226,7 +231,7 @@ class LedgerCheck:
         return not self.problems
 
 
-async def check(tx: Tx) -> LedgerCheck:
+async def check(tx: LedgerTx) -> LedgerCheck:
     """Prove the books balance: invariants 1-3 over the whole stored journal."""
     totals = await tx.ledger_totals()
     problems: list[str] = []

@@ -25,8 +25,7 @@ from billing.ledger import (
     escrow_account,
 )
 from billing.money import Msat, NanoUsd
-from billing.store import InvoiceRow, Store, TaskRow, open_store
-from billing.store.sqlite import SqliteStore, migrations
+from billing.store import Store, open_store
 
 
 @pytest.fixture
@@ -147,67 +146,3 @@ async def test_check_finds_tampering(store: Store, tmp_path: Path) -> None:
     assert "postings in msat sum to 1" in text
     assert "does not balance" in text
     assert "liabilities:agent:a" in text and "overdrawn" in text
-
-
-async def test_a_failed_transaction_leaves_no_trace(store: Store) -> None:
-    with pytest.raises(RuntimeError):
-        async with store.transaction() as tx:
-            await ledger.post(tx, ledger.deposit("a", Msat(5_000), "h1"))
-            await tx.append_event("deposit", "a", {"amount": 5000}, 0.0)
-            raise RuntimeError("crash before commit")
-    assert await _balance(store, agent_account("a")) == 0
-    async with store.read() as tx:
-        assert await tx.events_after(0) == []
-
-
-async def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
-    path = str(tmp_path / "m.db")
-    first = await SqliteStore.open(path)
-    version = await first.schema_version()
-    await first.close()
-    again = await SqliteStore.open(path)
-    assert await again.schema_version() == version == migrations()[-1][0]
-    async with again.read() as tx:
-        assert await tx.accounts() == []
-    await again.close()
-    with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-
-
-async def test_invoices_outbox_tasks_and_values(store: Store) -> None:
-    async with store.transaction() as tx:
-        await tx.insert_invoice(InvoiceRow("h1", "lnbc...", 1000, "task", "t1", "open", 1.0, 2.0))
-        await tx.insert_task(TaskRow("t1", "awaiting_payment", "a", {"x": 1}, 1.0, 1.0))
-        first = await tx.append_event("task.created", "t1", {"state": "awaiting_payment"}, 1.0)
-        await tx.set_value("lnd.settle_index", "42")
-        await tx.put_root_key("idhash", b"\x01" * 32, 1.0)
-        await tx.insert_api_account("acct1", "keyhash", 1.0)
-    async with store.transaction() as tx:
-        assert [i.payment_hash for i in await tx.open_invoices(0, 10)] == ["h1"]
-        assert await tx.set_invoice_status("h1", "settled", 3.0) is True
-        assert await tx.set_invoice_status("h1", "settled", 4.0) is False  # only once
-        assert await tx.update_task(
-            "t1", state="paid", data={"x": 2}, expected_state="awaiting_payment", now=3.0
-        )
-        assert not await tx.update_task(
-            "t1", state="paid", data={}, expected_state="awaiting_payment", now=3.0
-        )
-        await tx.append_event("task.paid", "t1", {"state": "paid"}, 3.0)
-        await tx.set_cursor("engine", first)
-    async with store.read() as tx:
-        assert (await tx.invoice("h1")).status == "settled"  # type: ignore[union-attr]
-        assert [e.topic for e in await tx.events_after(await tx.cursor("engine"))] == ["task.paid"]
-        assert [e.topic for e in await tx.events_for("t1")] == ["task.created", "task.paid"]
-        assert (await tx.task("t1")).data == {"x": 2}  # type: ignore[union-attr]
-        assert [t.id for t in await tx.tasks_in_states(["paid"])] == ["t1"]
-        assert await tx.get_value("lnd.settle_index") == "42"
-        assert await tx.root_key("idhash") == b"\x01" * 32
-        assert await tx.api_account_by_key_hash("keyhash") == "acct1"
-        assert await tx.api_account_by_key_hash("other") is None
-
-
-async def test_unknown_database_url_is_refused() -> None:
-    from billing.store import StoreError
-
-    with pytest.raises(StoreError, match="unsupported"):
-        await open_store("mysql://x")

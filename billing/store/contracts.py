@@ -1,0 +1,307 @@
+"""The store's contract, one narrow protocol per concept; :class:`Tx` is their union.
+
+Every engine implements every protocol, and ``tests/store_contract/`` holds each engine to what
+the docstrings here promise. All methods run inside the transaction (or read snapshot) that
+handed out the ``Tx``: nothing is visible to other readers until the transaction commits, and
+nothing is written if it raises. A write that breaks a uniqueness rule raises
+:class:`StoreError`, never an engine's own exception. Callers that use one concept type their
+``tx`` with that concept's protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from .rows import (
+    AccountRow,
+    DeliveryRow,
+    EventRow,
+    InvoiceRow,
+    JournalRow,
+    LedgerTotals,
+    PayoutRow,
+    PostingRow,
+    TaskRow,
+    TopupRow,
+)
+
+# (seq, at, kind, data as canonical JSON, prev_hash, hash)
+AuditRecord = tuple[int, float, str, str, str, str]
+# (run_id, at, model, prompt_id, ttft_ms, latency_ms, prompt_tokens, completion_tokens,
+#  cost_nusd, score, error); (run_id, model, prompt_id) is unique
+BenchRecord = tuple[Any, ...]
+
+
+class StoreError(Exception):
+    """The database refused an operation (constraint, unknown engine, bad URL)."""
+
+
+class LedgerTx(Protocol):
+    """Accounts, journal entries and their postings (``billing/ledger.py`` decides what)."""
+
+    async def ensure_accounts(
+        self, accounts: Sequence[tuple[str, str, str, bool]], now: float
+    ) -> None:
+        """Create the (code, currency, type, no_overdraft) accounts that do not exist yet;
+        existing ones stay as they are."""
+
+    async def account(self, code: str) -> AccountRow | None:
+        """The account with its stored balance (debits minus credits), or None."""
+
+    async def accounts(self, prefix: str = "") -> list[AccountRow]:
+        """Every account whose code starts with ``prefix``, ordered by code."""
+
+    async def journal_by_key(self, idempotency_key: str) -> JournalRow | None:
+        """The entry posted under this key, its postings in the order given, or None."""
+
+    async def journal_by_ref(self, ref: str) -> list[JournalRow]:
+        """Every entry about ``ref``, in the order they were posted."""
+
+    async def insert_journal(
+        self,
+        idempotency_key: str,
+        kind: str,
+        ref: str | None,
+        memo: str | None,
+        digest: str,
+        postings: Sequence[PostingRow],
+        now: float,
+    ) -> int:
+        """Write the entry and its postings, and add each posting to its account's stored
+        balance. Returns its id (ids increase). A used key raises :class:`StoreError`; no
+        balance check here (the caller checks first, inside the same transaction)."""
+
+    async def ledger_totals(self) -> LedgerTotals:
+        """Sums for the ledger check, recomputed from the postings themselves."""
+
+    async def account_flow(self, code: str, since: float) -> int:
+        """The sum of ``code``'s postings in entries made since ``since`` (debits positive)."""
+
+
+class InvoicesTx(Protocol):
+    """Incoming Lightning invoices and their status."""
+
+    async def insert_invoice(self, invoice: InvoiceRow) -> None:
+        """Store a new invoice; a payment hash seen before raises :class:`StoreError`."""
+
+    async def invoice(self, payment_hash: str) -> InvoiceRow | None: ...
+
+    async def open_invoices(self, now: float, limit: int) -> list[InvoiceRow]:
+        """At most ``limit`` open invoices not yet expired at ``now``, soonest expiry first."""
+
+    async def expired_open_invoices(self, now: float, limit: int) -> list[InvoiceRow]:
+        """At most ``limit`` open invoices whose expiry has passed, the longest expired first."""
+
+    async def count_open_invoices(self) -> int:
+        """How many invoices are open, expired or not."""
+
+    async def expired_invoices(self, before: float, limit: int) -> list[InvoiceRow]:
+        """At most ``limit`` invoices marked expired (never paid) whose expiry is before
+        ``before``, the longest expired first."""
+
+    async def delete_unpaid(self, invoice: InvoiceRow, root_key_id: str | None) -> None:
+        """Forget an expired, unpaid invoice: its row (only while still ``expired``), the
+        task it was for if that task is ``expired`` (with the task's events and deliveries),
+        and an L402 challenge's root key."""
+
+    async def set_invoice_status(
+        self, payment_hash: str, status: str, settled_at: float | None
+    ) -> bool:
+        """Move an open invoice to ``status``, or an expired one to ``settled`` (money that
+        arrived is never ignored). False, changing nothing, from any other status."""
+
+
+class OutboxTx(Protocol):
+    """The event outbox and its consumers' cursors."""
+
+    async def append_event(self, topic: str, key: str, payload: dict[str, Any], now: float) -> int:
+        """Append an event; its id is greater than every id before it."""
+
+    async def events_after(self, position: int, limit: int = 100) -> list[EventRow]:
+        """At most ``limit`` events with an id above ``position``, in id order."""
+
+    async def events_for(self, key: str) -> list[EventRow]:
+        """Every event about ``key``, in id order."""
+
+    async def last_event_id(self) -> int:
+        """The highest event id, 0 when there is none."""
+
+    async def cursor(self, consumer: str) -> int:
+        """Where ``consumer`` stopped reading, 0 for a new one."""
+
+    async def set_cursor(self, consumer: str, position: int) -> None: ...
+
+
+class DeliveriesTx(Protocol):
+    """Callbacks to send: one row per event and destination."""
+
+    async def insert_delivery(
+        self, event_id: int, task_id: str, destination: str, state: str, now: float
+    ) -> None:
+        """Queue a delivery (``state`` ``pending`` to be sent) with no attempts yet."""
+
+    async def pending_destinations(self, limit: int) -> list[str]:
+        """At most ``limit`` destinations with pending deliveries, the one waiting longest
+        first."""
+
+    async def pending_deliveries(self, destination: str, limit: int) -> list[DeliveryRow]:
+        """At most ``limit`` of the destination's pending deliveries, in the order queued."""
+
+    async def count_pending_deliveries(self, destination: str) -> int: ...
+
+    async def finish_delivery(
+        self, delivery_id: int, *, delivered: bool, attempts: int, error: str | None, now: float
+    ) -> None:
+        """Delivered: the row goes; given up: it stays as ``failed`` with its error and is no
+        longer pending."""
+
+
+class TasksTx(Protocol):
+    """Tasks: a state and a JSON document each."""
+
+    async def insert_task(self, task: TaskRow) -> None:
+        """Store a new task; an id seen before raises :class:`StoreError`."""
+
+    async def task(self, task_id: str) -> TaskRow | None: ...
+
+    async def update_task(
+        self,
+        task_id: str,
+        *,
+        state: str,
+        data: dict[str, Any],
+        expected_state: str,
+        now: float,
+    ) -> bool:
+        """Compare-and-set: write state, data and ``updated_at`` only if the task is in
+        ``expected_state``. False, changing nothing, otherwise."""
+
+    async def tasks_in_states(self, states: Sequence[str]) -> list[TaskRow]:
+        """Every task in one of ``states``, oldest first."""
+
+    async def tasks_updated_between(
+        self, since: float | None, until: float | None, states: Sequence[str]
+    ) -> list[TaskRow]:
+        """Tasks in ``states`` last changed in ``[since, until)`` (None: unbounded), in the
+        order they changed."""
+
+
+class BudgetsTx(Protocol):
+    """What each budget scope spent in each period."""
+
+    async def budget_usage(self, scope: str, period: str) -> tuple[int, int]:
+        """(spent msat, spent nano-USD) of ``scope`` in ``period``; (0, 0) if nothing yet."""
+
+    async def add_budget_usage(self, scope: str, period: str, msat: int, nusd: int) -> None:
+        """Add to (never replace) what ``scope`` spent in ``period``."""
+
+
+class TopupsTx(Protocol):
+    """Purchases of OpenRouter credits."""
+
+    async def insert_topup(self, topup: TopupRow) -> None:
+        """Store a new top-up; an id seen before raises :class:`StoreError`."""
+
+    async def update_topup(
+        self, topup_id: str, *, state: str, data: dict[str, Any], expected_state: str, now: float
+    ) -> bool:
+        """Compare-and-set on the state, as :meth:`TasksTx.update_task`."""
+
+    async def topups(
+        self, states: Sequence[str] | None = None, since: float | None = None
+    ) -> list[TopupRow]:
+        """Top-ups in ``states`` (None: all) created at or after ``since``, oldest first."""
+
+
+class PayoutsTx(Protocol):
+    """Outgoing payments (withdrawals)."""
+
+    async def insert_payout(self, payout: PayoutRow) -> bool:
+        """Insert a new payout; False, changing nothing, if one with this payment hash or
+        this ref exists already."""
+
+    async def payout(self, payment_hash: str) -> PayoutRow | None: ...
+
+    async def payouts_in_states(self, states: Sequence[str]) -> list[PayoutRow]:
+        """Every payout in one of ``states``, oldest first."""
+
+    async def update_payout(self, payout: PayoutRow, *, expected_state: str) -> bool:
+        """Write ``payout``'s state and outcome (updated_at, attempted_at, fee, preimage,
+        error) if it is still in ``expected_state``; False, changing nothing, otherwise."""
+
+
+class AuditTx(Protocol):
+    """The hash-chained audit trail (``billing/audit.py`` computes the hashes)."""
+
+    async def audit_tail(self) -> tuple[int, str] | None:
+        """(seq, hash) of the last audit entry, None when the trail is empty."""
+
+    async def insert_audit(
+        self, seq: int, at: float, kind: str, data: str, prev_hash: str, digest: str
+    ) -> None:
+        """Append an entry; a seq seen before raises :class:`StoreError`."""
+
+    async def audit_after(self, seq: int, limit: int) -> list[AuditRecord]:
+        """At most ``limit`` entries after ``seq``, in seq order."""
+
+
+class KeysTx(Protocol):
+    """API accounts, L402 root keys and small named values."""
+
+    async def insert_api_account(self, account_id: str, key_hash: str, now: float) -> None:
+        """Store an account by its key's hash; a used id or hash raises :class:`StoreError`."""
+
+    async def api_account_by_key_hash(self, key_hash: str) -> str | None: ...
+
+    async def put_root_key(self, id_hash: str, root_key: bytes, now: float) -> None:
+        """Store a root key; an id seen before raises :class:`StoreError` (never replaced)."""
+
+    async def root_key(self, id_hash: str) -> bytes | None: ...
+
+    async def get_value(self, key: str) -> str | None: ...
+
+    async def set_value(self, key: str, value: str) -> None:
+        """Set or replace the value."""
+
+
+class BenchTx(Protocol):
+    """Model benchmark results (``service/bench/``)."""
+
+    async def insert_bench_results(self, rows: Sequence[BenchRecord]) -> None:
+        """Store results; a (run_id, model, prompt_id) seen before raises :class:`StoreError`."""
+
+    async def bench_results(self, model: str) -> list[BenchRecord]:
+        """Every stored result for ``model``, oldest first (then by prompt id)."""
+
+
+class Tx(
+    LedgerTx,
+    InvoicesTx,
+    OutboxTx,
+    DeliveriesTx,
+    TasksTx,
+    BudgetsTx,
+    TopupsTx,
+    PayoutsTx,
+    AuditTx,
+    KeysTx,
+    BenchTx,
+    Protocol,
+):
+    """Every concept's verbs, inside one transaction (or one read snapshot)."""
+
+
+class Store(Protocol):
+    """A database: serialized write transactions and consistent read snapshots.
+
+    ``transaction()`` commits when its block ends and rolls everything back if it raises;
+    writers run one at a time, so a check followed by a write cannot interleave with another
+    writer. ``read()`` sees one consistent snapshot of committed data, never a writer's
+    uncommitted rows.
+    """
+
+    def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+    def read(self) -> AbstractAsyncContextManager[Tx]: ...
+    async def close(self) -> None: ...

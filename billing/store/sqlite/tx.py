@@ -1,0 +1,31 @@
+"""The SQLite transaction: every concept's mixin on one connection. Contract: ``Tx``."""
+
+from __future__ import annotations
+
+from .audit import SqliteAudit
+from .bench import SqliteBench
+from .budgets import SqliteBudgets
+from .deliveries import SqliteDeliveries
+from .invoices import SqliteInvoices
+from .keys import SqliteKeys
+from .ledger import SqliteLedger
+from .outbox import SqliteOutbox
+from .payouts import SqlitePayouts
+from .tasks import SqliteTasks
+from .topups import SqliteTopups
+
+
+class SqliteTx(
+    SqliteLedger,
+    SqliteInvoices,
+    SqliteOutbox,
+    SqliteDeliveries,
+    SqliteTasks,
+    SqliteBudgets,
+    SqliteTopups,
+    SqlitePayouts,
+    SqliteAudit,
+    SqliteKeys,
+    SqliteBench,
+):
+    """One transaction or read snapshot on SQLite."""
