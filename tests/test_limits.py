@@ -58,8 +58,8 @@ async def guarded(
 async def short_lived(
     lnbits: LnbitsServer, emulator: Emulator, tmp_path: Path
 ) -> AsyncIterator[Service]:
-    """satrouter whose invoices expire at once and whose unpaid state is kept for a second."""
-    async for service in _guarded(lnbits, emulator, tmp_path, 1):
+    """satrouter whose invoices expire in seconds and whose unpaid state is kept for one."""
+    async for service in _guarded(lnbits, emulator, tmp_path, 3):
         yield service
 
 
@@ -145,7 +145,7 @@ async def test_unpaid_tasks_and_challenges_expire_and_are_pruned(
                 "/v1/accounts/deposits", json={"amount_sat": 5}, headers=account["auth"]
             )
             assert deposit.status_code == 201
-        for _ in range(100):
+        for _ in range(300):
             if _count(database, "l402_root_keys") == 0 and _count(database, "tasks") == 0:
                 break
             await asyncio.sleep(0.1)

@@ -503,7 +503,7 @@ async def test_unpaid_invoices_expire_and_late_payments_become_credit(
     wallet, agent = lnbits.create_wallet("satrouter"), lnbits.create_wallet("agent")
     lnbits.fund(agent, 10_000)
     settings = service_settings(tmp_path, emulator, lnbits, wallet)
-    app = create_app(settings, engine_config=EngineConfig(invoice_expiry=2, sweep_interval=0.1))
+    app = create_app(settings, engine_config=EngineConfig(invoice_expiry=3, sweep_interval=0.1))
     runner, url = await serve(app)
     try:
         async with httpx.AsyncClient(base_url=url) as http:
