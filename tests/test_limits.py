@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -98,20 +100,28 @@ async def test_an_anonymous_flood_is_bounded_and_paying_agents_go_on(
         base_url=guarded.url, limits=httpx.Limits(max_connections=50), timeout=60
     ) as http:
         account = await guarded.funded_account(http, 50)
+        began = time.time()
         flood = await asyncio.gather(
             *(http.post("/v1/chat/completions", json=BODY) for _ in range(2000))
         )
+        ended = time.time()
         statuses = [r.status_code for r in flood]
-        # The default: 60 invoices a minute per address, the deposit above among them.
-        assert statuses.count(402) == 59
-        assert statuses.count(429) == 2000 - 59
+        # The default: 60 invoices a minute per address, the deposit above among them. The
+        # counter's windows are clock minutes; a flood that crosses into the next one is
+        # allowed that window's share of another 60 (a sliding window's weighting).
+        allowed = 59
+        if int(began // 60) != int(ended // 60):
+            allowed += math.ceil(60 * (ended % 60) / 60) + 1
+        challenged = statuses.count(402)
+        assert 59 <= challenged <= allowed, (challenged, began, ended)
+        assert statuses.count(429) == 2000 - challenged
         refused = next(r for r in flood if r.status_code == 429)
         assert refused.headers["Content-Type"].startswith("application/problem+json")
         assert refused.json()["type"].endswith("rate_limited")
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
-        # LNbits was asked for those invoices and no more: the deposit and 59 challenges.
-        assert await _lnbits_invoices(guarded) == 60
-        assert _count(database, "invoices") == 60
+        # LNbits was asked for those invoices and no more: the deposit and the challenges.
+        assert await _lnbits_invoices(guarded) == 1 + challenged
+        assert _count(database, "invoices") == 1 + challenged
         # A paying agent with a key is not held back by the flood from its address.
         paid = await http.post("/v1/chat/completions", json=BODY, headers=account["auth"])
         assert paid.status_code == 200, paid.text
@@ -127,8 +137,9 @@ async def test_an_anonymous_flood_is_bounded_and_paying_agents_go_on(
         auth = {**headers, "Authorization": f"L402 {problem['macaroon']}:{receipt['preimage']}"}
         served = await other.post("/v1/chat/completions", content=body, headers=auth)
         assert served.status_code == 200, served.text
-    assert _count(database, "invoices") == 61  # the deposit, 59 challenges, the paid one
-    assert _count(database, "l402_root_keys") == 60
+    # The deposit, the challenges and the paid one.
+    assert _count(database, "invoices") == 2 + challenged
+    assert _count(database, "l402_root_keys") == 1 + challenged
     assert (await guarded.check_ledger()).ok
 
 
