@@ -21,7 +21,7 @@ from service.demo.loopback import serve
 from service.emulator.app import EmulatorConfig
 from service.emulator.faults import Fault
 from service.http.keys import ENGINE, STORE
-from service.routing import privacy, privacy_evaluation
+from service.routing import privacy, privacy_evaluation, sensitive
 from service.routing.breaker import Breakers
 from service.routing.fallback import FallbackRunner
 from service.routing.privacy import Decision, Detector, PrivacyMode, decide, request_texts
@@ -134,7 +134,7 @@ async def test_with_consent_the_cloud_runs_with_zero_data_retention(service: Ser
 def test_a_run_too_long_to_check_counts_as_a_seed_phrase(monkeypatch: pytest.MonkeyPatch) -> None:
     wrong_checksum = "abandon " * 12
     assert Detector().kinds([wrong_checksum]) == set()
-    monkeypatch.setattr("service.routing.privacy.SEED_CHECKS", 0)
+    monkeypatch.setattr("service.routing.sensitive.SEED_CHECKS", 0)
     assert Detector().kinds([wrong_checksum]) == {"seed_phrase"}
     assert Detector().kinds(["abandon " * 11]) == set()  # too short to be one at all
 
@@ -220,7 +220,7 @@ def test_a_megabyte_of_distinct_card_numbers_is_scanned_in_linear_work() -> None
 def test_phone_checks_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     invalid = " ".join(f"+999 {n:08d}" for n in range(1500))  # no such country code
     assert Detector().kinds([invalid]) == set()
-    monkeypatch.setattr(privacy, "PHONE_CHECKS", 100)
+    monkeypatch.setattr(sensitive, "PHONE_CHECKS", 100)
     assert Detector().kinds([invalid]) == {"phone"}  # past the cap: treated as one
 
 
@@ -248,7 +248,7 @@ async def test_the_scan_gives_the_event_loop_back_while_it_runs() -> None:
     done.set()
     await running
     assert decision == Decision("send")
-    windows = 2**20 // privacy.WINDOW
+    windows = 2**20 // sensitive.WINDOW
     assert ticks > windows  # the loop ran between the scan's steps, many times
 
 
@@ -472,9 +472,9 @@ def test_corpus_numbers_are_valid() -> None:
     """Generated numbers pass the checks a real one would (the corpus is not graded on fakes)."""
     for item in privacy_evaluation.corpus():
         if item.kinds == {"payment_card"}:
-            assert any(privacy.is_card(m.group()) for m in privacy._CARD.finditer(item.text))
+            assert any(sensitive.is_card(m.group()) for m in sensitive._CARD.finditer(item.text))
         if item.kinds == {"iban"}:
-            assert any(stdnum_iban.is_valid(m.group()) for m in privacy._IBAN.finditer(item.text))
+            assert any(stdnum_iban.is_valid(m.group()) for m in sensitive._IBAN.finditer(item.text))
 
 
 async def test_a_megabyte_request_of_card_numbers_gets_its_answer(service: Service) -> None:
