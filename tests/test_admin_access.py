@@ -14,7 +14,7 @@ from service.app import create_app
 from service.config import Settings
 from service.demo.loopback import serve
 
-from .test_margins import _offline
+from .conftest import offline_settings
 
 ADMIN = [
     ("GET", "/admin/status"),
@@ -37,7 +37,7 @@ def test_an_empty_or_short_admin_token_is_refused(token: str) -> None:
 
 async def test_no_admin_token_means_the_routes_are_off(tmp_path: Path) -> None:
     runner, url = await serve(
-        create_app(_offline(tmp_path, database_url=f"sqlite:///{tmp_path}/a.db"))
+        create_app(offline_settings(tmp_path, database_url=f"sqlite:///{tmp_path}/a.db"))
     )
     try:
         async with httpx.AsyncClient(base_url=url) as http:
@@ -51,7 +51,7 @@ async def test_no_admin_token_means_the_routes_are_off(tmp_path: Path) -> None:
 
 
 async def test_an_empty_bearer_does_not_open_the_admin_routes(tmp_path: Path) -> None:
-    settings = _offline(
+    settings = offline_settings(
         tmp_path, database_url=f"sqlite:///{tmp_path}/a.db", admin_token="admin-secret-for-tests"
     )
     runner, url = await serve(create_app(settings))

@@ -12,7 +12,7 @@ import httpx
 from service.app import create_app
 from service.demo.loopback import serve
 
-from .test_margins import _offline
+from .conftest import offline_settings
 
 COMMON = {
     "X-Frame-Options": "DENY",
@@ -39,7 +39,7 @@ async def _raw(url: str, request: bytes) -> bytes:
 
 
 async def test_headers_on_the_dashboard_the_admin_api_and_errors(tmp_path: Path) -> None:
-    settings = _offline(
+    settings = offline_settings(
         tmp_path, database_url=f"sqlite:///{tmp_path}/h.db", admin_token="admin-secret-for-tests"
     )
     runner, url = await serve(create_app(settings))
