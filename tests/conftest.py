@@ -4,6 +4,7 @@ satrouter itself, in this process (`service`) or as its own `satrouter serve` pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -76,6 +77,21 @@ def offline_settings(tmp_path: Path, **overrides: str) -> Settings:
         metrics_port=0,
         **overrides,
     )
+
+
+@contextlib.asynccontextmanager
+async def offline_service(tmp_path: Path, **overrides: str) -> AsyncIterator[httpx.AsyncClient]:
+    """satrouter on loopback with :func:`offline_settings` and a fresh SQLite file, and a client
+    bound to it; stopped on leaving."""
+    settings = offline_settings(
+        tmp_path, **{"database_url": f"sqlite:///{tmp_path}/offline.db", **overrides}
+    )
+    runner, url = await serve(create_service(settings))
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            yield http
+    finally:
+        await runner.cleanup()
 
 
 @dataclass

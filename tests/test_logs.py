@@ -16,7 +16,6 @@ import pytest
 from aiohttp import web
 
 from service import logs
-from service.app import create_app
 from service.demo.loopback import serve
 from service.emulator.app import DEFAULT_API_KEY, DEFAULT_MANAGEMENT_KEY
 from service.http.keys import SETTINGS
@@ -27,7 +26,7 @@ from .conftest import (
     METRICS_AUTH,
     METRICS_TOKEN,
     Service,
-    offline_settings,
+    offline_service,
     task_until,
     until,
 )
@@ -173,17 +172,11 @@ async def test_a_paid_flow_at_debug_logs_ids_and_no_secret(
 async def test_request_ids_are_kept_when_sane_and_made_otherwise(
     tmp_path: Path, captured: io.StringIO
 ) -> None:
-    runner, url = await serve(
-        create_app(offline_settings(tmp_path, database_url=f"sqlite:///{tmp_path}/l.db"))
-    )
-    try:
-        async with httpx.AsyncClient(base_url=url) as http:
-            kept = await http.get("/healthz", headers={"X-Request-Id": "abc-123_x.y:z"})
-            made = await http.get("/healthz")
-            too_long = await http.get("/healthz", headers={"X-Request-Id": "a" * 129})
-            odd = await http.get("/nowhere", headers={"X-Request-Id": "<script>"})
-    finally:
-        await runner.cleanup()
+    async with offline_service(tmp_path) as http:
+        kept = await http.get("/healthz", headers={"X-Request-Id": "abc-123_x.y:z"})
+        made = await http.get("/healthz")
+        too_long = await http.get("/healthz", headers={"X-Request-Id": "a" * 129})
+        odd = await http.get("/nowhere", headers={"X-Request-Id": "<script>"})
     assert kept.headers["X-Request-Id"] == "abc-123_x.y:z"
     ids = [r.headers["X-Request-Id"] for r in (made, too_long, odd)]
     assert all(len(i) == 32 for i in ids)

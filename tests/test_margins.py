@@ -18,7 +18,7 @@ from billing.store import Store, TaskRow, open_store
 from service.app import create_app
 from service.demo.loopback import serve
 
-from .conftest import offline_settings
+from .conftest import offline_service, offline_settings
 
 NOW = time.time()
 
@@ -154,14 +154,7 @@ async def test_api_and_cli_show_the_same_numbers(
 
 
 async def test_admin_is_off_without_a_token(tmp_path: Path) -> None:
-    settings = offline_settings(tmp_path, database_url=f"sqlite:///{tmp_path}/x.db")
-    runner, url = await serve(create_app(settings))
-    try:
-        async with httpx.AsyncClient(base_url=url) as http:
-            response = await http.get(
-                "/admin/margins", headers={"Authorization": "Bearer anything"}
-            )
-    finally:
-        await runner.cleanup()
+    async with offline_service(tmp_path) as http:
+        response = await http.get("/admin/margins", headers={"Authorization": "Bearer anything"})
     assert response.status_code == 403
     assert response.json()["type"].endswith("admin_disabled")
