@@ -18,7 +18,7 @@ from typing import Any
 
 from benchmarks._report import machine, percentile, write_section
 from service.http.schemas import ChatRequest
-from service.routing import privacy
+from service.routing import privacy, sensitive
 from service.routing.privacy import Detector
 
 MIB = 2**20
@@ -58,7 +58,7 @@ def _chat(text: str) -> dict[str, Any]:
 
 
 def bodies() -> dict[str, dict[str, Any]]:
-    words = privacy._bip39()[0].wordlist
+    words = sensitive._bip39()[0].wordlist
     prose = (
         "The quarterly report shows revenue up 12 % on 2024-01-15, with 1,204 orders shipped "
         "from the warehouse at 10:30 and invoice INV-2024-000123 still open. "
@@ -142,9 +142,10 @@ async def run() -> str:
     return (
         "## Privacy scan: worst cases for a 1 MiB body\n\n"
         f"`make bench-privacy` ({machine()}; one process, nothing else on the loop but the "
-        f"watcher; steps of {privacy.WINDOW} characters, the loop given back every "
-        f"{privacy.SLICE_SECONDS * 1000:g} ms; phone checks capped at {privacy.PHONE_CHECKS}, "
-        f"seed checksum checks at {privacy.SEED_CHECKS}, past which the kind counts as found).\n\n"
+        f"watcher; steps of {sensitive.WINDOW} characters, the loop given back every "
+        f"{sensitive.SLICE_SECONDS * 1000:g} ms; phone checks capped at "
+        f"{sensitive.PHONE_CHECKS}, seed checksum checks at {sensitive.SEED_CHECKS}, past which "
+        "the kind counts as found).\n\n"
         + "\n".join(rows)
         + f"\n\nLoad average while it ran: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (the "
         "machine is shared, so wall-clock stalls include time the process was not scheduled). "

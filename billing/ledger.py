@@ -256,6 +256,20 @@ def _entry(
     return Entry(kind, key, tuple(p for p in legs if p is not None), ref=ref, memo=memo)
 
 
+def _transfer(
+    kind: str,
+    key: str,
+    ref: str | None,
+    amount: Msat | NanoUsd,
+    *,
+    dr: Account,
+    cr: Account,
+    memo: str | None = None,
+) -> Entry:
+    """``amount`` moved from ``cr`` to ``dr``: the two-leg entry most movements are."""
+    return _entry(kind, key, ref, debit(dr, amount), credit(cr, amount), memo=memo)
+
+
 def _credit_if(account: Account, amount: Msat | NanoUsd) -> Posting | None:
     return credit(account, amount) if amount.value > 0 else None
 
@@ -266,34 +280,27 @@ def _debit_if(account: Account, amount: Msat | NanoUsd) -> Posting | None:
 
 def deposit(agent_id: str, amount: Msat, payment_hash: str) -> Entry:
     """An agent's deposit invoice settled: the wallet grows, and so does what we owe the agent."""
-    return _entry(
+    return _transfer(
         "deposit",
         f"deposit:{payment_hash}",
         agent_id,
-        debit(LIGHTNING, amount),
-        credit(agent_account(agent_id), amount),
+        amount,
+        dr=LIGHTNING,
+        cr=agent_account(agent_id),
     )
 
 
 def invoice_paid_into_escrow(ref: str, amount: Msat, payment_hash: str) -> Entry:
     """A task's (or L402 token's) invoice settled: the payment is held in escrow for ``ref``."""
-    return _entry(
-        "escrow_paid",
-        f"paid:{payment_hash}",
-        ref,
-        debit(LIGHTNING, amount),
-        credit(escrow_account(ref), amount),
+    return _transfer(
+        "escrow_paid", f"paid:{payment_hash}", ref, amount, dr=LIGHTNING, cr=escrow_account(ref)
     )
 
 
 def reserve(agent_id: str, ref: str, amount: Msat) -> Entry:
     """Move an agent's maximum price into escrow before running its request."""
-    return _entry(
-        "reserve",
-        f"reserve:{ref}",
-        ref,
-        debit(agent_account(agent_id), amount),
-        credit(escrow_account(ref), amount),
+    return _transfer(
+        "reserve", f"reserve:{ref}", ref, amount, dr=agent_account(agent_id), cr=escrow_account(ref)
     )
 
 
@@ -339,23 +346,20 @@ def unbilled_call(ref: str, cost: NanoUsd, *, byok: NanoUsd = NanoUsd(0)) -> Ent
 
 def refund(ref: str, payer_id: str, held: Msat) -> Entry:
     """A task that could not run: everything held goes back to the payer's credit."""
-    return _entry(
-        "refund",
-        f"refund:{ref}",
-        ref,
-        debit(escrow_account(ref), held),
-        credit(agent_account(payer_id), held),
+    return _transfer(
+        "refund", f"refund:{ref}", ref, held, dr=escrow_account(ref), cr=agent_account(payer_id)
     )
 
 
 def withdrawal_reserve(agent_id: str, ref: str, amount: Msat, fee_limit: Msat) -> Entry:
     """Hold a withdrawal's amount and its maximum routing fee before paying out."""
-    return _entry(
+    return _transfer(
         "withdrawal_reserve",
         f"withdraw-reserve:{ref}",
         ref,
-        debit(agent_account(agent_id), amount + fee_limit),
-        credit(escrow_account(ref), amount + fee_limit),
+        amount + fee_limit,
+        dr=agent_account(agent_id),
+        cr=escrow_account(ref),
     )
 
 
@@ -377,35 +381,38 @@ def withdrawal_paid(agent_id: str, ref: str, amount: Msat, fee_limit: Msat, fee:
 
 
 def withdrawal_failed(agent_id: str, ref: str, amount: Msat, fee_limit: Msat) -> Entry:
-    return _entry(
+    return _transfer(
         "withdrawal_failed",
         f"withdraw-failed:{ref}",
         ref,
-        debit(escrow_account(ref), amount + fee_limit),
-        credit(agent_account(agent_id), amount + fee_limit),
+        amount + fee_limit,
+        dr=escrow_account(ref),
+        cr=agent_account(agent_id),
     )
 
 
 def credits_funded(amount: NanoUsd, key: str, memo: str | None = None) -> Entry:
     """The operator put dollars into OpenRouter credits from outside (an opening balance)."""
-    return _entry(
+    return _transfer(
         "credits_funded",
         f"funded:{key}",
         None,
-        debit(OPENROUTER_CREDITS, amount),
-        credit(OWNER_NUSD, amount),
+        amount,
+        dr=OPENROUTER_CREDITS,
+        cr=OWNER_NUSD,
         memo=memo,
     )
 
 
 def wallet_funded(amount: Msat, key: str, memo: str | None = None) -> Entry:
     """The operator's own sats in the wallet (an opening balance): the owner's, not an agent's."""
-    return _entry(
+    return _transfer(
         "wallet_funded",
         f"wallet-funded:{key}",
         None,
-        debit(LIGHTNING, amount),
-        credit(OWNER_MSAT, amount),
+        amount,
+        dr=LIGHTNING,
+        cr=OWNER_MSAT,
         memo=memo,
     )
 
@@ -437,10 +444,11 @@ def topup_confirmed(topup_id: str, amount: Msat, received: NanoUsd) -> Entry:
 
 def topup_expired(topup_id: str, amount: Msat) -> Entry:
     """Paid, but the credits never showed up by the deadline: written off for the operator."""
-    return _entry(
+    return _transfer(
         "topup_expired",
         f"topup-expired:{topup_id}",
         topup_id,
-        debit(TOPUP_LOSSES, amount),
-        credit(TOPUPS_PENDING, amount),
+        amount,
+        dr=TOPUP_LOSSES,
+        cr=TOPUPS_PENDING,
     )

@@ -27,16 +27,13 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, Protocol
-
-import aiohttp
+from typing import Any
 
 from . import ledger
 from .lightning import InvalidInvoice, LightningBackend, LightningError, PaymentState
@@ -45,6 +42,27 @@ from .money import Msat, NanoUsd, Rounding, nusd_to_msat
 from .rates import RateProvider, RateUnavailable
 from .runway import runway
 from .store import Store, TopupRow, Tx
+from .topup_executors import (
+    CommandExecutor,
+    Executor,
+    InvoiceUrlExecutor,
+    ManualExecutor,
+    TopupError,
+)
+
+__all__ = [
+    "OPEN",
+    "SPENT",
+    "CommandExecutor",
+    "Credits",
+    "Executor",
+    "InvoiceUrlExecutor",
+    "ManualExecutor",
+    "State",
+    "TopupController",
+    "TopupError",
+    "TopupPolicy",
+]
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +86,6 @@ OPEN = (State.PLANNED, State.AWAITING_OPERATOR, State.EXECUTING, State.PAID, Sta
 SPENT = (State.EXECUTING, State.PAID, State.CONFIRMED, State.RECONCILED, State.EXPIRED)
 
 
-class TopupError(Exception):
-    pass
-
-
 @dataclass(frozen=True, slots=True)
 class Credits:
     total: NanoUsd  # everything ever bought
@@ -93,85 +107,6 @@ class TopupPolicy:
     fee_limit_ppm: int = 10_000  # Lightning routing fee limit (1 %)
     received_at_least_ppm: int = 900_000  # a rise of 90 % of the dollars confirms it
     confirm_within: float = 86_400.0
-
-
-class Executor(Protocol):
-    name: str
-
-    async def invoice(self, topup: TopupRow) -> str | None:
-        """The BOLT11 invoice that buys this top-up's credits, or None (manual)."""
-
-
-class ManualExecutor:
-    name = "manual"
-
-    async def invoice(self, topup: TopupRow) -> str | None:
-        return None
-
-
-class CommandExecutor:
-    """Runs ``argv`` with the amount in its environment; its first output line is an invoice."""
-
-    name = "command"
-
-    def __init__(self, argv: Sequence[str], timeout: float = 120.0) -> None:
-        self._argv = list(argv)
-        self._timeout = timeout
-
-    async def invoice(self, topup: TopupRow) -> str | None:
-        env = {
-            **os.environ,
-            "SATROUTER_TOPUP_ID": topup.id,
-            "SATROUTER_TOPUP_SATS": str(topup.amount_msat // 1000),
-            "SATROUTER_TOPUP_USD": str(NanoUsd(topup.usd_nusd).to_usd()),
-        }
-        process = await asyncio.create_subprocess_exec(
-            *self._argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-        )
-        try:
-            out, err = await asyncio.wait_for(process.communicate(), self._timeout)
-        except TimeoutError:
-            process.kill()
-            raise TopupError("the top-up command timed out") from None
-        if process.returncode != 0:
-            raise TopupError(
-                f"the top-up command failed ({process.returncode}): "
-                f"{err.decode(errors='replace')[:200]}"
-            )
-        lines = out.decode(errors="replace").split()
-        if not lines:
-            raise TopupError("the top-up command printed no invoice")
-        return lines[0]
-
-
-class InvoiceUrlExecutor:
-    """GETs ``url?amount_sat=..&amount_usd=..&id=..`` for ``{"invoice": "lnbc..."}``."""
-
-    name = "lightning-invoice"
-
-    def __init__(self, session: aiohttp.ClientSession, url: str) -> None:
-        self._session = session
-        self._url = url
-
-    async def invoice(self, topup: TopupRow) -> str | None:
-        params = {
-            "amount_sat": str(topup.amount_msat // 1000),
-            "id": topup.id,
-            "amount_usd": str(NanoUsd(topup.usd_nusd).to_usd()),
-        }
-        try:
-            async with self._session.get(
-                self._url, params=params, timeout=aiohttp.ClientTimeout(total=30)
-            ) as response:
-                if response.status >= 300:
-                    raise TopupError(f"the invoice URL answered HTTP {response.status}")
-                body = await response.json(content_type=None)
-        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise TopupError(f"no invoice from the URL: {type(exc).__name__}") from None
-        invoice = body.get("invoice") if isinstance(body, dict) else None
-        if not isinstance(invoice, str):
-            raise TopupError("the invoice URL's answer has no invoice")
-        return invoice
 
 
 def _start_of(now: float, *, month: bool) -> float:

@@ -163,7 +163,7 @@ def _bench_models(args: argparse.Namespace) -> int:
 
     from billing.store import open_store
 
-    from .bench.models import load_suite, report, run
+    from .bench.models import NO_CHART, load_suite, report, run
     from .demo.loopback import serve
     from .emulator.app import DEFAULT_API_KEY, EmulatorConfig
     from .emulator.app import create_app as create_emulator
@@ -193,7 +193,10 @@ def _bench_models(args: argparse.Namespace) -> int:
                 await runner.cleanup()
         markdown, chart = report(summaries, suite, Path(args.out))
         print(markdown.read_text())
-        print(f"wrote {markdown} and {chart}")
+        if chart is None:
+            print(f"wrote {markdown}; {NO_CHART}")
+        else:
+            print(f"wrote {markdown} and {chart}")
         return 0
 
     return asyncio.run(main())

@@ -4,11 +4,12 @@ satrouter itself, in this process (`service`) or as its own `satrouter serve` pr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,61 @@ from service.tasks.engine import EngineConfig
 from service.upstream.openrouter import OpenRouterClient
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: The emulator catalog's cheapest chat model.
+CHEAP = "meta-llama/llama-3.1-8b-instruct"
+#: A short prompt whose reply the emulator makes 10 tokens long.
+HELLO = [{"role": "user", "content": "Hello there, agent! [[tokens=10]]"}]
+
+
+async def until(predicate: Callable[[], Awaitable[Any]], timeout: float = 20) -> Any:
+    """The first truthy value ``predicate`` returns, polled every 0.1 s; fails the test after
+    ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+async def task_until(http: httpx.AsyncClient, task: dict[str, Any], state: str) -> Any:
+    """The task's view once it reaches ``state`` (read with its task token)."""
+    auth = {"Authorization": f"Bearer {task['task_token']}"}
+
+    async def reached() -> dict[str, Any] | None:
+        body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
+        return body if body["status"] == state else None
+
+    return await until(reached)
+
+
+def offline_settings(tmp_path: Path, **overrides: str) -> Settings:
+    """Settings whose upstreams are unreachable: the admin API only reads the database."""
+    return Settings(
+        lnbits_url="http://127.0.0.1:9",
+        lnbits_invoice_key="unused",
+        btc_usd="100000",
+        openrouter_base_url="http://127.0.0.1:9/api/v1",
+        catalog_cache=tmp_path / "none.json",
+        metrics_port=0,
+        **overrides,
+    )
+
+
+@contextlib.asynccontextmanager
+async def offline_service(tmp_path: Path, **overrides: str) -> AsyncIterator[httpx.AsyncClient]:
+    """satrouter on loopback with :func:`offline_settings` and a fresh SQLite file, and a client
+    bound to it; stopped on leaving."""
+    settings = offline_settings(
+        tmp_path, **{"database_url": f"sqlite:///{tmp_path}/offline.db", **overrides}
+    )
+    runner, url = await serve(create_service(settings))
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            yield http
+    finally:
+        await runner.cleanup()
 
 
 @dataclass
@@ -84,6 +140,26 @@ async def client(emulator: Emulator) -> AsyncIterator[OpenRouterClient]:
         yield c
 
 
+#: Fixtures that start LNbits (directly or through ``lnbits``).
+LNBITS_FIXTURES = frozenset({"lnbits"})
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse to run a test that starts LNbits without the ``lnbits`` marker, so that
+    ``-m "not lnbits"`` skips every LNbits start. Runs before ``-m`` deselects anything."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if LNBITS_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("lnbits") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests use LNbits but lack the lnbits marker: " + ", ".join(unmarked)
+        )
+
+
 @pytest.fixture(scope="session")
 def lnbits() -> Iterator[LnbitsServer]:
     """A real LNbits server (FakeWallet) for the whole session."""
@@ -125,6 +201,17 @@ class Service:
                 return {**account, "auth": auth}
             await asyncio.sleep(0.05)
         raise AssertionError("the deposit was not credited")
+
+    async def agent_invoice(self, sats: int, memo: str = "withdraw") -> str:
+        """A BOLT11 invoice for ``sats`` to the agent's own wallet (for withdrawals)."""
+        response = await asyncio.to_thread(
+            httpx.post,
+            f"{self.lnbits.url}/api/v1/payments",
+            json={"out": False, "amount": sats, "memo": memo},
+            headers={"X-Api-Key": self.agent.inkey},
+        )
+        response.raise_for_status()
+        return str(response.json()["bolt11"])
 
     async def pay(self, bolt11: str) -> dict[str, Any]:
         response = await asyncio.to_thread(self.lnbits.pay, self.agent, bolt11)

@@ -6,15 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 from pydantic import ValidationError
 
-from service.app import create_app
 from service.config import Settings
-from service.demo.loopback import serve
 
-from .test_margins import _offline
+from .conftest import offline_service
 
 ADMIN = [
     ("GET", "/admin/status"),
@@ -36,34 +33,21 @@ def test_an_empty_or_short_admin_token_is_refused(token: str) -> None:
 
 
 async def test_no_admin_token_means_the_routes_are_off(tmp_path: Path) -> None:
-    runner, url = await serve(
-        create_app(_offline(tmp_path, database_url=f"sqlite:///{tmp_path}/a.db"))
-    )
-    try:
-        async with httpx.AsyncClient(base_url=url) as http:
-            for method, path in ADMIN:
-                for headers in EMPTY_CREDENTIALS:
-                    answer = await http.request(method, path, headers=headers)
-                    assert answer.status_code == 403, (path, headers)
-                    assert answer.headers["Content-Type"].startswith("application/problem+json")
-    finally:
-        await runner.cleanup()
+    async with offline_service(tmp_path) as http:
+        for method, path in ADMIN:
+            for headers in EMPTY_CREDENTIALS:
+                answer = await http.request(method, path, headers=headers)
+                assert answer.status_code == 403, (path, headers)
+                assert answer.headers["Content-Type"].startswith("application/problem+json")
 
 
 async def test_an_empty_bearer_does_not_open_the_admin_routes(tmp_path: Path) -> None:
-    settings = _offline(
-        tmp_path, database_url=f"sqlite:///{tmp_path}/a.db", admin_token="admin-secret-for-tests"
-    )
-    runner, url = await serve(create_app(settings))
-    try:
-        async with httpx.AsyncClient(base_url=url) as http:
-            for method, path in ADMIN:
-                for headers in EMPTY_CREDENTIALS:
-                    answer = await http.request(method, path, headers=headers)
-                    assert answer.status_code == 401, (path, headers)
-            ok = await http.get(
-                "/admin/topups", headers={"Authorization": "Bearer admin-secret-for-tests"}
-            )
-            assert ok.status_code == 200
-    finally:
-        await runner.cleanup()
+    async with offline_service(tmp_path, admin_token="admin-secret-for-tests") as http:
+        for method, path in ADMIN:
+            for headers in EMPTY_CREDENTIALS:
+                answer = await http.request(method, path, headers=headers)
+                assert answer.status_code == 401, (path, headers)
+        ok = await http.get(
+            "/admin/topups", headers={"Authorization": "Bearer admin-secret-for-tests"}
+        )
+        assert ok.status_code == 200

@@ -17,8 +17,7 @@ from billing import ledger
 from billing.store import open_store
 from billing.store.backup import BackupError, check
 
-from .conftest import Service
-from .test_pipeline import CHEAP, HELLO
+from .conftest import CHEAP, HELLO, Service
 
 pytestmark = pytest.mark.lnbits
 

@@ -23,8 +23,7 @@ from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
 from service.http.keys import ENGINE, STORE
 from service.tasks.engine import EngineConfig
 
-from .conftest import Service, start_emulator
-from .test_pipeline import CHEAP, HELLO, _task_until
+from .conftest import CHEAP, HELLO, Service, start_emulator, task_until
 
 NOON = 1_795_298_400.0  # 2026-11-21 22:00 UTC (07:00 on the 22nd in Tokyo)
 
@@ -155,6 +154,7 @@ async def test_hundreds_of_concurrent_calls_never_exceed_a_small_cap(tmp_path: P
     assert check.ok
 
 
+@pytest.mark.lnbits
 async def test_callers_max_price_and_an_invoice_paid_over_the_cap(service: Service) -> None:
     async with httpx.AsyncClient(base_url=service.url) as http:
         too_dear = await http.post(
@@ -166,7 +166,7 @@ async def test_callers_max_price_and_an_invoice_paid_over_the_cap(service: Servi
         engine = service.app[ENGINE]  # the cap arrives after the task was quoted...
         engine.config = EngineConfig(budgets=Budgets(global_daily=Cap(sats=Msat(1))))
         await service.pay(task["invoice"]["bolt11"])  # ...so the paid task must not run
-        done: Any = await _task_until(http, task, "refunded")
+        done: Any = await task_until(http, task, "refunded")
         assert "budget" in done["error"]
         auth = {"Authorization": f"Bearer {task['task_token']}"}
         me = (await http.get("/v1/accounts/me", headers=auth)).json()

@@ -17,8 +17,7 @@ from service.routing.policy import PolicyHolder, builtin, parse
 from service.upstream.catalog import Catalog
 from service.upstream.schemas import ChatCompletion
 
-from .conftest import Service
-from .test_pipeline import _task_until
+from .conftest import Service, task_until
 
 KNOWN = Catalog.from_response(load_catalog()).__contains__
 POLICY = builtin(KNOWN)
@@ -79,7 +78,7 @@ async def _cascade(service: Service, content: str, **extra: Any) -> tuple[dict[s
         assert created.status_code == 201, created.text
         task = created.json()
         await service.pay(task["invoice"]["bolt11"])
-        done: dict[str, Any] = await _task_until(http, task, "reconciled")
+        done: dict[str, Any] = await task_until(http, task, "reconciled")
     async with service.app[STORE].read() as tx:
         stored = await tx.task(task["id"])
     assert stored is not None
@@ -91,6 +90,7 @@ def _paid_for_every_call(stored: Any) -> None:
     assert stored.data["cost_nusd"] == int(inline * 10**9)
 
 
+@pytest.mark.lnbits
 async def test_a_good_draft_is_the_answer_and_the_rest_is_change(service: Service) -> None:
     done, stored = await _cascade(service, "Name a colour. [[tokens=5]]")
     report = done["cascade"]
@@ -108,6 +108,7 @@ async def test_a_good_draft_is_the_answer_and_the_rest_is_change(service: Servic
     assert (await service.check_ledger()).ok
 
 
+@pytest.mark.lnbits
 async def test_a_doubtful_draft_escalates_and_both_calls_are_paid(service: Service) -> None:
     done, stored = await _cascade(
         service, f"Name a colour. [[tokens=5]] [[confidence@{DRAFTER}=0.2]]"
@@ -128,6 +129,7 @@ async def test_a_doubtful_draft_escalates_and_both_calls_are_paid(service: Servi
     assert (await service.check_ledger()).ok
 
 
+@pytest.mark.lnbits
 async def test_json_that_is_not_json_escalates(service: Service) -> None:
     done, _ = await _cascade(service, f"Return JSON with a colour. [[reply@{DRAFTER}:blue]]")
     assert done["cascade"]["steps"][0]["check"]["reasons"] == ["not_json"]
@@ -140,6 +142,7 @@ def _with_judge(service: Service) -> None:
     service.app[ENGINE].routing = PolicyHolder(policy, None, KNOWN)
 
 
+@pytest.mark.lnbits
 async def test_the_judge_decides_and_its_call_is_paid(service: Service) -> None:
     _with_judge(service)
     rejected, stored = await _cascade(service, f"Name a colour. [[reply@{JUDGE}:No]]")
@@ -162,6 +165,7 @@ async def test_the_judge_decides_and_its_call_is_paid(service: Service) -> None:
     assert (await service.check_ledger()).ok
 
 
+@pytest.mark.lnbits
 async def test_cascade_over_chat_completions_streams_the_answer(service: Service) -> None:
     async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
         account = await service.funded_account(http, 2_000)
@@ -191,6 +195,7 @@ async def test_cascade_over_chat_completions_streams_the_answer(service: Service
     assert capped.json()["type"].endswith("over_max_price")
 
 
+@pytest.mark.lnbits
 async def test_a_policy_without_a_cascade_refuses_it(service: Service) -> None:
     text = resources.files("service.routing").joinpath("default_policy.toml").read_text()
     without = text[: text.index("[cascade]")] + text[text.index("[budget]") :]

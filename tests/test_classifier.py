@@ -111,6 +111,7 @@ CODE = [{"role": "user", "content": "Write a Python function that sorts a list. 
 GREETING = [{"role": "user", "content": "Hi! How are you? [[tokens=5]]"}]
 
 
+@pytest.mark.lnbits
 async def test_auto_routes_by_class_and_records_it(service: Service) -> None:
     async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
         account = await service.funded_account(http, 2_000)

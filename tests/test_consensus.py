@@ -6,13 +6,13 @@ from decimal import Decimal
 from typing import Any
 
 import httpx
+import pytest
 
 from service.emulator.faults import Fault
 from service.http.keys import ENGINE, STORE
 from service.routing.consensus import agree, decide
 
-from .conftest import Service
-from .test_pipeline import _task_until
+from .conftest import Service, task_until
 
 A, B, C = "meta-llama/llama-3.1-8b-instruct", "openai/gpt-4o-mini", "qwen/qwen-2.5-7b-instruct"
 
@@ -49,10 +49,11 @@ async def _run(service: Service, content: str, **consensus: Any) -> dict[str, An
         assert created.status_code == 201, created.text
         task = created.json()
         await service.pay(task["invoice"]["bolt11"])
-        done: dict[str, Any] = await _task_until(http, task, "reconciled")
+        done: dict[str, Any] = await task_until(http, task, "reconciled")
     return {**done, "quoted": task["price"]["total_msat"]}
 
 
+@pytest.mark.lnbits
 async def test_agreeing_models_and_the_price_of_three_calls(service: Service) -> None:
     done = await _run(service, "What is 6 x 7? [[reply:The answer is 42.]]")
     report = done["consensus"]
@@ -72,6 +73,7 @@ async def test_agreeing_models_and_the_price_of_three_calls(service: Service) ->
     assert (await service.check_ledger()).ok
 
 
+@pytest.mark.lnbits
 async def test_disagreement_is_flagged(service: Service) -> None:
     done = await _run(service, f"Is it safe? [[reply:Yes]] [[reply@{C}:No]]", threshold=0.9)
     report = done["consensus"]
@@ -80,6 +82,7 @@ async def test_disagreement_is_flagged(service: Service) -> None:
     assert report["flagged"] is True
 
 
+@pytest.mark.lnbits
 async def test_a_failing_model_leaves_the_others_to_agree(service: Service) -> None:
     service.emulator.state.faults.set(B, Fault(kind="bad_gateway"))
     done = await _run(service, "Capital of France? [[reply:Paris]]")
@@ -87,6 +90,7 @@ async def test_a_failing_model_leaves_the_others_to_agree(service: Service) -> N
     assert done["consensus"]["agreement"] == 1.0
 
 
+@pytest.mark.lnbits
 async def test_a_tier_lends_its_first_n_models(service: Service) -> None:
     done = await _run(
         service, "Capital of France? [[reply:Paris]]", models=None, tier="premium", n=2

@@ -12,8 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Service
-from .test_pipeline import CHEAP, HELLO, _task_until
+from .conftest import CHEAP, HELLO, Service, task_until
 
 pytestmark = pytest.mark.lnbits
 CHROMIUM = "/usr/bin/chromium"
@@ -45,7 +44,7 @@ async def test_dashboard_shows_what_the_api_says(service: Service) -> None:
         for model in (CHEAP, "openai/gpt-4o-mini"):
             task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": model})).json()
             await service.pay(task["invoice"]["bolt11"])
-            await _task_until(http, task, "reconciled")
+            await task_until(http, task, "reconciled")
         today = datetime.now(UTC).strftime("%Y-%m-%d")
         total = (
             await http.get(

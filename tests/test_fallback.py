@@ -13,8 +13,7 @@ from service.routing.breaker import Breakers, BreakerState
 from service.routing.fallback import AllModelsFailed, FallbackRunner
 from service.upstream.openrouter import OpenRouterClient
 
-from .conftest import METRICS_AUTH, Emulator, Service
-from .test_pipeline import HELLO, _task_until
+from .conftest import HELLO, METRICS_AUTH, Emulator, Service, task_until
 
 PRIMARY = "meta-llama/llama-3.1-8b-instruct"
 SECOND = "openai/gpt-4o-mini"
@@ -114,6 +113,7 @@ async def test_a_stream_that_fails_before_its_first_token_falls_back(
     assert runner.breakers.state(SECOND) is BreakerState.CLOSED
 
 
+@pytest.mark.lnbits
 async def test_paid_calls_fall_back_record_attempts_and_pay_for_what_ran(
     service: Service,
 ) -> None:
@@ -126,7 +126,7 @@ async def test_paid_calls_fall_back_record_attempts_and_pay_for_what_ran(
                 await http.post("/v1/tasks", json={"messages": HELLO, "models": [PRIMARY, SECOND]})
             ).json()
             await service.pay(task["invoice"]["bolt11"])
-            done.append(await _task_until(http, task, "reconciled"))
+            done.append(await task_until(http, task, "reconciled"))
         metrics = (await http.get("/metrics", headers=METRICS_AUTH)).text
     assert all(d["model"] == SECOND for d in done)
     async with service.app[STORE].read() as tx:
@@ -139,6 +139,7 @@ async def test_paid_calls_fall_back_record_attempts_and_pay_for_what_ran(
     assert (await service.check_ledger()).ok
 
 
+@pytest.mark.lnbits
 async def test_a_stream_failing_after_tokens_is_reported_honestly(service: Service) -> None:
     service.emulator.state.faults.set(PRIMARY, Fault(kind="error_chunk", after_tokens=3))
     async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
@@ -160,6 +161,7 @@ async def test_a_stream_failing_after_tokens_is_reported_honestly(service: Servi
     assert "error" in lines[-1]
 
 
+@pytest.mark.lnbits
 async def test_with_a_last_resort_a_tier_ends_on_the_local_model(service: Service) -> None:
     from importlib import resources
 
@@ -183,8 +185,8 @@ async def test_with_a_last_resort_a_tier_ends_on_the_local_model(service: Servic
         pinned = (await http.post("/v1/tasks", json={"messages": HELLO, "model": PRIMARY})).json()
         for task in (routed, pinned):
             await service.pay(task["invoice"]["bolt11"])
-        local = await _task_until(http, routed, "reconciled")
-        refunded = await _task_until(http, pinned, "refunded")
+        local = await task_until(http, routed, "reconciled")
+        refunded = await task_until(http, pinned, "refunded")
     assert local["model"] == "llama3.2:3b"
     assert local["charge_msat"] == 1000  # the fee alone: the local model costs nothing upstream
     assert local["provisional"] is False

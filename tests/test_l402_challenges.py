@@ -20,8 +20,7 @@ from billing.l402 import request_digest
 from billing.money import Msat
 from service.http.keys import L402
 
-from .conftest import Service
-from .test_pipeline import CHEAP
+from .conftest import CHEAP, Service
 
 pytestmark = pytest.mark.lnbits
 JSON = {"Content-Type": "application/json"}

@@ -21,8 +21,7 @@ import httpx
 import pytest
 from l402_requests import AsyncL402Client, PaymentFailedError, WalletBase
 
-from .conftest import Service
-from .test_pipeline import CHEAP
+from .conftest import CHEAP, Service
 
 pytestmark = pytest.mark.lnbits
 JS = Path(__file__).parent / "js"

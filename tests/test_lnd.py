@@ -23,9 +23,8 @@ from service.config import Settings
 from service.demo.loopback import serve
 from service.emulator.app import DEFAULT_API_KEY
 
-from .conftest import Emulator
+from .conftest import Emulator, task_until
 from .lnd_node import MACAROON, FakeLnd, lnd_settings, start_node
-from .test_pipeline import _task_until
 
 
 class MemoryIndex:
@@ -270,7 +269,7 @@ async def test_a_task_paid_over_lnd_runs_and_reconciles(
             assert task["status"] == "awaiting_payment"
             assert task["invoice"]["payment_hash"] in node.invoices
             node.settle(task["invoice"]["payment_hash"])
-            done = await _task_until(http, task, "reconciled")
+            done = await task_until(http, task, "reconciled")
             # The books match the node's channel balance (its opening sats are the owner's).
             status = (await http.get("/admin/status", headers=ADMIN)).json()
     finally:

@@ -16,14 +16,20 @@ import pytest
 from aiohttp import web
 
 from service import logs
-from service.app import create_app
 from service.demo.loopback import serve
 from service.emulator.app import DEFAULT_API_KEY, DEFAULT_MANAGEMENT_KEY
 from service.http.keys import SETTINGS
 
-from .conftest import METRICS_AUTH, METRICS_TOKEN, Service
-from .test_margins import _offline
-from .test_pipeline import CHEAP, HELLO, _task_until, _until
+from .conftest import (
+    CHEAP,
+    HELLO,
+    METRICS_AUTH,
+    METRICS_TOKEN,
+    Service,
+    offline_service,
+    task_until,
+    until,
+)
 
 ADMIN_TOKEN = "admin-secret-for-tests"
 
@@ -77,16 +83,11 @@ async def test_a_paid_flow_at_debug_logs_ids_and_no_secret(
             )
             assert chat.status_code == 200, chat.text
             assert chat.headers["X-Request-Id"] == "req-from-the-agent-1"
-            invoice = await asyncio.to_thread(
-                httpx.post,
-                f"{service.lnbits.url}/api/v1/payments",
-                json={"out": False, "amount": 100, "memo": "withdraw"},
-                headers={"X-Api-Key": service.agent.inkey},
-            )
+            invoice = await service.agent_invoice(100)
             withdrawal = await http.post(
                 "/v1/accounts/withdrawals",
                 headers=account["auth"],
-                json={"invoice": invoice.json()["bolt11"]},
+                json={"invoice": invoice},
             )
             assert withdrawal.status_code == 200, withdrawal.text
 
@@ -101,7 +102,7 @@ async def test_a_paid_flow_at_debug_logs_ids_and_no_secret(
             secrets["callback secret"] = task["callback_secret"]
             paid = await service.pay(task["invoice"]["bolt11"])
             secrets["task preimage"] = paid["preimage"]
-            await _task_until(http, task, "reconciled")
+            await task_until(http, task, "reconciled")
 
             # L402: the challenge, the payment, the paid retry.
             body = {"model": CHEAP, "messages": HELLO, "max_tokens": 20}
@@ -124,7 +125,7 @@ async def test_a_paid_flow_at_debug_logs_ids_and_no_secret(
             assert (
                 await http.get("/admin/status", headers={"Authorization": wrong})
             ).status_code == 401
-            await _until(lambda: asyncio.sleep(0, result=bool(received)), timeout=30)
+            await until(lambda: asyncio.sleep(0, result=bool(received)), timeout=30)
     finally:
         await runner.cleanup()
 
@@ -171,17 +172,11 @@ async def test_a_paid_flow_at_debug_logs_ids_and_no_secret(
 async def test_request_ids_are_kept_when_sane_and_made_otherwise(
     tmp_path: Path, captured: io.StringIO
 ) -> None:
-    runner, url = await serve(
-        create_app(_offline(tmp_path, database_url=f"sqlite:///{tmp_path}/l.db"))
-    )
-    try:
-        async with httpx.AsyncClient(base_url=url) as http:
-            kept = await http.get("/healthz", headers={"X-Request-Id": "abc-123_x.y:z"})
-            made = await http.get("/healthz")
-            too_long = await http.get("/healthz", headers={"X-Request-Id": "a" * 129})
-            odd = await http.get("/nowhere", headers={"X-Request-Id": "<script>"})
-    finally:
-        await runner.cleanup()
+    async with offline_service(tmp_path) as http:
+        kept = await http.get("/healthz", headers={"X-Request-Id": "abc-123_x.y:z"})
+        made = await http.get("/healthz")
+        too_long = await http.get("/healthz", headers={"X-Request-Id": "a" * 129})
+        odd = await http.get("/nowhere", headers={"X-Request-Id": "<script>"})
     assert kept.headers["X-Request-Id"] == "abc-123_x.y:z"
     ids = [r.headers["X-Request-Id"] for r in (made, too_long, odd)]
     assert all(len(i) == 32 for i in ids)

@@ -16,8 +16,9 @@ import pytest
 from billing.margins import margins, parse_since, to_csv, to_table
 from billing.store import Store, TaskRow, open_store
 from service.app import create_app
-from service.config import Settings
 from service.demo.loopback import serve
+
+from .conftest import offline_service, offline_settings
 
 NOW = time.time()
 
@@ -96,19 +97,6 @@ def test_since_accepts_dates_and_relative_times() -> None:
         parse_since("yesterday")
 
 
-def _offline(tmp_path: Path, **overrides: str) -> Settings:
-    """Settings whose upstreams are unreachable: the admin API only reads the database."""
-    return Settings(
-        lnbits_url="http://127.0.0.1:9",
-        lnbits_invoice_key="unused",
-        btc_usd="100000",
-        openrouter_base_url="http://127.0.0.1:9/api/v1",
-        catalog_cache=tmp_path / "none.json",
-        metrics_port=0,
-        **overrides,
-    )
-
-
 @pytest.fixture
 async def stored(tmp_path: Path) -> AsyncIterator[tuple[Store, Path]]:
     path = tmp_path / "margins.db"
@@ -124,7 +112,7 @@ async def test_api_and_cli_show_the_same_numbers(
     stored: tuple[Store, Path], tmp_path: Path
 ) -> None:
     _, path = stored
-    settings = _offline(
+    settings = offline_settings(
         tmp_path, database_url=f"sqlite:///{path}", admin_token="admin-secret-for-tests"
     )
     app = create_app(settings)
@@ -166,14 +154,7 @@ async def test_api_and_cli_show_the_same_numbers(
 
 
 async def test_admin_is_off_without_a_token(tmp_path: Path) -> None:
-    settings = _offline(tmp_path, database_url=f"sqlite:///{tmp_path}/x.db")
-    runner, url = await serve(create_app(settings))
-    try:
-        async with httpx.AsyncClient(base_url=url) as http:
-            response = await http.get(
-                "/admin/margins", headers={"Authorization": "Bearer anything"}
-            )
-    finally:
-        await runner.cleanup()
+    async with offline_service(tmp_path) as http:
+        response = await http.get("/admin/margins", headers={"Authorization": "Bearer anything"})
     assert response.status_code == 403
     assert response.json()["type"].endswith("admin_disabled")

@@ -13,12 +13,11 @@ from service.app import create_app
 from service.demo.loopback import serve
 from service.metrics import METRICS
 
-from .conftest import METRICS_AUTH, METRICS_TOKEN, Service
-from .test_margins import _offline
+from .conftest import METRICS_AUTH, METRICS_TOKEN, Service, offline_settings
 
 
 async def test_without_a_token_metrics_are_only_on_the_loopback_listener(tmp_path: Path) -> None:
-    app = create_app(_offline(tmp_path, database_url=f"sqlite:///{tmp_path}/m.db"))
+    app = create_app(offline_settings(tmp_path, database_url=f"sqlite:///{tmp_path}/m.db"))
     runner, url = await serve(app)
     try:
         async with httpx.AsyncClient() as http:

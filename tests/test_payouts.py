@@ -103,6 +103,7 @@ async def _entries(store: Store, ref: str) -> list[str]:
         return sorted(j.kind for j in await tx.journal_by_ref(ref))
 
 
+@pytest.mark.lnbits
 async def test_late_lnbits_answers_never_drain_the_wallet(proxied: MakeService) -> None:
     """The reproduced incident: each pay call's answer arrives after satrouter's timeout (the
     payment went through). Answering 502 and refunding paid out 2,700 sat of a 1,000 sat
@@ -128,6 +129,7 @@ async def test_late_lnbits_answers_never_drain_the_wallet(proxied: MakeService) 
     assert (await service.check_ledger()).ok
 
 
+@pytest.mark.lnbits
 async def test_a_held_payment_answers_202_pending_and_is_resolved_later(
     proxied: MakeService,
 ) -> None:
@@ -176,6 +178,7 @@ async def test_a_held_payment_answers_202_pending_and_is_resolved_later(
     assert (await service.check_ledger()).ok
 
 
+@pytest.mark.lnbits
 async def test_a_definitive_failure_refunds(proxied: MakeService) -> None:
     from .lnd_node import external_style_invoice
 
@@ -196,6 +199,7 @@ async def test_a_definitive_failure_refunds(proxied: MakeService) -> None:
     assert (await service.check_ledger()).ok
 
 
+@pytest.mark.lnbits
 async def test_a_withdrawal_to_satrouters_own_invoice_is_refused(proxied: MakeService) -> None:
     """Paying satrouter's own invoice from its own wallet debited the agent while the deposit
     (or another agent's task) it paid was never credited."""
@@ -340,6 +344,7 @@ async def test_refusals_move_nothing(lnd_payouts: tuple[FakeLnd, Payouts, Store]
     assert await _agent(store) == 1_000_000 - 10_000 - 1_000  # one payout, its real fee
 
 
+@pytest.mark.lnbits
 async def test_an_lnbits_payout_cannot_be_held_below_what_lnbits_may_spend(
     proxied: MakeService,
 ) -> None:
@@ -370,6 +375,7 @@ async def test_an_lnbits_payout_cannot_be_held_below_what_lnbits_may_spend(
 # -- SIGKILL during a withdrawal -------------------------------------------------------------
 
 
+@pytest.mark.lnbits
 async def test_sigkill_during_withdrawals_pays_or_refunds_once(
     service_process: tuple[ServiceProcess, Emulator, LnbitsServer, Wallet, Path],
 ) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,12 +23,19 @@ from service.emulator.faults import Fault
 from service.http.keys import ENGINE, STORE
 from service.tasks.engine import EngineConfig
 
-from .conftest import METRICS_AUTH, Service, service_settings, start_emulator
+from .conftest import (
+    CHEAP,
+    HELLO,
+    METRICS_AUTH,
+    Service,
+    service_settings,
+    start_emulator,
+    task_until,
+    until,
+)
 
 pytestmark = pytest.mark.lnbits
-CHEAP = "meta-llama/llama-3.1-8b-instruct"
 BACKUP = "openai/gpt-4o-mini"
-HELLO = [{"role": "user", "content": "Hello there, agent! [[tokens=10]]"}]
 #: OpenRouter's /generation total differs from the inline usage.cost here, so a charge made
 #: from the inline (provisional) cost fails these tests: the record is what counts.
 GENERATION_RATIO = Decimal("0.5")
@@ -40,27 +46,6 @@ def _generation_differs_from_inline(request: pytest.FixtureRequest) -> None:
     if "service" in request.fixturenames:
         service: Service = request.getfixturevalue("service")
         service.emulator.state.config.generation_cost_ratio = GENERATION_RATIO
-
-
-async def _until(predicate: Any, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")
-
-
-async def _task_until(http: httpx.AsyncClient, task: dict[str, Any], state: str) -> Any:
-    """The task's view once it reaches ``state`` (read with its task token)."""
-    auth = {"Authorization": f"Bearer {task['task_token']}"}
-
-    async def reached() -> dict[str, Any] | None:
-        body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
-        return body if body["status"] == state else None
-
-    return await _until(reached)
 
 
 async def test_task_paid_by_invoice_runs_reconciles_and_returns_change(service: Service) -> None:
@@ -74,7 +59,7 @@ async def test_task_paid_by_invoice_runs_reconciles_and_returns_change(service: 
         assert task["invoice"]["amount_msat"] == task["price"]["total_msat"]
         auth = {"Authorization": f"Bearer {task['task_token']}"}
         await service.pay(task["invoice"]["bolt11"])
-        done = await _task_until(http, task, "reconciled")
+        done = await task_until(http, task, "reconciled")
         assert done["result"]["choices"][0]["message"]["content"].startswith("Here is")
         assert done["charge_msat"] + done["change_msat"] == task["invoice"]["amount_msat"]
         assert done["provisional"] is False
@@ -130,7 +115,7 @@ async def test_task_paid_from_an_account_runs_at_once_and_once_per_key(service: 
         task = created[0].json()
         assert task["invoice"] is None and task["status"] in ("paid", "running", "completed")
         # The account reads it with its key; the task token works too.
-        done = await _task_until(http, task, "reconciled")
+        done = await task_until(http, task, "reconciled")
         mine = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
         assert mine["status"] == "reconciled" and mine["result"] == done["result"]
         assert done["result"]["choices"][0]["message"]["content"]
@@ -187,26 +172,21 @@ async def test_prepaid_account_with_the_openai_sdk(service: Service) -> None:
             me = (await http.get("/v1/accounts/me", headers=auth)).json()
             return int(me["balance_msat"])
 
-        balance = await _until(settled)
+        balance = await until(settled)
         assert 0 < balance < 500_000
         # Withdraw most of it to the agent's own invoice.
-        agent_invoice = await asyncio.to_thread(
-            httpx.post,
-            f"{service.lnbits.url}/api/v1/payments",
-            json={"out": False, "amount": 100, "memo": "withdraw"},
-            headers={"X-Api-Key": service.agent.inkey},
-        )
+        agent_invoice = await service.agent_invoice(100)
         withdrawal = await http.post(
             "/v1/accounts/withdrawals",
             headers=auth,
-            json={"invoice": agent_invoice.json()["bolt11"]},
+            json={"invoice": agent_invoice},
         )
         assert withdrawal.status_code == 200, withdrawal.text
         assert withdrawal.json()["amount_msat"] == 100_000
         repeat = await http.post(
             "/v1/accounts/withdrawals",
             headers=auth,
-            json={"invoice": agent_invoice.json()["bolt11"]},
+            json={"invoice": agent_invoice},
         )
         assert repeat.status_code == 409
         me = (await http.get("/v1/accounts/me", headers=auth)).json()
@@ -259,7 +239,7 @@ async def test_l402_challenge_pay_and_retry(service: Service) -> None:
             me = (await http.get("/v1/accounts/me", headers=token_auth)).json()
             return int(me["balance_msat"])
 
-        credit = await _until(change)
+        credit = await until(change)
         assert 0 < credit < problem["price"]["total_msat"]
         forged = await http.get(
             "/v1/accounts/me", headers={"Authorization": f"L402 {macaroon}:{'1' * 64}"}
@@ -284,13 +264,13 @@ async def test_an_l402_credentials_credit_pays_for_a_task(service: Service) -> N
         async def credit() -> int:
             return int((await http.get("/v1/accounts/me", headers=auth)).json()["balance_msat"])
 
-        before = await _until(credit)
+        before = await until(credit)
         created = await http.post(
             "/v1/tasks", json={"messages": HELLO, "model": CHEAP, "max_tokens": 50}, headers=auth
         )
         assert created.status_code == 201, created.text
         assert created.json()["invoice"] is None
-        done = await _task_until(http, created.json(), "reconciled")
+        done = await task_until(http, created.json(), "reconciled")
         assert await credit() == before - done["charge_msat"]
     assert (await service.check_ledger()).ok
 
@@ -303,7 +283,7 @@ async def test_every_model_failing_refunds_in_full(service: Service) -> None:
         ).json()
         auth = {"Authorization": f"Bearer {task['task_token']}"}
         await service.pay(task["invoice"]["bolt11"])
-        done = await _task_until(http, task, "refunded")
+        done = await task_until(http, task, "refunded")
         assert "BadGateway" in done["error"]
         me = (await http.get("/v1/accounts/me", headers=auth)).json()
         assert me["balance_msat"] == task["invoice"]["amount_msat"]
@@ -317,7 +297,7 @@ async def test_fallback_after_a_rate_limit_charges_the_model_that_ran(service: S
             await http.post("/v1/tasks", json={"messages": HELLO, "models": [CHEAP, BACKUP]})
         ).json()
         await service.pay(task["invoice"]["bolt11"])
-        done = await _task_until(http, task, "reconciled")
+        done = await task_until(http, task, "reconciled")
         assert done["model"] == BACKUP
         assert done["result"]["model"] == BACKUP
 
@@ -478,7 +458,7 @@ async def test_callbacks_are_signed_ordered_and_retried(service: Service) -> Non
             async def all_delivered() -> bool:
                 return any(json.loads(b)["type"] == "task.reconciled" for b, _ in received)
 
-            await _until(all_delivered, timeout=30)
+            await until(all_delivered, timeout=30)
     finally:
         await runner.cleanup()
     types = [json.loads(body)["type"] for body, _ in received]
@@ -514,7 +494,7 @@ async def test_unpaid_invoices_expire_and_late_payments_become_credit(
                 body = (await http.get(f"/v1/tasks/{task['id']}", headers=auth)).json()
                 return bool(body["status"] == "expired")
 
-            await _until(expired, timeout=10)
+            await until(expired, timeout=10)
             assert emulator.state.counters["completions"] == 0
         # Settling an expired task's invoice never runs it: the money becomes the payer's credit.
         engine = app[ENGINE]
@@ -542,7 +522,7 @@ async def test_reconciliation_falls_back_to_the_inline_cost_after_the_deadline(
     async with httpx.AsyncClient(base_url=service.url) as http:
         task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
         await service.pay(task["invoice"]["bolt11"])
-        done = await _task_until(http, task, "reconciled")
+        done = await task_until(http, task, "reconciled")
     assert done["provisional"] is True
     async with service.app[STORE].read() as tx:
         stored = await tx.task(task["id"])
@@ -580,7 +560,7 @@ async def test_metrics_count_requests_tasks_and_money(service: Service) -> None:
     async with httpx.AsyncClient(base_url=service.url) as http:
         task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
         await service.pay(task["invoice"]["bolt11"])
-        done = await _task_until(http, task, "reconciled")
+        done = await task_until(http, task, "reconciled")
         await http.post(
             "/v1/chat/completions", content=b"{nope", headers={"Content-Type": "application/json"}
         )
@@ -613,7 +593,7 @@ async def test_model_calls_are_audited_without_their_text(service: Service) -> N
     async with httpx.AsyncClient(base_url=service.url) as http:
         task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
         await service.pay(task["invoice"]["bolt11"])
-        await _task_until(http, task, "reconciled")
+        await task_until(http, task, "reconciled")
     store = service.app[STORE]
     entries = [e async for e in audit.entries(store)]
     calls = [e for e in entries if e.kind == "model_call"]
@@ -638,7 +618,7 @@ async def test_admin_status_shows_balance_runway_and_books(service: Service) -> 
     async with httpx.AsyncClient(base_url=service.url) as http:
         task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
         await service.pay(task["invoice"]["bolt11"])
-        await _task_until(http, task, "reconciled")
+        await task_until(http, task, "reconciled")
         status = (
             await http.get(
                 "/admin/status", headers={"Authorization": "Bearer admin-secret-for-tests"}

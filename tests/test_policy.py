@@ -23,8 +23,7 @@ from service.routing.policy import PolicyError, PolicyHolder, builtin, load, par
 from service.tasks.engine import EngineConfig
 from service.upstream.catalog import Catalog
 
-from .conftest import SHARED_DATA, Emulator, Service, ServiceProcess
-from .test_pipeline import HELLO, _task_until
+from .conftest import HELLO, SHARED_DATA, Emulator, Service, ServiceProcess, task_until
 
 CATALOG = Catalog.from_response(load_catalog())
 KNOWN = CATALOG.__contains__
@@ -182,6 +181,7 @@ def test_reload_keeps_the_old_policy_when_the_new_one_is_bad(tmp_path: Path) -> 
     assert "budget" in holder.reload().tiers
 
 
+@pytest.mark.lnbits
 async def test_tier_routed_tasks_record_their_tier_and_step_down(
     service: Service, tmp_path: Path
 ) -> None:
@@ -195,7 +195,7 @@ async def test_tier_routed_tasks_record_their_tier_and_step_down(
         assert unknown.json()["type"].endswith("unknown_tier")
         task = (await http.post("/v1/tasks", json={"messages": HELLO, "tier": "smart"})).json()
         await service.pay(task["invoice"]["bolt11"])
-        done = await _task_until(http, task, "reconciled")
+        done = await task_until(http, task, "reconciled")
         assert done["model"] == "openai/gpt-4o"
         # Most of the day's budget is gone: "smart" steps down to "cheap".
         engine.config = EngineConfig(budgets=Budgets(global_daily=Cap(usd=NanoUsd(10**9))))
@@ -305,7 +305,7 @@ async def test_serve_starts_and_serves_when_the_catalog_lost_shipped_models(
         assert task["tier"] == "standard", task
         paid = await asyncio.to_thread(lnbits.pay, agent, task["invoice"]["bolt11"])
         assert paid.status_code < 300, paid.text
-        done = await _task_until(http, task, "reconciled")
+        done = await task_until(http, task, "reconciled")
         assert done["result"]["model"] == "openai/gpt-4o-mini"
         # More retired while running: a reload (admin or SIGHUP) drops them too.
         _retire(emulator, "openai/gpt-4o-mini")

@@ -21,15 +21,14 @@ from service.demo.loopback import serve
 from service.emulator.app import EmulatorConfig
 from service.emulator.faults import Fault
 from service.http.keys import ENGINE, STORE
-from service.routing import privacy, privacy_evaluation
+from service.routing import privacy, privacy_evaluation, sensitive
 from service.routing.breaker import Breakers
 from service.routing.fallback import FallbackRunner
 from service.routing.privacy import Decision, Detector, PrivacyMode, decide, request_texts
 from service.tasks.engine import EngineConfig
 from service.upstream.openrouter import OpenRouterClient
 
-from .conftest import Service, service_settings, start_emulator
-from .test_pipeline import _task_until
+from .conftest import Service, service_settings, start_emulator, task_until
 
 SEED = "abandon " * 11 + "about"  # a valid BIP-39 mnemonic (checksum holds)
 
@@ -74,6 +73,7 @@ def _cloud_saw(service: Service, needle: str) -> bool:
     )
 
 
+@pytest.mark.lnbits
 async def test_sensitive_prompts_stay_local_and_cost_only_the_fee(service: Service) -> None:
     engine = service.app[ENGINE]
     async with httpx.AsyncClient(base_url=service.url) as http:
@@ -85,7 +85,7 @@ async def test_sensitive_prompts_stay_local_and_cost_only_the_fee(service: Servi
         assert task["model"] == "llama3.2:3b"
         assert task["price"]["total_msat"] == 1000  # the fee: local models cost nothing
         await service.pay(task["invoice"]["bolt11"])
-        done = await _task_until(http, task, "reconciled")
+        done = await task_until(http, task, "reconciled")
     assert done["charge_msat"] == 1000
     assert done["provisional"] is False
     async with service.app[STORE].read() as tx:
@@ -95,6 +95,7 @@ async def test_sensitive_prompts_stay_local_and_cost_only_the_fee(service: Servi
     assert not _cloud_saw(service, "jo@example.com")
 
 
+@pytest.mark.lnbits
 async def test_a_local_outage_never_falls_back_to_the_cloud(service: Service) -> None:
     engine = service.app[ENGINE]
     engine.local_runner = _local(service)
@@ -102,11 +103,12 @@ async def test_a_local_outage_never_falls_back_to_the_cloud(service: Service) ->
     async with httpx.AsyncClient(base_url=service.url) as http:
         task = (await http.post("/v1/tasks", json={"messages": PRIVATE})).json()
         await service.pay(task["invoice"]["bolt11"])
-        done = await _task_until(http, task, "refunded")
+        done = await task_until(http, task, "refunded")
     assert "BadGateway" in done["error"]
     assert not _cloud_saw(service, "jo@example.com")
 
 
+@pytest.mark.lnbits
 async def test_with_consent_the_cloud_runs_with_zero_data_retention(service: Service) -> None:
     async with httpx.AsyncClient(base_url=service.url) as http:
         task = (
@@ -120,7 +122,7 @@ async def test_with_consent_the_cloud_runs_with_zero_data_retention(service: Ser
             )
         ).json()
         await service.pay(task["invoice"]["bolt11"])
-        await _task_until(http, task, "reconciled")
+        await task_until(http, task, "reconciled")
     sent = [r["body"] for r in service.emulator.state.requests if r["path"].startswith("/api/")]
     provider = sent[-1]["provider"]
     assert (provider["data_collection"], provider["zdr"]) == ("deny", True)
@@ -134,7 +136,7 @@ async def test_with_consent_the_cloud_runs_with_zero_data_retention(service: Ser
 def test_a_run_too_long_to_check_counts_as_a_seed_phrase(monkeypatch: pytest.MonkeyPatch) -> None:
     wrong_checksum = "abandon " * 12
     assert Detector().kinds([wrong_checksum]) == set()
-    monkeypatch.setattr("service.routing.privacy.SEED_CHECKS", 0)
+    monkeypatch.setattr("service.routing.sensitive.SEED_CHECKS", 0)
     assert Detector().kinds([wrong_checksum]) == {"seed_phrase"}
     assert Detector().kinds(["abandon " * 11]) == set()  # too short to be one at all
 
@@ -220,7 +222,7 @@ def test_a_megabyte_of_distinct_card_numbers_is_scanned_in_linear_work() -> None
 def test_phone_checks_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
     invalid = " ".join(f"+999 {n:08d}" for n in range(1500))  # no such country code
     assert Detector().kinds([invalid]) == set()
-    monkeypatch.setattr(privacy, "PHONE_CHECKS", 100)
+    monkeypatch.setattr(sensitive, "PHONE_CHECKS", 100)
     assert Detector().kinds([invalid]) == {"phone"}  # past the cap: treated as one
 
 
@@ -248,7 +250,7 @@ async def test_the_scan_gives_the_event_loop_back_while_it_runs() -> None:
     done.set()
     await running
     assert decision == Decision("send")
-    windows = 2**20 // privacy.WINDOW
+    windows = 2**20 // sensitive.WINDOW
     assert ticks > windows  # the loop ran between the scan's steps, many times
 
 
@@ -306,6 +308,7 @@ def test_every_string_that_goes_upstream_is_collected() -> None:
     assert Detector().kinds(texts) == {"email", "iban", "api_key", "phone"}
 
 
+@pytest.mark.lnbits
 @pytest.mark.parametrize(
     ("where", "kinds"),
     [
@@ -392,6 +395,7 @@ async def _service_with(
         await emulator_runner.cleanup()
 
 
+@pytest.mark.lnbits
 async def test_mode_zdr_sends_sensitive_prompts_to_zero_retention_providers(
     lnbits: LnbitsServer, tmp_path: Path
 ) -> None:
@@ -416,6 +420,7 @@ async def test_mode_zdr_sends_sensitive_prompts_to_zero_retention_providers(
         assert provider == {"order": ["openai"], "data_collection": "deny", "zdr": True}
 
 
+@pytest.mark.lnbits
 async def test_mode_off_scans_nothing(lnbits: LnbitsServer, tmp_path: Path) -> None:
     async with (
         _service_with(lnbits, tmp_path, privacy_mode="off") as service,
@@ -427,6 +432,7 @@ async def test_mode_off_scans_nothing(lnbits: LnbitsServer, tmp_path: Path) -> N
         assert quote.status_code == 200, quote.text
 
 
+@pytest.mark.lnbits
 async def test_mode_refuse_refuses_even_with_a_local_endpoint(
     lnbits: LnbitsServer, tmp_path: Path
 ) -> None:
@@ -444,6 +450,7 @@ async def test_mode_refuse_refuses_even_with_a_local_endpoint(
         assert consented.status_code == 200
 
 
+@pytest.mark.lnbits
 async def test_with_a_local_endpoint_the_default_is_local(
     lnbits: LnbitsServer, tmp_path: Path
 ) -> None:
@@ -472,11 +479,12 @@ def test_corpus_numbers_are_valid() -> None:
     """Generated numbers pass the checks a real one would (the corpus is not graded on fakes)."""
     for item in privacy_evaluation.corpus():
         if item.kinds == {"payment_card"}:
-            assert any(privacy.is_card(m.group()) for m in privacy._CARD.finditer(item.text))
+            assert any(sensitive.is_card(m.group()) for m in sensitive._CARD.finditer(item.text))
         if item.kinds == {"iban"}:
-            assert any(stdnum_iban.is_valid(m.group()) for m in privacy._IBAN.finditer(item.text))
+            assert any(stdnum_iban.is_valid(m.group()) for m in sensitive._IBAN.finditer(item.text))
 
 
+@pytest.mark.lnbits
 async def test_a_megabyte_request_of_card_numbers_gets_its_answer(service: Service) -> None:
     """The 1 MiB body that held the event loop for 14 s: refused with its kind, like any other."""
     rng = random.Random(9)

@@ -4,9 +4,7 @@ emulator recording what reached it."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from decimal import Decimal
 from typing import Any
 
@@ -15,7 +13,7 @@ import pytest
 
 from service.http.keys import STORE
 
-from .conftest import Service
+from .conftest import Service, until
 
 pytestmark = pytest.mark.lnbits
 CHEAP = "meta-llama/llama-3.1-8b-instruct"  # $0.02/M prompt, $0.05/M completion, 16,384 max
@@ -88,7 +86,7 @@ async def test_a_tool_heavy_call_is_charged_within_its_quote(service: Service) -
                 task = await tx.task(task_id)
             return task if task is not None and task.state == "reconciled" else None
 
-        task = await _until(settled)
+        task = await until(settled)
     assert task.data["quote"]["prompt_tokens_max"] >= billed
     assert task.data["capped"] is False  # the operator paid nothing the agent did not
     assert (await service.check_ledger()).ok
@@ -205,7 +203,7 @@ async def test_agent_fields_reach_openrouter_unchanged_and_satrouters_never(
             sent = [r["body"] for r in service.emulator.state.requests]
             return sent if len(sent) == 2 else None
 
-        sent = await _until(two_calls)
+        sent = await until(two_calls)
     for upstream in sent:
         for key, value in params.items():
             assert upstream[key] == value, key
@@ -257,7 +255,7 @@ async def test_byok_calls_are_charged_for_the_providers_cost_too(service: Servic
                 row = await tx.task(task["id"])
             return row if row is not None and row.state == "reconciled" else None
 
-        row = await _until(reconciled)
+        row = await until(reconciled)
     record = next(iter(service.emulator.state.generations.values())).record
     assert record["is_byok"] is True
     fee, provider = record["total_cost"], record["upstream_inference_cost"]
@@ -268,13 +266,3 @@ async def test_byok_calls_are_charged_for_the_providers_cost_too(service: Servic
     # The charge is on both: its cost part is the whole cost at $100k/BTC (1,000 nUSD a msat).
     assert row.data["charge_msat"] - row.data["margin_msat"] == -(-row.data["cost_nusd"] // 1000)
     assert (await service.check_ledger()).ok
-
-
-async def _until(predicate: Any, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.1)
-    raise AssertionError("condition not reached in time")

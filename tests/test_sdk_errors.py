@@ -15,8 +15,7 @@ from billing.money import Msat
 from service.http.keys import ENGINE
 from service.tasks.engine import EngineConfig
 
-from .conftest import Service
-from .test_pipeline import CHEAP, HELLO
+from .conftest import CHEAP, HELLO, Service
 
 pytestmark = pytest.mark.lnbits
 ROUTE = "/v1/chat/completions"

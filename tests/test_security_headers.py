@@ -7,12 +7,7 @@ import asyncio
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import httpx
-
-from service.app import create_app
-from service.demo.loopback import serve
-
-from .test_margins import _offline
+from .conftest import offline_service
 
 COMMON = {
     "X-Frame-Options": "DENY",
@@ -39,27 +34,20 @@ async def _raw(url: str, request: bytes) -> bytes:
 
 
 async def test_headers_on_the_dashboard_the_admin_api_and_errors(tmp_path: Path) -> None:
-    settings = _offline(
-        tmp_path, database_url=f"sqlite:///{tmp_path}/h.db", admin_token="admin-secret-for-tests"
-    )
-    runner, url = await serve(create_app(settings))
-    try:
-        async with httpx.AsyncClient(base_url=url) as http:
-            page = await http.get("/admin/")
-            answers = {
-                "page": page,
-                "script": await http.get("/admin/dashboard.js"),
-                "style": await http.get("/admin/dashboard.css"),
-                "admin": await http.get(
-                    "/admin/topups", headers={"Authorization": "Bearer admin-secret-for-tests"}
-                ),
-                "refused": await http.get("/admin/status"),
-                "missing": await http.get("/nowhere"),
-                "health": await http.get("/healthz"),
-            }
-        unparseable = await _raw(url, b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n")
-    finally:
-        await runner.cleanup()
+    async with offline_service(tmp_path, admin_token="admin-secret-for-tests") as http:
+        page = await http.get("/admin/")
+        answers = {
+            "page": page,
+            "script": await http.get("/admin/dashboard.js"),
+            "style": await http.get("/admin/dashboard.css"),
+            "admin": await http.get(
+                "/admin/topups", headers={"Authorization": "Bearer admin-secret-for-tests"}
+            ),
+            "refused": await http.get("/admin/status"),
+            "missing": await http.get("/nowhere"),
+            "health": await http.get("/healthz"),
+        }
+        unparseable = await _raw(str(http.base_url), b"GET /\x00 HTTP/1.1\r\nHost: x\r\n\r\n")
     assert answers["script"].status_code == answers["style"].status_code == 200
     assert answers["script"].headers["Content-Type"].startswith("text/javascript")
     assert answers["style"].headers["Content-Type"].startswith("text/css")

@@ -9,8 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Service
-from .test_pipeline import _task_until
+from .conftest import Service, task_until
 
 pytestmark = pytest.mark.lnbits
 MODEL = "openai/gpt-4o-mini"
@@ -101,7 +100,7 @@ async def test_task_api_agent_gets_the_tool_call(service: Service) -> None:
         assert created.status_code == 201, created.text
         task = created.json()
         await service.pay(task["invoice"]["bolt11"])
-        done = await _task_until(http, task, "reconciled")
+        done = await task_until(http, task, "reconciled")
     choice = done["result"]["choices"][0]
     assert choice["finish_reason"] == "tool_calls"
     _valid_call(choice["message"]["tool_calls"][0])

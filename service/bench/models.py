@@ -6,7 +6,8 @@ and its cost is OpenRouter's ``/generation`` record (the inline cost when that d
 time). Results go to the database; each model is compared with its previous run, and a drop in
 score, or a rise in latency (beyond 100 ms of jitter) or cost by half, is flagged as a
 regression. The report is a Markdown
-table and a PNG chart of cost against score, the marker size showing latency.
+table and, with matplotlib installed (the ``charts`` extra), a PNG chart of cost against score,
+the marker size showing latency.
 """
 
 from __future__ import annotations
@@ -199,13 +200,15 @@ async def run(
     return summaries
 
 
-def report(summaries: Sequence[Summary], suite: dict[str, Any], out: Path) -> tuple[Path, Path]:
-    """Write ``bench-models.md`` and ``bench-models.png`` into ``out``."""
-    import matplotlib
+#: What ``satrouter bench-models`` says when it writes no chart.
+NO_CHART = "no chart: matplotlib is not installed (pip install 'satrouter[charts]')"
 
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
 
+def report(
+    summaries: Sequence[Summary], suite: dict[str, Any], out: Path
+) -> tuple[Path, Path | None]:
+    """Write ``bench-models.md`` into ``out``, and ``bench-models.png`` when matplotlib (the
+    ``charts`` extra) is installed; the chart's path is None without it."""
     out.mkdir(parents=True, exist_ok=True)
     lines = [
         f"# Model benchmark: {suite['name']} ({len(suite['prompts'])} prompts)",
@@ -220,8 +223,22 @@ def report(summaries: Sequence[Summary], suite: dict[str, Any], out: Path) -> tu
             f"{NanoUsd(s.cost_nusd).to_usd():.6f} | {s.errors} | "
             f"{'; '.join(s.regressions) or '-'} |"
         )
+    chart = _chart(summaries, suite, out / "bench-models.png")
     markdown = out / "bench-models.md"
-    markdown.write_text("\n".join(lines) + "\n\n![cost against score](bench-models.png)\n")
+    image = "\n![cost against score](bench-models.png)\n" if chart is not None else ""
+    markdown.write_text("\n".join(lines) + "\n" + image)
+    return markdown, chart
+
+
+def _chart(summaries: Sequence[Summary], suite: dict[str, Any], chart: Path) -> Path | None:
+    """Cost against score, the marker size showing latency; None without matplotlib."""
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
     figure, axes = plt.subplots(figsize=(7, 4.5))
     for s in summaries:
         cost = float(NanoUsd(s.cost_nusd).to_usd())
@@ -240,7 +257,6 @@ def report(summaries: Sequence[Summary], suite: dict[str, Any], out: Path) -> tu
     axes.set_ylim(-0.05, 1.05)
     axes.set_title(f"{suite['name']}: cost against score (marker size: latency)")
     figure.tight_layout()
-    chart = out / "bench-models.png"
     figure.savefig(chart, dpi=110)
     plt.close(figure)
-    return markdown, chart
+    return chart

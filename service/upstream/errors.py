@@ -99,47 +99,41 @@ class NotFound(UpstreamError):
     status = 404
 
 
-class RequestTimeout(UpstreamError):
+class _Transient(UpstreamError):
+    """A failure of the moment: worth retrying, and another model may serve meanwhile."""
+
+    default_retryable = True
+    default_fallback = True
+
+
+class RequestTimeout(_Transient):
     status = 408
-    default_retryable = True
-    default_fallback = True
 
 
-class RateLimited(UpstreamError):
+class RateLimited(_Transient):
     status = 429
-    default_retryable = True
-    default_fallback = True
 
 
-class BadGateway(UpstreamError):
+class BadGateway(_Transient):
     """The model is down or its provider answered badly."""
 
     status = 502
-    default_retryable = True
-    default_fallback = True
 
 
-class ServiceUnavailable(UpstreamError):
+class ServiceUnavailable(_Transient):
     """No provider meets the routing requirements right now."""
 
     status = 503
-    default_retryable = True
-    default_fallback = True
 
 
-class ServerError(UpstreamError):
+class ServerError(_Transient):
     """Any other 5xx."""
 
     status = 500
-    default_retryable = True
-    default_fallback = True
 
 
-class TransportError(UpstreamError):
+class TransportError(_Transient):
     """The upstream could not be reached, or the connection broke or timed out."""
-
-    default_retryable = True
-    default_fallback = True
 
 
 class StreamError(UpstreamError):
