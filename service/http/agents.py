@@ -57,7 +57,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def _priced(request: web.Request) -> tuple[TaskRequest, Priced]:
     task_request = parse(TaskRequest, await read_json(request))
-    priced = await request.app[ENGINE].price(task_request.chat(DEFAULT_MODEL))
+    priced = await request.app[ENGINE].quote(task_request.chat(DEFAULT_MODEL))
     return task_request, priced
 
 
@@ -105,8 +105,7 @@ async def _readable_task(request: web.Request) -> str:
     if secret is None:
         raise Problem(401, "credentials_required", "send Authorization: Bearer <task token>")
     payer = await payer_of(request.app[STORE], secret)
-    async with request.app[STORE].read() as tx:
-        task = await tx.task(task_id)
+    task = await request.app[ENGINE].task(task_id)
     if task is None or payer not in (task.id, task.data.get("payer")):
         raise Problem(404, "task_not_found", "no such task for these credentials")
     return task_id
@@ -115,8 +114,7 @@ async def _readable_task(request: web.Request) -> str:
 @routes.get("/v1/tasks/{task_id}")
 async def get_task(request: web.Request) -> web.Response:
     task_id = await _readable_task(request)
-    async with request.app[STORE].read() as tx:
-        task = await tx.task(task_id)
+    task = await request.app[ENGINE].task(task_id)
     assert task is not None
     return web.json_response(task_view(task).model_dump())
 
