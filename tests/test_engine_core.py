@@ -4,7 +4,6 @@ OpenRouter emulator) and driven through its use cases, as the HTTP edge drives i
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -25,6 +24,7 @@ from service.http.problems import problem_of
 from service.routing.policy import PolicyHolder, builtin
 from service.tasks.engine import Engine, EngineConfig
 from service.tasks.idempotency import Record, idem_scope
+from service.tasks.record import record_of
 from service.tasks.refusals import Refusal
 from service.tasks.requests import ChatRequest
 from service.tasks.states import State, move
@@ -103,20 +103,20 @@ async def _ledger_ok(store: Store) -> None:
 
 
 async def test_a_move_is_a_compare_and_set_with_one_event(core: Core) -> None:
-    now = time.time()
-    task = TaskRow("task_cas", State.PAID, "acct_x", {"payer": "acct_x"}, now, now)
+    task, _, _ = await core.engine.create_task(
+        _ask(), payer=None, caller="address:test", callback_url=None, idempotency_key=None
+    )
+    assert task.state == State.AWAITING_PAYMENT
     async with core.store.transaction() as tx:
-        await tx.insert_task(task)
-    async with core.store.transaction() as tx:
-        first = await move(tx, task, State.RUNNING, updates={"note": "first"})
-        second = await move(tx, task, State.RUNNING, updates={"note": "second"})
-    assert first is not None and first.state == State.RUNNING
+        first = await move(tx, task, State.EXPIRED, updates={"error": "first"})
+        second = await move(tx, task, State.EXPIRED, updates={"error": "second"})
+    assert first is not None and first.state == State.EXPIRED
     assert second is None  # moved by someone else from the state it expected
     async with core.store.read() as tx:
-        stored = await tx.task("task_cas")
-        events = await tx.events_for("task_cas")
-    assert stored is not None and stored.data["note"] == "first"
-    assert [e.payload["status"] for e in events] == ["running"]
+        stored = await tx.task(task.id)
+        events = await tx.events_for(task.id)
+    assert stored is not None and record_of(stored).error == "first"
+    assert [e.payload["status"] for e in events] == ["awaiting_payment", "expired"]
 
 
 def test_an_idempotency_record_reads_back_what_it_wrote() -> None:

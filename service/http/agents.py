@@ -12,6 +12,7 @@ from aiohttp import web
 from billing.money import NanoUsd, Rounding, nusd_to_msat
 
 from ..tasks.engine import TERMINAL, Priced, quote_data
+from ..tasks.record import record_of
 from . import sse
 from .auth import bearer, payer_of, require_payer
 from .keys import ENGINE, LIMITER, STORE
@@ -106,7 +107,7 @@ async def _readable_task(request: web.Request) -> str:
         raise Problem(401, "credentials_required", "send Authorization: Bearer <task token>")
     payer = await payer_of(request.app[STORE], secret)
     task = await request.app[ENGINE].task(task_id)
-    if task is None or payer not in (task.id, task.data.get("payer")):
+    if task is None or payer not in (task.id, record_of(task).payer):
         raise Problem(404, "task_not_found", "no such task for these credentials")
     return task_id
 

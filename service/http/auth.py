@@ -15,6 +15,7 @@ from aiohttp import web
 from billing.l402 import L402Error
 from billing.store import Store
 
+from ..tasks.record import record_of
 from .problems import Problem
 
 API_KEY_PREFIX = "sk-sat-"
@@ -44,7 +45,7 @@ async def payer_of(store: Store, secret: str) -> str:
         async with store.read() as tx:
             task = await tx.task(task_id)
         if task is not None and hmac.compare_digest(
-            str(task.data.get("token_hash", "")), key_hash(secret)
+            str(record_of(task).token_hash or ""), key_hash(secret)
         ):
             return task_id
     raise Problem(

@@ -29,6 +29,7 @@ from billing.store import TaskRow
 
 from ..tasks.engine import Chat, Engine, L402Payment
 from ..tasks.quotes import StoredQuote
+from ..tasks.record import record_of
 from ..tasks.refusals import Refusal
 from . import sse
 from .auth import l402_refusal, payer_of
@@ -87,12 +88,11 @@ async def _render(
         return await _stream(request, outcome.events, headers)
     if outcome.failed:
         detail = "every model failed; nothing was charged"
-        several = any(k in outcome.task.data["request"] for k in ("consensus", "cascade"))
-        if not stream or several:
+        if not stream or record_of(outcome.task).several:
             detail += f" ({outcome.error})"
         raise Problem(502, "upstream_failed", detail, headers=headers)
     assert outcome.answer is not None
-    upstream = outcome.task.data.get("upstream_seconds")
+    upstream = record_of(outcome.task).upstream_seconds
     if engine.metrics is not None and upstream is not None:
         engine.metrics.added_seconds.observe(max(0.0, time.perf_counter() - began - upstream))
     if stream:  # consensus and cascade answer once every call is in: one chunk
@@ -176,8 +176,9 @@ async def _l402(request: web.Request, engine: Engine, chat: ChatRequest, raw: by
 
 def _replay_paid(task: TaskRow) -> web.Response:
     """A repeat of a paid request: the same answer, nothing runs (409 while it still runs)."""
-    if task.data.get("result") is None:
+    result = record_of(task).result
+    if result is None:
         raise Problem(409, "l402_already_used", "this request was already run")
     return web.json_response(
-        task.data["result"], headers={"X-Satrouter-Task": task.id, "X-Satrouter-Replay": "true"}
+        result, headers={"X-Satrouter-Task": task.id, "X-Satrouter-Replay": "true"}
     )

@@ -11,6 +11,7 @@ from billing.budget import BudgetExceeded, Budgets
 from billing.money import Msat, NanoUsd
 from billing.store import TaskRow, Tx
 
+from .record import record_of
 from .refusals import Refusal
 
 
@@ -31,13 +32,14 @@ def over_budget(budgets: Budgets, exc: BudgetExceeded) -> Refusal:
 
 async def correct(tx: Tx, budgets: Budgets, task: TaskRow, charge: Msat, cost: NanoUsd) -> None:
     """Replace what the call counted against the budgets by what it really spent."""
-    was = task.data.get("budget")
+    record = record_of(task)
+    was = record.budget
     if not was:
         return
     await budget.correct(
         tx,
         budgets,
-        task.data["payer"],
+        record.payer,
         charge - Msat(was["charge_msat"]),
         cost - NanoUsd(was["cost_nusd"]),
         was["committed_at"],

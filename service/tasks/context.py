@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from billing.budget import Budgets
 from billing.l402 import L402Authority
@@ -24,7 +25,9 @@ from ..routing.policy import PolicyHolder
 from ..routing.privacy import PrivacyMode
 from ..upstream.catalog import CatalogCache
 from ..upstream.openrouter import OpenRouterClient
-from .callbacks import CallbackSender
+
+if TYPE_CHECKING:  # callbacks read task records, which need this module
+    from .callbacks import CallbackSender
 
 
 @dataclass(frozen=True, slots=True)

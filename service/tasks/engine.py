@@ -43,6 +43,7 @@ from .outcomes import Outcomes
 from .payments import Payments
 from .quotes import Priced, Quoter, quote_data
 from .reconciler import Reconciler
+from .record import record_of
 from .refusals import Refusal
 from .requests import ChatRequest
 from .routes import Router
@@ -85,7 +86,8 @@ class Chat:
 
     @property
     def error(self) -> str | None:
-        return self.task.data.get("error")
+        error: str | None = record_of(self.task).error
+        return error
 
 
 class Engine:
@@ -255,7 +257,7 @@ class Engine:
             tier=priced.tier,
             task_class=priced.task_class.name if priced.task_class else None,
         )
-        several = any(k in task.data["request"] for k in ("consensus", "cascade"))
+        several = record_of(task).several
         if stream and not several:
             events = await self._runner.stream(task)
             if events is None:

@@ -19,6 +19,7 @@ from .context import Context
 from .idempotency import Record, idem_scope
 from .payments import Payments
 from .quotes import Priced, Quoter, quote_data
+from .record import record_of
 from .refusals import Refusal
 from .requests import ChatRequest
 from .states import Hub, State, insert
@@ -73,7 +74,7 @@ class Intake:
         if payer and idempotency_key:  # a record from before keys were scoped this way
             legacy = Record(Record.legacy_key(payer, idempotency_key), "", seen)
             earlier = await self._replay(legacy, None)
-            if earlier is not None and earlier[0].data.get("payer") == payer:
+            if earlier is not None and record_of(earlier[0]).payer == payer:
                 return earlier
         task_id = "task_" + secrets.token_hex(12)
         token = (
@@ -126,9 +127,10 @@ class Intake:
             task = await tx.task(record.task_id)
         assert task is not None
         token = await self._derived_token(scope, task.id) if scope else None
-        if token is not None and token_hash(token) != task.data.get("token_hash"):
+        kept = record_of(task)
+        if token is not None and token_hash(token) != kept.token_hash:
             token = None
-        return task, token, task.data.get("callback_secret")
+        return task, token, kept.callback_secret
 
     async def _derived_token(self, scope: str, task_id: str) -> str:
         """The task token of a task made under an Idempotency-Key: a MAC of the key's scope
@@ -182,7 +184,7 @@ class Intake:
         async with ctx.store.transaction() as tx:
             if remember and (earlier := await idempotency.taken(tx, remember[0])):
                 return earlier
-            await insert(tx, task)
+            task = await insert(tx, task)
             await tx.insert_invoice(Payments.row(invoice, "task", task_id, now))
             if remember:
                 await tx.set_value(*remember)

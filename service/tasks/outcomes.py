@@ -20,8 +20,8 @@ from ..upstream.openrouter import ChatResult
 from ..upstream.schemas import Usage, plain
 from . import budgets
 from .context import Context
-from .quotes import StoredQuote
 from .reconciler import call_cost, ran_free
+from .record import record_of
 from .states import TERMINAL, Hub, State, move
 
 log = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ class Outcomes:
             answer = plain(result.raw)
         updates: dict[str, Any] = {
             # A prepaid caller already has its answer; tasks and L402 replays need it kept.
-            "result": answer if task.data["kind"] != "prepaid" else None,
+            "result": answer if record_of(task).kind != "prepaid" else None,
             "generation_id": generation_id or (result.generation_id if result else None),
             "model_used": model or (result.completion.model if result else None),
             "inline_cost_usd": str(usage.cost) if usage and usage.cost is not None else None,
@@ -117,9 +117,10 @@ class Outcomes:
         """A call that finished after its task was refunded (another process recovered it as
         interrupted): the agent keeps its refund, and what OpenRouter billed for the call is
         booked as the operator's cost, so the credits in the books still follow the world."""
-        if call.get("ran_locally") or ran_free(task.data):
+        record = record_of(task)
+        if call.get("ran_locally") or ran_free(record):
             return
-        quoted_max = Decimal(StoredQuote.load(task.data["quote"]).cost_max.value) / 10**9
+        quoted_max = Decimal(record.quote.cost_max.value) / 10**9
         cost_usd, byok_usd, _ = await call_cost(
             self._ctx,
             task.id,
@@ -152,9 +153,10 @@ class Outcomes:
             )
             assert failed is not None
             await self.audit_call(tx, task, "failed", error=error)
-            held = Msat(int(failed.data.get("held_msat", 0)))
+            record = record_of(failed)
+            held = Msat(record.held_msat or 0)
             if held:
-                await ledger.post(tx, ledger.refund(task.id, failed.data["payer"], held))
+                await ledger.post(tx, ledger.refund(task.id, record.payer, held))
             await budgets.correct(tx, self._ctx.config.budgets, task, Msat(0), NanoUsd(0))
             refunded = await move(
                 tx, failed, State.REFUNDED, event_fields={"refund_msat": held.value}
@@ -176,19 +178,20 @@ class Outcomes:
     ) -> None:
         """One audit entry per model call: who, what ran, tokens, outcome (no text unless
         the operator turned that on)."""
+        record = record_of(task)
         data: dict[str, Any] = {
             "task": task.id,
-            "agent": task.data.get("payer"),
-            "model": model or task.data["request"].get("model"),
+            "agent": record.payer,
+            "model": model or record.request.get("model"),
             "provider": result.completion.provider if result else None,
             "prompt_tokens": usage.prompt_tokens if usage else None,
             "completion_tokens": usage.completion_tokens if usage else None,
             "inline_cost_usd": str(usage.cost) if usage and usage.cost is not None else None,
-            "privacy": task.data.get("privacy", "not classified"),
+            "privacy": record.privacy if "privacy" in task.data else "not classified",
             "outcome": outcome,
             "error": error,
         }
         if self._ctx.config.audit_content:
-            data["messages"] = task.data["request"].get("messages")
+            data["messages"] = record.request.get("messages")
             data["completion"] = result.completion.text if result else None
         await audit.append(tx, "model_call", data, time.time())

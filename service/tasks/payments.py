@@ -20,7 +20,8 @@ from billing.store import InvoiceRow, TaskRow
 
 from . import budgets, idempotency
 from .context import Context
-from .quotes import Priced, StoredQuote, quote_data
+from .quotes import Priced, quote_data
+from .record import record_of
 from .refusals import Refusal
 from .states import Hub, State, insert, move
 
@@ -99,7 +100,7 @@ class Payments:
             async with ctx.store.transaction() as tx:
                 if remember and (earlier := await idempotency.taken(tx, remember[0])):
                     return earlier
-                await insert(tx, task)
+                task = await insert(tx, task)
                 await budget.commit(tx, ctx.config.budgets, payer, total, cost_max, now)
                 await ledger.post(tx, ledger.reserve(payer, task_id, total))
                 if remember:
@@ -152,7 +153,7 @@ class Payments:
                     await ledger.post(tx, ledger.refund(ref, ref, paid))
                 else:
                     now = time.time()
-                    quoted = StoredQuote.load(task.data["quote"])
+                    quoted = record_of(task).quote
                     try:
                         await budget.commit(
                             tx, ctx.config.budgets, ref, quoted.total, quoted.cost_max, now

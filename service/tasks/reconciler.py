@@ -7,7 +7,6 @@ import asyncio
 import logging
 import time
 from decimal import Decimal
-from typing import Any
 
 from billing import ledger
 from billing.money import Msat, NanoUsd, Rounding, nusd_to_msat
@@ -18,15 +17,15 @@ from ..upstream.errors import UpstreamError
 from ..upstream.openrouter import GenerationNotReady
 from . import budgets
 from .context import Context
-from .quotes import StoredQuote
+from .record import TaskRecord, record_of
 from .states import Hub, State, move
 
 log = logging.getLogger(__name__)
 
 
-def ran_free(data: dict[str, Any]) -> bool:
+def ran_free(record: TaskRecord) -> bool:
     """Local models cost nothing upstream."""
-    return bool(data.get("ran_locally")) or (data.get("privacy") or {}).get("decision") == "local"
+    return record.ran_locally or record.decision.local
 
 
 async def call_cost(
@@ -67,12 +66,13 @@ class Reconciler:
     async def reconcile(self, task: TaskRow) -> TaskRow | None:
         """Settle a completed task from OpenRouter's authoritative cost."""
         ctx = self._ctx
-        quoted = StoredQuote.load(task.data["quote"])
+        record = record_of(task)
+        quoted = record.quote
         quoted_max = Decimal(quoted.cost_max.value) / 10**9
         byok_usd = Decimal(0)
-        if ran_free(task.data):
+        if ran_free(record):
             cost_usd, provisional = Decimal(0), False
-        elif calls := task.data.get("calls"):  # consensus and cascade: every call's own cost
+        elif calls := record.calls:  # consensus and cascade: every call's own cost
             parts = await asyncio.gather(
                 *(
                     call_cost(
@@ -93,16 +93,16 @@ class Reconciler:
             cost_usd, byok_usd, provisional = await call_cost(
                 ctx,
                 task.id,
-                task.data.get("generation_id"),
-                task.data.get("inline_cost_usd"),
-                task.data.get("inline_byok_usd"),
+                record.generation_id,
+                record.inline_cost_usd,
+                record.inline_byok_usd,
                 quoted_max,
             )
         credits = NanoUsd.from_usd(cost_usd, Rounding.UP)
         byok = NanoUsd.from_usd(byok_usd, Rounding.UP)
         cost = credits + byok
         rate = quoted.rate
-        held = Msat(int(task.data["held_msat"]))
+        held = Msat(record.held_msat or 0)
         bill = charge(cost, paid=held, rate=rate, policy=ctx.policy)
         margin = bill.total - nusd_to_msat(cost, rate.usd_per_btc, Rounding.UP)
         updates = {
@@ -121,7 +121,7 @@ class Reconciler:
                 return None
             await ledger.post(
                 tx,
-                ledger.settle(task.id, task.data["payer"], held, bill.total, credits, byok=byok),
+                ledger.settle(task.id, record.payer, held, bill.total, credits, byok=byok),
             )
             await budgets.correct(tx, ctx.config.budgets, task, bill.total, cost)
             moved = await move(
@@ -134,11 +134,11 @@ class Reconciler:
         if moved is not None:
             self._hub.announce(moved)
             if ctx.metrics is not None:
-                model_used = str(task.data.get("model_used") or quoted.model)
+                model_used = str(record.model_used or quoted.model)
                 ctx.metrics.revenue_msat.labels(model_used).inc(bill.total.value)
                 ctx.metrics.cost_nusd.labels(model_used).inc(cost.value)
                 ctx.metrics.margin_msat.labels(model_used).inc(margin.value)
-                completed_at = task.data.get("completed_at")
+                completed_at = record.completed_at
                 if completed_at:
                     ctx.metrics.reconciliation_lag.observe(time.time() - completed_at)
         return moved

@@ -49,17 +49,6 @@ class Decision:
             data["classification"] = self.task_class.as_dict()
         return data
 
-    @classmethod
-    def of_record(cls, data: dict[str, Any]) -> Decision:
-        """The decision a task's record keeps (its class by name only: the runner needs no
-        more of it)."""
-        return cls(
-            data.get("tier"),
-            data.get("privacy"),
-            None,
-            tuple(data.get("last_resort") or ()),
-        )
-
 
 class Router:
     def __init__(self, ctx: Context) -> None:

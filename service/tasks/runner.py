@@ -22,7 +22,7 @@ from ..upstream.openrouter import ChatResult
 from ..upstream.schemas import plain
 from .context import Context
 from .outcomes import Outcomes, call_record
-from .routes import Decision
+from .record import record_of
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,10 @@ class Runner:
     async def run(self, task: TaskRow) -> Ran:
         """Run a ``running`` task's call whole and record the outcome."""
         hooks = self._ctx.hooks
-        if task.data.get("kind") == "invoice" and hooks.dispatched is not None:
+        record = record_of(task)
+        if record.kind == "invoice" and hooks.dispatched is not None:
             hooks.dispatched(task.id)
-        request = task.data["request"]
+        request = record.request
         if request.get("consensus"):
             return await self._consensus(task)
         if request.get("cascade"):
@@ -125,7 +126,7 @@ class Runner:
 
     async def _consensus(self, task: TaskRow) -> Ran:
         """Every model at once; the majority answer, with the agreement, is the result."""
-        outcome = await consensus.run(self._ctx.runner, task.data["request"]["consensus"])
+        outcome = await consensus.run(self._ctx.runner, record_of(task).request["consensus"])
         return await self._several(
             task,
             "consensus",
@@ -138,7 +139,7 @@ class Runner:
 
     async def _cascade(self, task: TaskRow) -> Ran:
         """Draft, check, escalate (see :mod:`service.routing.cascade`)."""
-        outcome = await cascade.run(self._runner_for(task), task.data["request"]["cascade"])
+        outcome = await cascade.run(self._runner_for(task), record_of(task).request["cascade"])
         return await self._several(
             task,
             "cascade",
@@ -184,9 +185,9 @@ class Runner:
         another model may cure and the task has a last resort, once more on the local models.
         Returns the outcome (its attempts include the cloud's) and whether it ran locally."""
         try:
-            return await run(self._runner_for(task), task.data["request"]), False
+            return await run(self._runner_for(task), record_of(task).request), False
         except AllModelsFailed as exc:
-            chain = Decision.of_record(task.data).last_resort
+            chain = record_of(task).last_resort
             last = exc.last
             curable = last is None or last.retryable or last.fallback_ok
             local = self._ctx.local_runner
@@ -194,7 +195,7 @@ class Runner:
                 raise
             log.info("%s: every cloud model failed; trying the local last resort", task.id)
             request = {
-                **{k: v for k, v in task.data["request"].items() if k != "provider"},
+                **{k: v for k, v in record_of(task).request.items() if k != "provider"},
                 "model": chain[0],
                 "models": list(chain),
             }
@@ -208,7 +209,7 @@ class Runner:
 
     def _runner_for(self, task: TaskRow) -> FallbackRunner:
         """The local endpoint for a prompt that must stay local; OpenRouter otherwise."""
-        if Decision.of_record(task.data).local:
+        if record_of(task).decision.local:
             assert self._ctx.local_runner is not None, "routed locally without a local endpoint"
             return self._ctx.local_runner
         return self._ctx.runner

@@ -15,11 +15,13 @@ import contextlib
 import enum
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from typing import Any
 
 from billing.store import TaskRow, Tx
 
 from .context import Context
+from .record import CallbackTarget, record_of
 from .refusals import Refusal
 
 
@@ -57,7 +59,7 @@ async def move(
 ) -> TaskRow | None:
     """Compare-and-set ``task`` from its state to ``to``; None if someone moved it first."""
     now = time.time()
-    data = {**task.data, **(updates or {})}
+    data = record_of(task).updated(updates or {}).dump()
     if not await tx.update_task(task.id, state=to, data=data, expected_state=task.state, now=now):
         return None
     await tx.append_event(
@@ -66,12 +68,15 @@ async def move(
     return TaskRow(task.id, to, task.agent, data, task.created_at, now)
 
 
-async def insert(tx: Tx, task: TaskRow) -> None:
-    """A new task in its first state, with its event."""
-    await tx.insert_task(task)
+async def insert(tx: Tx, task: TaskRow) -> TaskRow:
+    """A new task in its first state, with its event; the task as stored."""
+    stored = replace(task, data=record_of(task).dump())
+    await tx.insert_task(stored)
+    state = State(task.state)
     await tx.append_event(
-        f"task.{task.state}", task.id, event(task.id, State(task.state), task.data), task.created_at
+        f"task.{state}", task.id, event(task.id, state, stored.data), task.created_at
     )
+    return stored
 
 
 class Hub:
@@ -88,7 +93,7 @@ class Hub:
             self.work(task)
         if self._ctx.metrics is not None:
             self._ctx.metrics.tasks.labels(task.state).inc()
-        if self._ctx.callbacks is not None and task.data.get("callback_url"):
+        if self._ctx.callbacks is not None and CallbackTarget.of(task).url:
             self._ctx.callbacks.wake.set()
         for queue in self._listeners.get(task.id, ()):
             queue.put_nowait({"status": task.state, "at": task.updated_at})
