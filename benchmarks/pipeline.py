@@ -18,6 +18,7 @@ import asyncio
 import json
 import resource
 import tempfile
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +34,8 @@ from service.config import Settings
 from service.demo.lnbits import LnbitsServer
 from service.demo.loopback import serve
 from service.emulator.app import DEFAULT_API_KEY
-from service.http.keys import ENGINE, STORE
-from service.tasks.engine import EngineConfig
+from service.http.keys import STORE
+from service.tasks.engine import EngineConfig, Hooks
 from tests.lnd_node import MACAROON, lnd_settings, start_node
 
 MESSAGES = [{"role": "user", "content": "Say something short. [[tokens=16]]"}]
@@ -87,15 +88,33 @@ class Dispatch:
         )
 
 
+class Stamps:
+    """When each payment's push arrived and each task's upstream call started (the engine's
+    metrics hooks, attached when the app is built)."""
+
+    def __init__(self) -> None:
+        self.pushed: dict[str, float] = {}
+        self.dispatched: dict[str, float] = {}
+
+    def hooks(self) -> Hooks:
+        return Hooks(pushed=self._pushed, dispatched=self._dispatched)
+
+    def _pushed(self, payment_hash: str) -> None:
+        self.pushed.setdefault(payment_hash, time.time())
+
+    def _dispatched(self, task_id: str) -> None:
+        self.dispatched[task_id] = time.time()
+
+
 async def settlement_to_dispatch(
     http: aiohttp.ClientSession,
     app: web.Application,
     url: str,
     pay: Callable[[dict[str, Any]], Awaitable[None]],
+    stamps: Stamps,
     tasks: int = 50,
 ) -> Dispatch:
     """Create ``tasks`` tasks, pay each, and time each from its push to its upstream call."""
-    engine = app[ENGINE]
     hashes: dict[str, str] = {}
     for _ in range(tasks):
         async with http.post(url + "/v1/tasks", json={"messages": MESSAGES, "max_tokens": 16}) as r:
@@ -104,7 +123,7 @@ async def settlement_to_dispatch(
         hashes[task["id"]] = task["invoice"]["payment_hash"]
         await asyncio.sleep(0.05)
     for _ in range(100):
-        if all(t in engine.dispatched for t in hashes):
+        if all(t in stamps.dispatched for t in hashes):
             break
         await asyncio.sleep(0.1)
     paid: dict[str, float] = {}
@@ -113,7 +132,7 @@ async def settlement_to_dispatch(
             row = await tx.task(task_id)
             if row is not None and row.data.get("paid_at"):
                 paid[task_id] = row.data["paid_at"]
-    pushed, dispatched = engine.pushed, engine.dispatched
+    pushed, dispatched = stamps.pushed, stamps.dispatched
     done = [(t, h) for t, h in hashes.items() if t in dispatched and t in paid and h in pushed]
     return Dispatch(
         [(dispatched[t] - pushed[h]) * 1e3 for t, h in done],
@@ -136,14 +155,17 @@ async def _on_lnd(http: aiohttp.ClientSession, emulator: str, workdir: Path) -> 
         limit_invoices_total="off",
         metrics_port=None,
     )
-    app = create_app(settings, engine_config=EngineConfig(generation_deadline=5))
+    stamps = Stamps()
+    app = create_app(
+        settings, engine_config=EngineConfig(generation_deadline=5), engine_hooks=stamps.hooks()
+    )
     runner, url = await serve(app, access_log=None)
 
     async def settle(task: dict[str, Any]) -> None:
         node.settle(task["invoice"]["payment_hash"])
 
     try:
-        return await settlement_to_dispatch(http, app, url, settle)
+        return await settlement_to_dispatch(http, app, url, settle, stamps)
     finally:
         await runner.cleanup()
         await node.server.stop(None)
@@ -173,7 +195,12 @@ async def run(emulator: str, seconds: float) -> str:
             limit_invoices_per_address="off",
             limit_invoices_total="off",
         )
-        app = create_app(settings, engine_config=EngineConfig(generation_deadline=5))
+        stamps = Stamps()
+        app = create_app(
+            settings,
+            engine_config=EngineConfig(generation_deadline=5),
+            engine_hooks=stamps.hooks(),
+        )
         runner, service = await serve(app, access_log=None)
         runners.append(runner)
         runner, floor = await serve(raw_proxy(emulator + "/api/v1"))
@@ -264,7 +291,7 @@ async def run(emulator: str, seconds: float) -> str:
             async def lnbits_pays(task: dict[str, Any]) -> None:
                 await asyncio.to_thread(lnbits.pay, agent, task["invoice"]["bolt11"])
 
-            on_lnbits = await settlement_to_dispatch(http, app, service, lnbits_pays)
+            on_lnbits = await settlement_to_dispatch(http, app, service, lnbits_pays, stamps)
             on_lnd = await _on_lnd(http, emulator, workdir)
     finally:
         for runner in reversed(runners):

@@ -5,6 +5,10 @@ in nano-USD and the BTC/USD rate of its quote) and counted with the failed and r
 Cost in msat is the nano-USD cost at each task's own rate, rounded up (the operator's side).
 Amounts reconciled from the inline ``usage.cost`` because ``/generation`` never answered are
 *provisional* and reported apart from the final ones.
+
+Of a task's stored record (any version; ``service/tasks/record.py`` keeps these names) only
+this subset is read: ``charge_msat``, ``cost_nusd``, ``quote.btc_usd``, ``quote.model``,
+``model_used``, ``payer``, ``task_class``, ``tier``, ``provisional``, ``reconciled_at``.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ from .routing.policy import load as policy_load
 from .routing.privacy import PrivacyMode
 from .tasks.callbacks import CallbackSender
 from .tasks.destinations import PublicResolver
-from .tasks.engine import Engine, EngineConfig
+from .tasks.engine import Engine, EngineConfig, Hooks
 from .upstream.catalog import CatalogCache, CatalogUnavailable
 from .upstream.openrouter import OpenRouterClient
 
@@ -225,6 +225,7 @@ def create_app(
     lightning: LightningBackend | None = None,
     rates: RateProvider | None = None,
     engine_config: EngineConfig | None = None,
+    engine_hooks: Hooks | None = None,
 ) -> web.Application:
     quiet_unparseable_requests()
     metrics = Metrics()
@@ -305,6 +306,17 @@ def create_app(
                     )
                 )
             )
+            routing = await _policy(settings, catalog)
+            local = (
+                OpenRouterClient(
+                    base_url=settings.local_url,
+                    session=session,
+                    timeout=settings.openrouter_timeout,
+                )
+                if settings.local_url
+                else None
+            )
+            authority = L402Authority(store)
             engine = Engine(
                 store=store,
                 lightning=backend,
@@ -312,6 +324,7 @@ def create_app(
                 catalog=catalog,
                 rates=price_source,
                 policy=PricingPolicy(settings.markup_bps, Msat(settings.fee_msat)),
+                routing=routing,
                 config=config,
                 metrics=metrics,
                 callbacks=CallbackSender(
@@ -320,27 +333,21 @@ def create_app(
                     lambda t: task_view(t).model_dump(),
                     allow_private=config.callback_allow_private,
                 ),
-            )
-            engine.payouts = Payouts(
-                store,
-                backend,
-                patience=settings.payout_patience,
-                absent_after=settings.payout_absent_after,
+                local_runner=FallbackRunner(local, Breakers()) if local else None,
+                privacy_mode=PrivacyMode(settings.privacy_mode) if settings.privacy_mode else None,
+                payouts=Payouts(
+                    store,
+                    backend,
+                    patience=settings.payout_patience,
+                    absent_after=settings.payout_absent_after,
+                ),
+                l402=authority,
+                hooks=engine_hooks,
             )
             app[STORE] = store
             app[ENGINE] = engine
-            engine.routing = await _policy(settings, catalog)
-            if settings.local_url:
-                local = OpenRouterClient(
-                    base_url=settings.local_url,
-                    session=session,
-                    timeout=settings.openrouter_timeout,
-                )
-                engine.local_runner = FallbackRunner(local, Breakers())
-            if settings.privacy_mode is not None:
-                engine.privacy_mode = PrivacyMode(settings.privacy_mode)
-            _reload_on_sighup(engine.routing)
-            app[L402] = L402Authority(store)
+            _reload_on_sighup(routing)
+            app[L402] = authority
             balance = BalanceWatcher(
                 upstream,
                 has_management_key=management is not None,

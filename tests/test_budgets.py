@@ -164,7 +164,7 @@ async def test_callers_max_price_and_an_invoice_paid_over_the_cap(service: Servi
         assert too_dear.json()["type"].endswith("over_max_price")
         task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
         engine = service.app[ENGINE]  # the cap arrives after the task was quoted...
-        engine.config = EngineConfig(budgets=Budgets(global_daily=Cap(sats=Msat(1))))
+        engine.reconfigure(config=EngineConfig(budgets=Budgets(global_daily=Cap(sats=Msat(1)))))
         await service.pay(task["invoice"]["bolt11"])  # ...so the paid task must not run
         done: Any = await task_until(http, task, "refunded")
         assert "budget" in done["error"]

@@ -139,7 +139,7 @@ async def test_json_that_is_not_json_escalates(service: Service) -> None:
 def _with_judge(service: Service) -> None:
     text = resources.files("service.routing").joinpath("default_policy.toml").read_text()
     policy = parse(text.replace('judge = ""', f'judge = "{JUDGE}"'), KNOWN)
-    service.app[ENGINE].routing = PolicyHolder(policy, None, KNOWN)
+    service.app[ENGINE].reconfigure(routing=PolicyHolder(policy, None, KNOWN))
 
 
 @pytest.mark.lnbits
@@ -199,7 +199,7 @@ async def test_cascade_over_chat_completions_streams_the_answer(service: Service
 async def test_a_policy_without_a_cascade_refuses_it(service: Service) -> None:
     text = resources.files("service.routing").joinpath("default_policy.toml").read_text()
     without = text[: text.index("[cascade]")] + text[text.index("[budget]") :]
-    service.app[ENGINE].routing = PolicyHolder(parse(without, KNOWN), None, KNOWN)
+    service.app[ENGINE].reconfigure(routing=PolicyHolder(parse(without, KNOWN), None, KNOWN))
     async with httpx.AsyncClient(base_url=service.url) as http:
         refused = await http.post(
             "/v1/tasks", json={"messages": [{"role": "user", "content": "hi"}], "model": "cascade"}

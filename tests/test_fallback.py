@@ -174,9 +174,11 @@ async def test_with_a_last_resort_a_tier_ends_on_the_local_model(service: Servic
     text = resources.files("service.routing").joinpath("default_policy.toml").read_text()
     policy = parse(text.replace('# last_resort = "local"', 'last_resort = "local"'), known)
     engine = service.app[ENGINE]
-    engine.routing = PolicyHolder(policy, None, known)
-    engine.local_runner = FallbackRunner(
-        OpenRouterClient(base_url=service.emulator.url + "/local/v1"), Breakers()
+    engine.reconfigure(routing=PolicyHolder(policy, None, known))
+    engine.reconfigure(
+        local_runner=FallbackRunner(
+            OpenRouterClient(base_url=service.emulator.url + "/local/v1"), Breakers()
+        )
     )
     for model in policy.chain("economy"):  # every cloud model of the tier's chain is down
         service.emulator.state.faults.set(model, Fault(kind="bad_gateway"))

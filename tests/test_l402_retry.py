@@ -41,14 +41,16 @@ async def test_a_retry_whose_price_rose_is_challenged_again_and_stays_local(
 ) -> None:
     engine = service.app[ENGINE]
     local = OpenRouterClient(base_url=service.emulator.url + "/local/v1")
-    engine.local_runner = FallbackRunner(local, Breakers())
+    engine.reconfigure(local_runner=FallbackRunner(local, Breakers()))
     secret = "Summarise: write to jo@example.com about the invoice. [[tokens=5]]"
     body = json.dumps({"model": CHEAP, "messages": [{"role": "user", "content": secret}]})
     async with httpx.AsyncClient(base_url=service.url) as http:
         credential = await _paid_credential(http, service, body.encode())
         # The price moves up between the challenge and the paid retry: the retry is not run
         # on less than it costs; it is challenged again at today's price.
-        engine.policy = PricingPolicy(engine.policy.markup_bps, engine.policy.fee + Msat(5000))
+        engine.reconfigure(
+            policy=PricingPolicy(engine.policy.markup_bps, engine.policy.fee + Msat(5000))
+        )
         moved = await http.post("/v1/chat/completions", content=body, headers=credential)
         assert moved.status_code == 402, moved.text
         assert moved.json()["type"].endswith("price_changed")
@@ -79,7 +81,9 @@ async def test_a_token_bought_while_the_budget_stepped_down_does_not_run_premium
     """A challenge priced while the day's budget had stepped premium down to a cheaper tier,
     retried after the budget reset, would run premium on the cheaper payment."""
     engine = service.app[ENGINE]
-    engine.config = replace(engine.config, budgets=Budgets(global_daily=Cap(usd=NanoUsd(10**12))))
+    engine.reconfigure(
+        config=replace(engine.config, budgets=Budgets(global_daily=Cap(usd=NanoUsd(10**12))))
+    )
     body = json.dumps(
         {
             "model": "tier:premium",

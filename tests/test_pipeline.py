@@ -518,7 +518,7 @@ async def test_reconciliation_falls_back_to_the_inline_cost_after_the_deadline(
     service: Service,
 ) -> None:
     service.emulator.state.config.generation_delay = 3600  # /generation never answers in time
-    service.app[ENGINE].config = EngineConfig(generation_deadline=0.5)
+    service.app[ENGINE].reconfigure(config=EngineConfig(generation_deadline=0.5))
     async with httpx.AsyncClient(base_url=service.url) as http:
         task = (await http.post("/v1/tasks", json={"messages": HELLO, "model": CHEAP})).json()
         await service.pay(task["invoice"]["bolt11"])

@@ -188,7 +188,7 @@ async def test_tier_routed_tasks_record_their_tier_and_step_down(
     path = tmp_path / "policy.toml"
     path.write_text(GOOD)
     engine = service.app[ENGINE]
-    engine.routing = PolicyHolder(load(path, KNOWN), path, KNOWN)
+    engine.reconfigure(routing=PolicyHolder(load(path, KNOWN), path, KNOWN))
     async with httpx.AsyncClient(base_url=service.url) as http:
         unknown = await http.post("/v1/tasks", json={"messages": HELLO, "tier": "nope"})
         assert unknown.status_code == 400
@@ -198,7 +198,9 @@ async def test_tier_routed_tasks_record_their_tier_and_step_down(
         done = await task_until(http, task, "reconciled")
         assert done["model"] == "openai/gpt-4o"
         # Most of the day's budget is gone: "smart" steps down to "cheap".
-        engine.config = EngineConfig(budgets=Budgets(global_daily=Cap(usd=NanoUsd(10**9))))
+        engine.reconfigure(
+            config=EngineConfig(budgets=Budgets(global_daily=Cap(usd=NanoUsd(10**9))))
+        )
         day, _ = engine.config.budgets.periods(time.time())
         async with service.app[STORE].transaction() as tx:
             await tx.add_budget_usage("global", day, 0, 700_000_000)

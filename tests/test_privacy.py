@@ -80,7 +80,7 @@ async def test_sensitive_prompts_stay_local_and_cost_only_the_fee(service: Servi
         refused = await http.post("/v1/tasks", json={"messages": PRIVATE})
         assert refused.status_code == 422  # no local endpoint configured yet
         assert refused.json()["kinds"] == ["email"]
-        engine.local_runner = _local(service)
+        engine.reconfigure(local_runner=_local(service))
         task = (await http.post("/v1/tasks", json={"messages": PRIVATE})).json()
         assert task["model"] == "llama3.2:3b"
         assert task["price"]["total_msat"] == 1000  # the fee: local models cost nothing
@@ -98,7 +98,7 @@ async def test_sensitive_prompts_stay_local_and_cost_only_the_fee(service: Servi
 @pytest.mark.lnbits
 async def test_a_local_outage_never_falls_back_to_the_cloud(service: Service) -> None:
     engine = service.app[ENGINE]
-    engine.local_runner = _local(service)
+    engine.reconfigure(local_runner=_local(service))
     service.emulator.state.faults.set("llama3.2:3b", Fault(kind="bad_gateway"))
     async with httpx.AsyncClient(base_url=service.url) as http:
         task = (await http.post("/v1/tasks", json={"messages": PRIVATE})).json()

@@ -82,7 +82,7 @@ async def test_a_budget_refusal_reaches_the_server_once_and_says_when_it_resets(
     async with httpx.AsyncClient(base_url=service.url) as http:
         account = await service.funded_account(http, 200)
     engine = service.app[ENGINE]
-    engine.config = EngineConfig(budgets=Budgets(agent_daily=Cap(sats=Msat(1_000))))
+    engine.reconfigure(config=EngineConfig(budgets=Budgets(agent_daily=Cap(sats=Msat(1_000)))))
     sdk = _sdk(service, account["api_key"])
     with pytest.raises(openai.RateLimitError) as caught:
         await sdk.chat.completions.create(model=CHEAP, messages=HELLO, max_tokens=20)

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import re
 import secrets
-import time
 
 from aiohttp import web
 
-from billing import budget, ledger, payouts
-from billing.lightning import LightningError
+from billing import payouts
 from billing.money import Msat
 from billing.payouts import PayoutRefused
-from billing.store import InvoiceRow, PayoutRow, Store
+from billing.store import PayoutRow
 
 from .auth import API_KEY_PREFIX, key_hash, require_payer
 from .keys import ENGINE, STORE
@@ -36,8 +34,7 @@ routes = web.RouteTableDef()
 async def create_account(request: web.Request) -> web.Response:
     account_id = "acct_" + secrets.token_hex(10)
     api_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    async with request.app[STORE].transaction() as tx:
-        await tx.insert_api_account(account_id, key_hash(api_key), time.time())
+    await request.app[ENGINE].open_account(account_id, key_hash(api_key))
     body = AccountCreated(id=account_id, api_key=api_key, balance_msat=0)
     return web.json_response(body.model_dump(), status=201)
 
@@ -46,10 +43,7 @@ async def create_account(request: web.Request) -> web.Response:
 async def me(request: web.Request) -> web.Response:
     store = request.app[STORE]
     payer = await require_payer(request, store, expired_ok=True)
-    engine = request.app[ENGINE]
-    async with store.read() as tx:
-        balance = await ledger.agent_balance(tx, payer)
-        budgets = await budget.state(tx, engine.config.budgets, payer, time.time())
+    balance, budgets = await request.app[ENGINE].account(payer)
     view = AccountView(id=payer, balance_msat=balance.value, budgets=budgets)
     return web.json_response(view.model_dump())
 
@@ -60,25 +54,7 @@ async def deposit(request: web.Request) -> web.Response:
     payer = await require_payer(request, store)
     body = parse(DepositRequest, await read_json(request))
     amount = Msat.from_sat(body.amount_sat)
-    try:
-        invoice = await engine.lightning.create_invoice(
-            amount, f"satrouter deposit {payer}", engine.config.invoice_expiry
-        )
-    except LightningError as exc:
-        raise Problem(503, "lightning_unavailable", str(exc)) from None
-    async with store.transaction() as tx:
-        await tx.insert_invoice(
-            InvoiceRow(
-                invoice.payment_hash,
-                invoice.bolt11,
-                amount.value,
-                "deposit",
-                payer,
-                "open",
-                time.time(),
-                invoice.expires_at,
-            )
-        )
+    invoice = await engine.deposit(payer, amount)
     view = InvoiceView(
         payment_hash=invoice.payment_hash,
         bolt11=invoice.bolt11,
@@ -95,11 +71,11 @@ async def withdraw(request: web.Request) -> web.Response:
     body = parse(WithdrawalRequest, await read_json(request))
     fee_limit = Msat(body.fee_limit_msat) if body.fee_limit_msat is not None else None
     try:
-        payout = await _payouts(request).withdraw(payer, body.invoice, fee_limit)
+        payout = await request.app[ENGINE].withdraw(payer, body.invoice, fee_limit)
     except PayoutRefused as exc:
         status, kind = _REFUSALS[exc.kind]
         raise Problem(status, kind, exc.detail) from None
-    view = await _view(store, payout)
+    view = await _view(request, payout)
     if view.status == "failed":
         raise Problem(
             502,
@@ -121,10 +97,10 @@ async def withdrawal(request: web.Request) -> web.Response:
     payment_hash = request.match_info["payment_hash"]
     if not _HASH.fullmatch(payment_hash):
         raise Problem(400, "invalid_payment_hash", "a payment hash is 64 lowercase hex digits")
-    payout = await _payouts(request).get(payment_hash)
+    payout = await request.app[ENGINE].withdrawal(payment_hash)
     if payout is None or payout.agent != payer:
         raise Problem(404, "not_found", "no withdrawal of this account pays that hash")
-    return web.json_response((await _view(store, payout)).model_dump())
+    return web.json_response((await _view(request, payout)).model_dump())
 
 
 _HASH = re.compile(r"[0-9a-f]{64}")
@@ -144,20 +120,12 @@ _STATUS = {
 }
 
 
-def _payouts(request: web.Request) -> payouts.Payouts:
-    found = request.app[ENGINE].payouts
-    if found is None:
-        raise Problem(503, "lightning_unavailable", "payouts are not running")
-    return found
-
-
 def _location(payment_hash: str) -> str:
     return f"/v1/accounts/withdrawals/{payment_hash}"
 
 
-async def _view(store: Store, payout: PayoutRow) -> WithdrawalView:
-    async with store.read() as tx:
-        balance = await ledger.agent_balance(tx, payout.agent)
+async def _view(request: web.Request, payout: PayoutRow) -> WithdrawalView:
+    balance = await request.app[ENGINE].balance(payout.agent)
     return WithdrawalView(
         payment_hash=payout.payment_hash,
         status=_STATUS[payouts.State(payout.state)],

@@ -12,6 +12,7 @@ from aiohttp import web
 from billing.money import NanoUsd, Rounding, nusd_to_msat
 
 from ..tasks.engine import TERMINAL, Priced, quote_data
+from ..tasks.record import record_of
 from . import sse
 from .auth import bearer, payer_of, require_payer
 from .keys import ENGINE, LIMITER, STORE
@@ -57,7 +58,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 async def _priced(request: web.Request) -> tuple[TaskRequest, Priced]:
     task_request = parse(TaskRequest, await read_json(request))
-    priced = await request.app[ENGINE].price(task_request.chat(DEFAULT_MODEL))
+    priced = await request.app[ENGINE].quote(task_request.chat(DEFAULT_MODEL))
     return task_request, priced
 
 
@@ -105,9 +106,8 @@ async def _readable_task(request: web.Request) -> str:
     if secret is None:
         raise Problem(401, "credentials_required", "send Authorization: Bearer <task token>")
     payer = await payer_of(request.app[STORE], secret)
-    async with request.app[STORE].read() as tx:
-        task = await tx.task(task_id)
-    if task is None or payer not in (task.id, task.data.get("payer")):
+    task = await request.app[ENGINE].task(task_id)
+    if task is None or payer not in (task.id, record_of(task).payer):
         raise Problem(404, "task_not_found", "no such task for these credentials")
     return task_id
 
@@ -115,8 +115,7 @@ async def _readable_task(request: web.Request) -> str:
 @routes.get("/v1/tasks/{task_id}")
 async def get_task(request: web.Request) -> web.Response:
     task_id = await _readable_task(request)
-    async with request.app[STORE].read() as tx:
-        task = await tx.task(task_id)
+    task = await request.app[ENGINE].task(task_id)
     assert task is not None
     return web.json_response(task_view(task).model_dump())
 

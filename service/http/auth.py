@@ -16,6 +16,7 @@ from billing.l402 import L402Error
 from billing.store import Store
 
 from .. import logs
+from ..tasks.record import record_of
 from .problems import Problem
 
 API_KEY_PREFIX = "sk-sat-"
@@ -46,7 +47,7 @@ async def payer_of(store: Store, secret: str) -> str:
         async with store.read() as tx:
             task = await tx.task(task_id)
         if task is not None and hmac.compare_digest(
-            str(task.data.get("token_hash", "")), key_hash(secret)
+            str(record_of(task).token_hash or ""), key_hash(secret)
         ):
             logs.payer_id.set(task_id)
             logs.task_id.set(task_id)

@@ -19,22 +19,22 @@ from __future__ import annotations
 
 import contextlib
 import json
-import secrets
 import time
 from typing import Any
 
 from aiohttp import web
 
-from billing.l402 import L402Error, challenge, request_digest
-from billing.store import InvoiceRow, TaskRow
+from billing.l402 import L402Error, request_digest
+from billing.store import TaskRow
 
-from ..routing.fallback import AllModelsFailed, FallbackRunner
-from ..tasks.engine import Engine, Priced, quote_data
-from ..upstream.errors import UpstreamError
+from ..tasks.engine import Chat, Engine, L402Payment
+from ..tasks.quotes import StoredQuote
+from ..tasks.record import record_of
+from ..tasks.refusals import Refusal
 from . import sse
 from .auth import l402_refusal, payer_of
 from .keys import ENGINE, L402, STORE
-from .problems import Problem, parse_json
+from .problems import Problem, parse_json, problem_of
 from .schemas import ChatRequest, parse
 from .views import price_view
 
@@ -49,50 +49,55 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat = parse(ChatRequest, parse_json(raw))
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     scheme = scheme.upper()
-    if scheme in ("L402", "LSAT"):
-        return await _l402_paid(request, engine, chat, raw, began)
-    if scheme == "BEARER" and credential.strip():
-        payer = await payer_of(request.app[STORE], credential.strip())
-        priced = await engine.price(chat)
-        task = await engine.reserve(payer, priced, kind="prepaid")
-        return await _run(request, engine, task, priced, chat.stream, began)
-    raise await _l402_challenge(request, engine, chat, raw)
+    try:
+        if scheme in ("L402", "LSAT"):
+            paid = await _l402(request, engine, chat, raw)
+            outcome = await engine.chat(None, chat, stream=chat.stream, l402=paid)
+        elif scheme == "BEARER" and credential.strip():
+            payer = await payer_of(request.app[STORE], credential.strip())
+            outcome = await engine.chat(payer, chat, stream=chat.stream)
+        else:
+            raise await engine.challenge(chat, request_digest(raw))
+    except Refusal as refusal:
+        raise _shown(refusal) from None
+    return await _render(request, engine, outcome, chat.stream, began)
 
 
-async def _run(
-    request: web.Request,
-    engine: Engine,
-    task: TaskRow,
-    priced: Priced,
-    stream: bool,
-    began: float,
+def _shown(refusal: Refusal) -> Problem:
+    """A refusal as answered here: a challenge's price as agents see prices."""
+    price = refusal.extra.get("price")
+    if isinstance(price, StoredQuote):
+        refusal.extra["price"] = price_view(price.dump()).model_dump()
+    return problem_of(refusal)
+
+
+async def _render(
+    request: web.Request, engine: Engine, outcome: Chat, stream: bool, began: float
 ) -> web.StreamResponse:
+    if outcome.replay:
+        return _replay_paid(outcome.task)
     headers = {
-        "X-Satrouter-Task": task.id,
-        "X-Satrouter-Max-Price-Msat": str(priced.quote.total.value),
+        "X-Satrouter-Task": outcome.task.id,
+        "X-Satrouter-Max-Price-Msat": str(outcome.max_price_msat),
     }
-    if priced.tier:
-        headers["X-Satrouter-Tier"] = priced.tier
-    if priced.task_class:
-        headers["X-Satrouter-Class"] = priced.task_class.name
-    several = any(k in task.data["request"] for k in ("consensus", "cascade"))
-    if stream and not several:
-        return await _stream(request, engine, task, headers)
-    done, answer = await engine.execute(task)
-    upstream = done.data.get("upstream_seconds")
+    if outcome.tier:
+        headers["X-Satrouter-Tier"] = outcome.tier
+    if outcome.task_class:
+        headers["X-Satrouter-Class"] = outcome.task_class
+    if outcome.events is not None:
+        return await _stream(request, outcome.events, headers)
+    if outcome.failed:
+        detail = "every model failed; nothing was charged"
+        if not stream or record_of(outcome.task).several:
+            detail += f" ({outcome.error})"
+        raise Problem(502, "upstream_failed", detail, headers=headers)
+    assert outcome.answer is not None
+    upstream = record_of(outcome.task).upstream_seconds
     if engine.metrics is not None and upstream is not None:
-        total = time.perf_counter() - began
-        engine.metrics.added_seconds.observe(max(0.0, total - upstream))
-    if answer is None:
-        raise Problem(
-            502,
-            "upstream_failed",
-            f"every model failed; nothing was charged ({done.data.get('error')})",
-            headers=headers,
-        )
+        engine.metrics.added_seconds.observe(max(0.0, time.perf_counter() - began - upstream))
     if stream:  # consensus and cascade answer once every call is in: one chunk
-        return await _replay(request, answer, headers)
-    return web.json_response(answer, headers=headers)
+        return await _replay(request, outcome.answer, headers)
+    return web.json_response(outcome.answer, headers=headers)
 
 
 async def _replay(
@@ -127,129 +132,33 @@ async def _replay(
     return response
 
 
-async def _stream(
-    request: web.Request, engine: Engine, task: TaskRow, headers: dict[str, str]
-) -> web.StreamResponse:
-    started = time.perf_counter()
-    try:
-        (stream, chunks, first, attempts), ran_locally = await engine.call(
-            task, FallbackRunner.stream
-        )
-    except AllModelsFailed as exc:
-        engine.observe_breakers()
-        await engine.fail(task, str(exc), attempts=exc.attempts)
-        raise Problem(
-            502, "upstream_failed", "every model failed; nothing was charged", headers=headers
-        ) from None
-    engine.observe_breakers()
-    response = web.StreamResponse(headers={**headers, **sse.HEADERS})
-    try:
-        await response.prepare(request)
+async def _stream(request: web.Request, events: Any, headers: dict[str, str]) -> web.StreamResponse:
+    """Send the engine's events as they come. However this ends (the caller leaving
+    included) closing ``events`` records what ran, and it is billed."""
+    async with contextlib.aclosing(events):
+        first = await anext(events)  # started: closing it now records the call
+        response = web.StreamResponse(headers={**headers, **sse.HEADERS})
         try:
-            if engine.metrics is not None:
-                engine.metrics.ttft_seconds.labels(stream.model or first.model or "-").observe(
-                    time.perf_counter() - started
-                )
-            await sse.send(response, stream.last_raw)
-            async for _ in chunks:
-                await sse.send(response, stream.last_raw)
-            await sse.send(response, "[DONE]")
-        except UpstreamError as exc:
-            # After the first bytes the caller is told honestly; what ran is still billed.
-            error = {
-                "error": {"code": exc.code, "message": exc.message},
-                "choices": [{"index": 0, "delta": {}, "finish_reason": "error"}],
-            }
-            await sse.send(response, json.dumps(error))
-    except ConnectionResetError:
-        pass  # the caller left mid-stream: what ran is recorded and billed all the same
-    finally:
-        stream.aclose()
-        await engine.complete(
-            task,
-            None,
-            usage=stream.usage,
-            model=stream.model,
-            generation_id=stream.generation_id,
-            attempts=attempts,
-            extra={"ran_locally": True} if ran_locally else None,
-        )
+            await response.prepare(request)
+            await sse.send(response, first)
+            async for data in events:
+                await sse.send(response, data)
+        except ConnectionResetError:
+            return response  # the caller left mid-stream: what ran is billed all the same
     with contextlib.suppress(ConnectionResetError):
         await response.write_eof()
     return response
 
 
-# -- L402 --------------------------------------------------------------------------------------
-
-
-async def _l402_challenge(
-    request: web.Request,
-    engine: Engine,
-    chat: ChatRequest,
-    raw: bytes,
-    *,
-    priced: Priced | None = None,
-    refused: Problem | None = None,
-) -> Problem:
-    """A 402 with a new invoice and macaroon for this request (its own quote). ``refused`` is
-    the reason a credential sent with it could not pay, kept as the problem's type."""
-    priced = priced or await engine.price(chat)
-    total = priced.quote.total
-    try:
-        invoice = await engine.lightning.create_invoice(
-            total, "satrouter L402", engine.config.invoice_expiry
-        )
-    except Exception as exc:
-        raise Problem(503, "lightning_unavailable", str(exc)) from None
-    macaroon, token_id = await request.app[L402].mint(
-        invoice.payment_hash,
-        digest=request_digest(raw),
-        max_price=total,
-        valid_for=engine.config.invoice_expiry + 86_400,
-    )
-    now = time.time()
-    async with engine.store.transaction() as tx:
-        await tx.insert_invoice(
-            InvoiceRow(
-                invoice.payment_hash,
-                invoice.bolt11,
-                total.value,
-                "l402",
-                f"l402_{token_id}",
-                "open",
-                now,
-                invoice.expires_at,
-            )
-        )
-    pay = (
-        f"pay {-(-total.value // 1000)} sat and repeat the request with "
-        "Authorization: L402 <macaroon>:<preimage> of this challenge"
-    )
-    return Problem(
-        402,
-        refused.kind if refused else "payment_required",
-        f"{refused.detail}: {pay}" if refused else pay,
-        header_lists={"WWW-Authenticate": challenge(macaroon, invoice.bolt11)},
-        extra={
-            **(refused.extra if refused else {}),
-            "price": price_view(quote_data(priced.quote)).model_dump(),
-            "invoice": invoice.bolt11,
-            "macaroon": macaroon,
-        },
-    )
-
-
-async def _l402_paid(
-    request: web.Request, engine: Engine, chat: ChatRequest, raw: bytes, began: float
-) -> web.StreamResponse:
+async def _l402(request: web.Request, engine: Engine, chat: ChatRequest, raw: bytes) -> L402Payment:
+    """The verified L402 credential; a fresh challenge if it expired, 401 if it is wrong."""
     authority = request.app[L402]
     header = request.headers["Authorization"]
+    digest = request_digest(raw)
     bound = True
     try:
         try:
-            grant = await authority.verify(
-                header, digest=request_digest(raw), is_settled=engine.confirm
-            )
+            grant = await authority.verify(header, digest=digest, is_settled=engine.confirm)
         except L402Error as exc:
             if exc.reason != "wrong_request":
                 raise
@@ -258,61 +167,18 @@ async def _l402_paid(
             bound = False
     except L402Error as exc:
         if exc.reason == "expired":  # a new token is one payment away: offer it
-            raise await _l402_challenge(
-                request, engine, chat, raw, refused=l402_refusal(exc)
+            raise await engine.challenge(
+                chat, digest, refused=Refusal(f"l402_{exc.reason}", exc.detail)
             ) from None
         raise l402_refusal(exc) from None
-    payer = f"l402_{grant.token_id}"
-    served = f"l402:served:{grant.token_id}"
-    if bound:
-        async with engine.store.read() as tx:
-            task_id = await tx.get_value(served)
-            earlier = await tx.task(task_id) if task_id else None
-        if earlier is not None:
-            return _replay_paid(earlier)
-    priced = await engine.price(chat)
-    if not bound:
-        try:
-            task = await engine.reserve(payer, priced, kind="l402")
-        except Problem as short:
-            if short.kind != "insufficient_balance":
-                raise
-            detail = "the token's credit does not cover this request"
-            raise await _l402_challenge(
-                request,
-                engine,
-                chat,
-                raw,
-                priced=priced,
-                refused=Problem(402, short.kind, detail, extra=short.extra),
-            ) from None
-        return await _run(request, engine, task, priced, chat.stream, began)
-    if priced.quote.total > grant.max_price:
-        # Prices, rates or routing (a budget's step-down) moved since the challenge: running
-        # it now on what was paid would leave the difference to the operator. The payment
-        # stays as credit on the token; the request gets a challenge at today's price.
-        detail = (
-            f"this request now costs up to {priced.quote.total.value} msat, more than the "
-            f"{grant.max_price.value} msat paid for it; that payment is credit on the token"
-        )
-        raise await _l402_challenge(
-            request, engine, chat, raw, priced=priced, refused=Problem(402, "price_changed", detail)
-        )
-    # The paid request runs once: its task is recorded in the transaction that reserves it,
-    # so a concurrent repeat finds that task instead of running again.
-    task_id = "task_" + secrets.token_hex(12)
-    task = await engine.reserve(
-        payer, priced, kind="l402", task_id=task_id, remember=(served, task_id)
-    )
-    if task.id != task_id:
-        return _replay_paid(task)
-    return await _run(request, engine, task, priced, chat.stream, began)
+    return L402Payment(grant.token_id, grant.max_price, digest, bound)
 
 
 def _replay_paid(task: TaskRow) -> web.Response:
     """A repeat of a paid request: the same answer, nothing runs (409 while it still runs)."""
-    if task.data.get("result") is None:
+    result = record_of(task).result
+    if result is None:
         raise Problem(409, "l402_already_used", "this request was already run")
     return web.json_response(
-        task.data["result"], headers={"X-Satrouter-Task": task.id, "X-Satrouter-Replay": "true"}
+        result, headers={"X-Satrouter-Task": task.id, "X-Satrouter-Replay": "true"}
     )

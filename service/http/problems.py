@@ -25,6 +25,10 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from pydantic_core import from_json
 
+from billing.l402 import challenge
+
+from ..tasks.refusals import Refusal
+
 log = logging.getLogger(__name__)
 
 #: JSON nested deeper than this is refused before anything walks it recursively.
@@ -63,6 +67,26 @@ _QUOTA_KINDS = frozenset({"budget_exceeded", "budget_exhausted"})
 _FINAL_KINDS = frozenset(
     {"insufficient_balance", "over_max_price", "budget_exceeded", "budget_exhausted"}
 )
+
+
+#: The HTTP status of each kind of :class:`Refusal` the engine makes (what is not listed is a
+#: request the engine cannot serve as sent: 400). A refusal with an L402 challenge is a 402.
+STATUS_OF = {
+    "over_max_price": 402,
+    "insufficient_balance": 402,
+    "payment_required": 402,
+    "price_changed": 402,
+    "l402_expired": 402,
+    "idempotency_conflict": 409,
+    "sensitive_content": 422,
+    "budget_exceeded": 429,
+    "budget_exhausted": 429,
+    "too_many_listeners": 429,
+    "catalog_unavailable": 503,
+    "rate_unavailable": 503,
+    "tier_unavailable": 503,
+    "lightning_unavailable": 503,
+}
 
 
 class Problem(Exception):
@@ -132,6 +156,25 @@ class Problem(Exception):
         return response
 
 
+def problem_of(refusal: Refusal, *, headers: Mapping[str, str] | None = None) -> Problem:
+    """The answer to a refusal of the engine's."""
+    status = 402 if refusal.challenge else STATUS_OF.get(refusal.kind, 400)
+    problem = Problem(
+        status,
+        refusal.kind,
+        refusal.detail,
+        headers=headers,
+        extra=refusal.extra,
+        header_lists={"WWW-Authenticate": challenge(*refusal.challenge)}
+        if refusal.challenge
+        else None,
+        retry_after=refusal.retry_after,
+    )
+    if not refusal.should_retry:
+        problem.headers["x-should-retry"] = "false"
+    return problem
+
+
 _AIOHTTP_KINDS = {
     404: "not_found",
     405: "method_not_allowed",
@@ -149,6 +192,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     except Problem as problem:
         return problem.response(request.path)
+    except Refusal as refusal:
+        return problem_of(refusal).response(request.path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -7,6 +7,7 @@ from typing import Any
 
 from billing.store import TaskRow
 
+from ..tasks.record import record_of
 from .schemas import InvoiceView, PriceBreakdown, TaskView
 
 
@@ -18,25 +19,25 @@ def price_view(quote: dict[str, Any]) -> PriceBreakdown:
 
 
 def task_view(task: TaskRow) -> TaskView:
-    data = task.data
-    invoice = data.get("invoice")
+    record = record_of(task)
+    invoice = record.invoice
     return TaskView(
         id=task.id,
         status=task.state,
         created_at=task.created_at,
         updated_at=task.updated_at,
-        model=data.get("model_used") or data.get("quote", {}).get("model"),
-        price=price_view(data["quote"]) if "quote" in data else None,
+        model=record.model_used or record.quote.model,
+        price=price_view(record.quote.dump()),
         invoice=InvoiceView(**{k: invoice[k] for k in InvoiceView.model_fields})
         if invoice
         else None,
-        result=data.get("result"),
-        charge_msat=data.get("charge_msat"),
-        change_msat=data.get("change_msat"),
-        provisional=data.get("provisional"),
-        consensus=data.get("consensus"),
-        cascade=data.get("cascade"),
-        tier=data.get("tier"),
-        task_class=data.get("task_class"),
-        error=data.get("error"),
+        result=record.result,
+        charge_msat=record.charge_msat,
+        change_msat=record.change_msat,
+        provisional=record.provisional,
+        consensus=record.consensus,
+        cascade=record.cascade,
+        tier=record.tier,
+        task_class=record.task_class,
+        error=record.error,
     )

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from ..http.schemas import ChatMessage
+from ..tasks.requests import ChatMessage
 from ..upstream.openrouter import ChatResult
 from ..upstream.schemas import ChatCompletion
 from .fallback import AllModelsFailed, Attempt, FallbackRunner

@@ -8,7 +8,7 @@ when given, else jittered backoff) and tries again with whatever the breakers al
 of credits) end it at once. Every hop is recorded as an attempt.
 
 For a stream, a failure before the first token falls back like any other; after it, the caller
-gets what arrived and an honest error (see ``service/http/chat.py``).
+gets what arrived and an honest error (see the chat completions handler).
 """
 
 from __future__ import annotations

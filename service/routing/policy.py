@@ -26,11 +26,15 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..emulator.app import LOCAL_MODELS
 from ..upstream.catalog import CatalogUnavailable
 from .classifier import COMPLEXITIES, KINDS, TaskClass
 
 log = logging.getLogger(__name__)
+
+#: The models the local endpoint (SATROUTER_LOCAL_URL, an Ollama-style server) serves: they are
+#: in no OpenRouter catalog, and only they may make up the private and last-resort tiers. The
+#: emulator's local endpoint serves the same two.
+LOCAL_MODELS = ("llama3.2:3b", "qwen2.5:7b-instruct")
 
 
 class PolicyError(ValueError):

@@ -38,6 +38,7 @@ from standardwebhooks import Webhook
 from billing.store import DeliveryRow, EventRow, Store
 
 from . import destinations
+from .record import CallbackTarget
 
 log = logging.getLogger(__name__)
 CONSUMER = "callbacks"
@@ -153,7 +154,7 @@ class CallbackSender:
                 now = time.time()
                 for event in events:
                     task = tasks.get(event.key) if event.payload.get("notify") else None
-                    url = task.data.get("callback_url") if task is not None else None
+                    url = CallbackTarget.of(task).url if task is not None else None
                     if url:
                         await self._queue(tx, event, str(url), now)
                 await tx.set_cursor(CONSUMER, events[-1].id)
@@ -197,7 +198,8 @@ class CallbackSender:
             events = [e for e in await tx.events_for(delivery.task_id) if e.id == delivery.event_id]
         if task is None or not events:
             return await self._finish(delivery, False, 0, "task or event gone")
-        url, secret = str(task.data["callback_url"]), str(task.data["callback_secret"])
+        target = CallbackTarget.of(task)
+        url, secret = str(target.url), str(target.secret)
         if not self._allow_private and destinations.literal_refused(url):
             return await self._finish(delivery, False, 0, "not a public address")
         event = events[0]

@@ -1,0 +1,86 @@
+"""L402 as the engine meets it: a credential that verified (:class:`L402Payment`) and the
+challenge (an invoice and a macaroon bound to one request at its own quote) offered to a
+request that is not paid for, or whose payment no longer covers it."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from billing.money import Msat
+
+from .context import Context
+from .payments import Payments
+from .quotes import Priced, Quoter, StoredQuote
+from .refusals import Refusal
+from .requests import ChatRequest
+
+
+@dataclass(frozen=True, slots=True)
+class L402Payment:
+    """An L402 credential that verified: its token, the most its payment bought, the digest
+    of this request, and whether the credential was minted for this very request (``bound``:
+    it runs once; otherwise the request runs on the token's credit)."""
+
+    token_id: str
+    max_price: Msat
+    digest: str
+    bound: bool
+
+    @property
+    def payer(self) -> str:
+        return f"l402_{self.token_id}"
+
+    @property
+    def served(self) -> str:
+        """Where the task that served the bound request is kept."""
+        return f"l402:served:{self.token_id}"
+
+
+class Challenger:
+    def __init__(self, ctx: Context, quoter: Quoter, payments: Payments) -> None:
+        self._ctx = ctx
+        self._quoter = quoter
+        self._payments = payments
+
+    async def challenge(
+        self,
+        request: ChatRequest,
+        digest: str,
+        *,
+        priced: Priced | None = None,
+        refused: Refusal | None = None,
+    ) -> Refusal:
+        """An L402 challenge for this request at its own quote: an invoice and a macaroon
+        bound to it, as the refusal to answer with. ``refused`` is why a credential sent
+        with the request could not pay (kept as the refusal's kind)."""
+        authority = self._ctx.l402
+        assert authority is not None, "L402 needs the engine built with its authority"
+        priced = priced or await self._quoter.price(request)
+        total = priced.quote.total
+        invoice = await self._payments.invoice(total, "satrouter L402")
+        macaroon, token_id = await authority.mint(
+            invoice.payment_hash,
+            digest=digest,
+            max_price=total,
+            valid_for=self._ctx.config.invoice_expiry + 86_400,
+        )
+        async with self._ctx.store.transaction() as tx:
+            await tx.insert_invoice(
+                self._payments.row(invoice, "l402", f"l402_{token_id}", time.time())
+            )
+        pay = (
+            f"pay {-(-total.value // 1000)} sat and repeat the request with "
+            "Authorization: L402 <macaroon>:<preimage> of this challenge"
+        )
+        return Refusal(
+            refused.kind if refused else "payment_required",
+            f"{refused.detail}: {pay}" if refused else pay,
+            extra={
+                **(refused.extra if refused else {}),
+                "price": StoredQuote.of(priced.quote),
+                "invoice": invoice.bolt11,
+                "macaroon": macaroon,
+            },
+            challenge=(macaroon, invoice.bolt11),
+        )

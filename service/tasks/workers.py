@@ -1,0 +1,189 @@
+"""The engine's background work. Work is found by state, not by remembering it: paid tasks
+are run, completed ones reconciled, unpaid invoices past their expiry expired and, after the
+retention, pruned; settlements are applied as the backend reports them. On start-up a task
+found ``running`` was interrupted mid-call: it is failed and refunded rather than run again (a
+call may already have reached OpenRouter; running it twice is what must never happen)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from billing.l402 import root_key_id
+from billing.lightning.settlement import confirmed_settlements
+from billing.store import InvoiceRow, TaskRow
+
+from .. import logs
+from .context import Context
+from .outcomes import Outcomes
+from .payments import Payments
+from .reconciler import Reconciler
+from .runner import Runner
+from .states import Hub, State, move
+
+log = logging.getLogger(__name__)
+#: How many unpaid invoices one sweep expires or prunes at most (the rest wait for the next).
+SWEEP_BATCH = 200
+
+
+class Workers:
+    def __init__(
+        self,
+        ctx: Context,
+        hub: Hub,
+        payments: Payments,
+        runner: Runner,
+        outcomes: Outcomes,
+        reconciler: Reconciler,
+    ) -> None:
+        self._ctx = ctx
+        self._hub = hub
+        self._payments = payments
+        self._runner = runner
+        self._outcomes = outcomes
+        self._reconciler = reconciler
+        self._running: set[str] = set()
+        self._reconciling: set[str] = set()
+        self._slots = asyncio.Semaphore(ctx.config.max_concurrent_runs)
+        hub.work = self.spawn
+
+    async def recover(self) -> int:
+        """Start-up: a task left ``running`` was interrupted mid-call; refund it."""
+        async with self._ctx.store.read() as tx:
+            interrupted = await tx.tasks_in_states([State.RUNNING])
+        for task in interrupted:
+            await self._outcomes.fail(task, "interrupted by a restart while running; refunded")
+        return len(interrupted)
+
+    def spawn(self, task: TaskRow) -> None:
+        """Start work on a paid or completed task unless it is already in hand."""
+        if task.state == State.PAID and task.id not in self._running:
+            self._running.add(task.id)
+            self._outcomes.background(self._run_one(task))
+        elif task.state == State.COMPLETED and task.id not in self._reconciling:
+            self._reconciling.add(task.id)
+            self._outcomes.background(self._reconcile_one(task))
+
+    async def start_run(self, task: TaskRow) -> TaskRow | None:
+        """Move a paid task to running (None if another worker took it)."""
+        async with self._ctx.store.transaction() as tx:
+            moved = await move(tx, task, State.RUNNING)
+        if moved is not None:
+            self._hub.announce(moved)
+        return moved
+
+    async def _run_one(self, task: TaskRow) -> None:
+        logs.task_id.set(task.id)  # this runs in a task of its own: its lines name the task
+        logs.payer_id.set(task.agent)
+        async with self._slots:
+            try:
+                running = await self.start_run(task)
+                if running is not None:
+                    await self._runner.run(running)
+            except Exception:
+                log.exception("running %s failed", task.id)
+            finally:
+                self._running.discard(task.id)
+
+    async def _reconcile_one(self, task: TaskRow) -> None:
+        logs.task_id.set(task.id)
+        logs.payer_id.set(task.agent)
+        try:
+            await self._reconciler.reconcile(task)
+        except Exception:
+            log.exception("reconciling %s failed", task.id)
+        finally:
+            self._reconciling.discard(task.id)
+
+    def _pushed(self, payment_hash: str | None) -> None:
+        hook = self._ctx.hooks.pushed
+        if payment_hash is not None and hook is not None:
+            hook(payment_hash)
+
+    async def settlements(self) -> None:
+        async for status in confirmed_settlements(
+            self._ctx.lightning, self._payments.open_invoice_hashes, on_hint=self._pushed
+        ):
+            try:
+                await self._payments.on_settled(status)
+            except Exception:
+                log.exception("applying settlement %s failed", status.payment_hash[:16])
+
+    async def sweep(self) -> None:
+        """The safety net behind the direct hand-offs: on start and then every sweep
+        interval, pick up paid and completed tasks nobody holds, expire unpaid invoices (by
+        index, in batches) and prune what stayed unpaid past the retention."""
+        ctx = self._ctx
+        pruned_at = 0.0
+        while True:
+            now = time.time()
+            async with ctx.store.read() as tx:
+                ready = await tx.tasks_in_states([State.PAID, State.COMPLETED])
+                expiring = await tx.expired_open_invoices(now, SWEEP_BATCH)
+                waiting = await tx.count_open_invoices()
+            for task in ready:
+                self.spawn(task)
+            if ctx.metrics is not None:
+                ctx.metrics.open_invoices.set(waiting)
+            for invoice in expiring:
+                await self._expire(invoice)
+            retention = ctx.config.unpaid_retention
+            if now - pruned_at >= min(60.0, max(retention, 1.0)):
+                await self._prune(now - retention)
+                pruned_at = now
+            await asyncio.sleep(ctx.config.sweep_interval)
+
+    async def _expire(self, invoice: InvoiceRow) -> None:
+        """An invoice past its expiry: paid at the last moment after all, or expired (with
+        its task, if it was a task's)."""
+        if await self._payments.confirm(invoice.payment_hash):
+            return
+        moved: TaskRow | None = None
+        async with self._ctx.store.transaction() as tx:
+            if not await tx.set_invoice_status(invoice.payment_hash, "expired", None):
+                return
+            task = await tx.task(invoice.ref) if invoice.purpose == "task" else None
+            if task is not None and task.state == State.AWAITING_PAYMENT:
+                moved = await move(tx, task, State.EXPIRED)
+        if moved is not None:
+            self._hub.announce(moved)
+
+    async def _prune(self, before: float) -> None:
+        """Forget unpaid invoices, challenges and tasks that expired before ``before``."""
+        while True:
+            async with self._ctx.store.transaction() as tx:
+                stale = await tx.expired_invoices(before, SWEEP_BATCH)
+                for invoice in stale:
+                    root = None
+                    if invoice.purpose == "l402":
+                        token_id = invoice.ref.removeprefix("l402_")
+                        root = root_key_id(invoice.payment_hash, token_id)
+                    await tx.delete_unpaid(invoice, root)
+            if len(stale) < SWEEP_BATCH:
+                return
+            await asyncio.sleep(0)  # let requests in between batches
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Recover, then run the workers until the block exits."""
+        ctx = self._ctx
+        await self.recover()
+        workers = [
+            asyncio.create_task(self.settlements()),
+            asyncio.create_task(self.sweep()),
+        ]
+        if ctx.callbacks is not None:
+            workers.append(asyncio.create_task(ctx.callbacks.run()))
+        if ctx.payouts is not None:  # finishes payouts a crash left open, then keeps looking
+            workers.append(asyncio.create_task(ctx.payouts.run(ctx.config.sweep_interval)))
+        try:
+            yield
+        finally:
+            for worker in workers:
+                worker.cancel()
+            for worker in workers:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker
