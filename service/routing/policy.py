@@ -31,11 +31,6 @@ from .classifier import COMPLEXITIES, KINDS, TaskClass
 
 log = logging.getLogger(__name__)
 
-#: The models the local endpoint (SATROUTER_LOCAL_URL, an Ollama-style server) serves: they are
-#: in no OpenRouter catalog, and only they may make up the private and last-resort tiers. The
-#: emulator's local endpoint serves the same two.
-LOCAL_MODELS = ("llama3.2:3b", "qwen2.5:7b-instruct")
-
 
 class PolicyError(ValueError):
     """The policy file is wrong; the message names the line."""
@@ -81,6 +76,8 @@ class Policy:
     disabled: tuple[str, ...] = ()
     #: what else the missing models switched off (aliases, the cascade judge, the cascade)
     notes: tuple[str, ...] = ()
+    #: the models the local endpoint serves: the ``[privacy]`` tier's, in no OpenRouter catalog
+    local_models: frozenset[str] = frozenset()
 
     def usable(self, tier: str) -> str | None:
         """``tier`` if it has models, else the first tier along its fallback path that has."""
@@ -96,7 +93,7 @@ class Policy:
     def serving(self) -> tuple[str, ...]:
         """Tiers with at least one catalog (cloud) model: what ordinary requests can use.
         Tiers of local models only serve prompts that must stay local."""
-        return tuple(t for t, models in self.tiers.items() if set(models) - set(LOCAL_MODELS))
+        return tuple(t for t, models in self.tiers.items() if set(models) - self.local_models)
 
     def degradation(self) -> dict[str, Any]:
         """What the catalog took away, for ``/readyz`` and ``/admin/status``."""
@@ -169,6 +166,16 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
     tiers_raw = data.get("tiers")
     if not isinstance(tiers_raw, dict) or not tiers_raw:
         raise fail("a [tiers] table with at least one tier is required", "[tiers]")
+    # The [privacy] tier is the one the local endpoint serves: its models are the local ones
+    # (checked against no catalog; the only ones a last-resort tier may hold).
+    privacy_raw = data.get("privacy", {})
+    local_tier = privacy_raw.get("tier") if isinstance(privacy_raw, dict) else None
+    local_raw = tiers_raw.get(local_tier) if isinstance(local_tier, str) else None
+    local = (
+        frozenset(m for m in local_raw if isinstance(m, str))
+        if isinstance(local_raw, list)
+        else frozenset()
+    )
     declared: dict[str, tuple[str, ...]] = {}
     dropped: dict[str, tuple[str, ...]] = {}
     for name, models in tiers_raw.items():
@@ -177,7 +184,7 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
         if not models:
             raise fail(f"tier {name!r} is empty", f"{name}")
         declared[name] = tuple(models)
-        if missing := tuple(m for m in models if not (known_model(m) or m in LOCAL_MODELS)):
+        if missing := tuple(m for m in models if not (known_model(m) or m in local)):
             dropped[name] = missing
     # A catalog that moved on is not a mistake in the file: drop, warn once per model, go on.
     for model in dict.fromkeys(m for missing in dropped.values() for m in missing):
@@ -237,10 +244,10 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
     if last_resort is not None:
         if last_resort not in declared:
             raise fail(f"last_resort {last_resort!r} is not in [tiers]", "last_resort")
-        if cloud := [m for m in declared[last_resort] if m not in LOCAL_MODELS]:
+        if cloud := [m for m in declared[last_resort] if m not in local]:
             raise fail(
                 f"last_resort {last_resort!r} runs at the local endpoint; {cloud[0]!r} is a "
-                "cloud model",
+                "cloud model (the local ones are the [privacy] tier's)",
                 "last_resort",
             )
     floors: dict[str, Decimal] = {}
@@ -290,6 +297,7 @@ def parse(text: str, known_model: Callable[[str], bool], source: str = "policy")
         dropped,
         disabled,
         tuple(notes),
+        local,
     )
 
 
