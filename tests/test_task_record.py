@@ -100,7 +100,7 @@ async def test_margins_read_old_and_new_records_alike(tmp_path: Path) -> None:
 
 
 def test_a_record_of_a_newer_version_is_refused_and_unknown_fields_are_mistakes() -> None:
-    with sqlite3.connect(FIXTURE) as db:
+    with sqlite3.connect(f"file:{FIXTURE}?mode=ro", uri=True) as db:
         data = json.loads(db.execute("SELECT data FROM tasks LIMIT 1").fetchone()[0])
     record = TaskRecord.load(data)
     assert TaskRecord.load(record.dump()) == record
