@@ -131,6 +131,7 @@ class Cluster:
 def _pg_ctl(cluster: Cluster, *args: str, timeout: int) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*_run_as(), str(cluster.bindir / "pg_ctl"), "-D", str(cluster.datadir), *args],
+        cwd=cluster.root,  # the postgres user may not be allowed into the caller's directory
         capture_output=True,
         text=True,
         timeout=timeout + 10,
@@ -153,6 +154,7 @@ def _initdb(bindir: Path, root: Path) -> None:
             "--no-sync",
             "--no-instructions",
         ],
+        cwd=root,
         check=True,
         capture_output=True,
         timeout=120,
