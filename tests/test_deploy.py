@@ -159,3 +159,11 @@ def test_the_proxy_balances_both_replicas_with_tls_and_no_buffering() -> None:
     # A site address (not :80 or http://) is what makes Caddy serve it over TLS.
     site = directives[0][0]
     assert not site.startswith(("http://", ":")), site
+
+
+def test_the_pods_run_as_the_images_own_non_root_user() -> None:
+    (user,) = re.findall(r"^USER\s+(\d+)\s*$", (DEPLOY / "Dockerfile").read_text(), flags=re.M)
+    for name in ("Deployment/satrouter", "Job/satrouter-migrate-0-1-0"):
+        pod = _manifests()[name]["spec"]["template"]["spec"]["securityContext"]
+        assert pod["runAsNonRoot"] is True
+        assert pod["runAsUser"] == int(user) != 0
