@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser js proto bench-upstream bench-pipeline bench-privacy eval-routing eval-privacy serve emulator clean
+.PHONY: demo test lint typecheck unit browser postgres js proto bench-pg-driver bench-upstream bench-pipeline bench-privacy eval-routing eval-privacy serve emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "satrouter needs Python 3.11 or newer")'
@@ -25,7 +25,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) browser js
+unit: $(STAMP) browser postgres js
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 # The dashboard test drives Debian's chromium (a test tool's own browser download cannot work
@@ -35,6 +35,15 @@ browser:
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
 	  else echo "the dashboard test needs Debian's chromium: sudo apt-get install chromium"; exit 1; fi; }
+
+# The PostgreSQL tests start a throwaway cluster of their own (tests/postgres.py) with Debian's
+# server binaries, which live in /usr/lib/postgresql/<version>/bin, off PATH. Installed here
+# when missing (as root); the cluster Debian's package creates and starts is not used.
+postgres:
+	@command -v initdb >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else echo "the PostgreSQL tests need Debian's postgresql: sudo apt-get install postgresql"; exit 1; fi; }
 
 # Alby's fetchWithL402 runs in the L402 client tests on Debian's Node.js, with the npm
 # packages pinned by tests/js/package-lock.json. Node is installed here when missing (as root).
@@ -73,6 +82,9 @@ eval-routing: $(STAMP)
 
 eval-privacy: $(STAMP)
 	$(BIN)/python -m benchmarks.privacy --write docs/routing.md
+
+bench-pg-driver: $(STAMP) postgres
+	$(BIN)/python -m benchmarks.pg_driver --write docs/dependencies.md
 
 bench-privacy: $(STAMP)
 	$(BIN)/python -m benchmarks.privacy_scan --write docs/benchmarks.md

@@ -45,10 +45,53 @@ def _emulator(args: argparse.Namespace) -> int:
     return 0
 
 
+MAX_WORKERS = 64
+
+
+def _workers(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"between 1 and {MAX_WORKERS}")
+    return count
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .app import create_app
 
     settings = load_settings()
+    if args.workers > 1:
+        if not settings.database_url.startswith(("postgresql://", "postgres://")):
+            print(
+                f"satrouter serve: --workers {args.workers} needs PostgreSQL "
+                "(SATROUTER_DATABASE_URL=postgresql://...): a SQLite database is served by one "
+                "process; run one worker, or move to PostgreSQL (docs/operator.md)",
+                file=sys.stderr,
+            )
+            return 2
+        if settings.port == 0:
+            print(
+                "satrouter serve: --workers needs a fixed SATROUTER_PORT (0 would give each "
+                "worker a port of its own)",
+                file=sys.stderr,
+            )
+            return 2
+        if settings.metrics_port and settings.metrics_port + args.workers - 1 > 65535:
+            print(
+                f"satrouter serve: worker k serves /metrics on SATROUTER_METRICS_PORT + k; "
+                f"{settings.metrics_port} + {args.workers - 1} is past 65535",
+                file=sys.stderr,
+            )
+            return 2
+        from .workers import supervise
+
+        print(
+            f"satrouter on http://{settings.host}:{settings.port} ({args.workers} workers)",
+            flush=True,
+        )
+        return supervise(args.workers, _serve_worker, args.verbose)
     print(f"satrouter on http://{settings.host}:{settings.port}", flush=True)
     # Each request gets one line from service.http.request_ids (with its id), not aiohttp's.
     web.run_app(
@@ -58,6 +101,37 @@ def _serve(args: argparse.Namespace) -> int:
         print=None,
         access_log=None,
     )
+    return 0
+
+
+def _serve_worker(index: int, verbose: bool) -> None:
+    """One of ``serve --workers``' processes: a full replica on the shared port."""
+    from .app import create_app
+    from .workers import run_worker
+
+    settings = load_settings()
+    logs.configure(settings.log_format, logging.DEBUG if verbose else logging.INFO)
+    if settings.metrics_port:
+        # Each process counts its own requests: worker k serves them on the metrics port + k.
+        settings = settings.model_copy(update={"metrics_port": settings.metrics_port + index})
+    run_worker(create_app(settings), settings.host, settings.port)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from billing.store import StoreError, open_store
+
+    settings = load_settings()
+
+    async def run() -> None:
+        store = await open_store(settings.database_url)  # opening migrates
+        await store.close()
+
+    try:
+        asyncio.run(run())
+    except StoreError as exc:
+        print(f"satrouter migrate: {exc}", file=sys.stderr)
+        return 1
+    print("database schema up to date")
     return 0
 
 
@@ -236,7 +310,19 @@ def build_parser() -> argparse.ArgumentParser:
     emulator.set_defaults(run=_emulator)
 
     serve = commands.add_parser("serve", help="run the satrouter service")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="processes sharing the port, each a full replica (N > 1 needs PostgreSQL)",
+    )
     serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser(
+        "migrate", help="bring the database schema up to date, then exit (before replicas start)"
+    )
+    migrate.set_defaults(run=_migrate)
 
     margins = commands.add_parser("margins", help="revenue, cost and margin from the database")
     margins.add_argument("--since", help="2026-11-20, an ISO time, or 24h / 7d")

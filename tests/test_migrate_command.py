@@ -1,0 +1,35 @@
+"""``satrouter migrate``: the schema brought up to date by a one-shot command (the compose
+service and the Kubernetes Job that run before the replicas)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+
+
+def test_migrate_creates_the_schema_and_exits(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    db = tmp_path / "satrouter.db"
+    monkeypatch.setenv("SATROUTER_DATABASE_URL", f"sqlite:///{db}")
+    assert main(["migrate"]) == 0
+    assert "schema up to date" in capsys.readouterr().out
+    with sqlite3.connect(db) as conn:
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert version >= 1 and "tasks" in tables
+    assert main(["migrate"]) == 0  # again: nothing to do
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (version,)
+
+
+def test_migrate_names_an_unsupported_database(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SATROUTER_DATABASE_URL", "mysql://db/satrouter")
+    assert main(["migrate"]) == 1
+    assert "satrouter migrate: unsupported database URL mysql" in capsys.readouterr().err
