@@ -211,3 +211,32 @@ async def test_oversized_headers_are_a_problem(guarded: Service) -> None:
     assert refused.status_code == 431
     assert refused.headers["Content-Type"].startswith("application/problem+json")
     assert refused.json()["type"].endswith("headers_too_large")
+
+
+async def test_an_authorization_header_no_handler_takes_is_counted_as_anonymous(
+    lnbits: LnbitsServer, emulator: Emulator, tmp_path: Path
+) -> None:
+    """A scheme the handlers do not take is answered with a challenge like an anonymous
+    request: it was counted per credential (its own header), so varying it minted invoices
+    past every invoice limit."""
+    wallet = lnbits.create_wallet("satrouter")
+    settings = service_settings(
+        tmp_path, emulator, lnbits, wallet, limit_invoices_per_address="3/minute"
+    )
+    app = create_app(settings, engine_config=EngineConfig(sweep_interval=0.1))
+    runner, url = await serve(app)
+    try:
+        async with httpx.AsyncClient(base_url=url) as http:
+            answers = [
+                await http.post(
+                    "/v1/chat/completions", json=BODY, headers={"Authorization": f"Junk {n}"}
+                )
+                for n in range(6)
+            ]
+            empty = await http.post(
+                "/v1/chat/completions", json=BODY, headers={"Authorization": "Bearer"}
+            )
+    finally:
+        await runner.cleanup()
+    assert [a.status_code for a in answers] == [402, 402, 402, 429, 429, 429]
+    assert empty.status_code == 429

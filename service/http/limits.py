@@ -43,7 +43,8 @@ class Kind(enum.Enum):
 
     INVOICE = "invoice"  # may mint a Lightning invoice (and write its row)
     ACCOUNT = "account"  # creates an account
-    WRITE = "write"  # a credentialed request that writes rows (reservations, tasks)
+    WRITE = "write"  # a request with a key or task token: writes rows (reservations, tasks)
+    L402 = "l402"  # writes rows, and may be answered with a fresh challenge (an invoice)
     PAYOUT = "payout"  # a withdrawal
 
 
@@ -64,7 +65,8 @@ def kind_of(request: web.Request) -> Kind | None:
     if request.method != "POST":
         return None
     path = request.path
-    credentialed = bool(request.headers.get("Authorization", "").strip())
+    scheme, _, credential = request.headers.get("Authorization", "").strip().partition(" ")
+    scheme = scheme.upper() if credential.strip() else ""
     if path == "/v1/accounts":
         return Kind.ACCOUNT
     if path == "/v1/accounts/deposits":
@@ -72,7 +74,11 @@ def kind_of(request: web.Request) -> Kind | None:
     if path == "/v1/accounts/withdrawals":
         return Kind.PAYOUT
     if path in ("/v1/chat/completions", "/v1/tasks"):
-        return Kind.WRITE if credentialed else Kind.INVOICE
+        # Only what the handlers take as a credential; anything else is answered like an
+        # anonymous request (with an invoice) and is counted as one.
+        if scheme == "BEARER":
+            return Kind.WRITE
+        return Kind.L402 if scheme in ("L402", "LSAT") else Kind.INVOICE
     return None
 
 
@@ -128,6 +134,9 @@ class Limiter:
             Kind.INVOICE: [(i, w) for i, w in ((per_address, "address"), (total, "all")) if i],
             Kind.ACCOUNT: [(accounts, "address")] if accounts else [],
             Kind.WRITE: [(writes, "credential")] if writes else [],
+            # An L402 request may be re-challenged (credit short, expired, price risen): it is
+            # also held to the invoice rate per address, in a bucket of its own.
+            Kind.L402: [(i, w) for i, w in ((writes, "credential"), (per_address, "address")) if i],
             Kind.PAYOUT: [(payouts, "credential")] if payouts else [],
         }
 
