@@ -15,7 +15,7 @@ import pytest
 
 from billing import ledger
 from billing.store import open_store
-from billing.store.backup import BackupError, check
+from billing.store.backup import BackupError, backup, check
 
 from .conftest import CHEAP, HELLO, Service
 
@@ -146,3 +146,15 @@ def test_restore_refuses_a_damaged_or_newer_copy(tmp_path: Path) -> None:
     conn.close()
     with pytest.raises(BackupError, match="schema version 9999"):
         check(newer)
+
+
+def test_a_backup_is_readable_by_its_owner_only(tmp_path: Path) -> None:
+    """The copy holds the L402 root keys and the task-token secret."""
+
+    async def make() -> None:
+        store = await open_store(f"sqlite:///{tmp_path}/live.db")
+        await store.close()
+
+    asyncio.run(make())
+    copied = backup(tmp_path / "live.db", tmp_path / "copy.db")
+    assert copied.path.stat().st_mode & 0o777 == 0o600

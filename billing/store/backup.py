@@ -90,6 +90,8 @@ def backup(database: Path, target: Path) -> Checked:
         raise BackupError(f"{database} does not exist")
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
+    # Owner-only from the start: the copy holds L402 root keys and the task-token secret.
+    os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     source, copy = _read_only(database), sqlite3.connect(partial)
     try:
         source.backup(copy)  # pages=-1: one step, one snapshot
