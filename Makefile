@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser postgres js proto bench-pg-driver bench-upstream bench-pipeline bench-privacy eval-routing eval-privacy serve emulator clean
+.PHONY: demo test lint typecheck unit browser postgres js proto bench-pg-driver bench-pg-store bench-upstream bench-pipeline bench-privacy eval-routing eval-privacy serve emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "satrouter needs Python 3.11 or newer")'
@@ -85,6 +85,9 @@ eval-privacy: $(STAMP)
 
 bench-pg-driver: $(STAMP) postgres
 	$(BIN)/python -m benchmarks.pg_driver --write docs/dependencies.md
+
+bench-pg-store: $(STAMP) postgres
+	$(BIN)/python -m benchmarks.pg_store --write docs/benchmarks.md
 
 bench-privacy: $(STAMP)
 	$(BIN)/python -m benchmarks.privacy_scan --write docs/benchmarks.md

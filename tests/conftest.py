@@ -36,6 +36,10 @@ from service.http.keys import STORE
 from service.tasks.engine import EngineConfig
 from service.upstream.openrouter import OpenRouterClient
 
+# The throwaway PostgreSQL cluster's fixtures (postgres_cluster, postgres_url), for every test
+# directory: a sub-directory's conftest may not register plugins.
+pytest_plugins = ["tests.postgres"]
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 #: The emulator catalog's cheapest chat model.
 CHEAP = "meta-llama/llama-3.1-8b-instruct"

@@ -3,9 +3,11 @@ service and the Kubernetes Job that run before the replicas)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from service.cli import main
@@ -33,3 +35,26 @@ def test_migrate_names_an_unsupported_database(
     monkeypatch.setenv("SATROUTER_DATABASE_URL", "mysql://db/satrouter")
     assert main(["migrate"]) == 1
     assert "satrouter migrate: unsupported database URL mysql" in capsys.readouterr().err
+
+
+@pytest.mark.postgresql
+def test_migrate_creates_the_schema_on_postgresql(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], postgres_url: str
+) -> None:
+    from billing.store.postgres import migrations
+
+    monkeypatch.setenv("SATROUTER_DATABASE_URL", postgres_url)
+    assert main(["migrate"]) == 0
+    assert main(["migrate"]) == 0  # again: nothing to do
+    assert capsys.readouterr().out.count("schema up to date") == 2
+
+    async def applied() -> tuple[list[int], bool]:
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            versions = [r[0] for r in await conn.fetch("SELECT version FROM schema_version")]
+            has_tasks = await conn.fetchval("SELECT to_regclass('tasks') IS NOT NULL")
+        finally:
+            await conn.close()
+        return versions, bool(has_tasks)
+
+    assert asyncio.run(applied()) == ([v for v, _ in migrations()], True)

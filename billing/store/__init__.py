@@ -2,13 +2,14 @@
 
 Everything that must change together happens inside one :meth:`Store.transaction`: a task's state
 change, the ledger entry it causes and the outbox event that announces it commit together or not
-at all. Writers are serialized (SQLite: one writer and ``BEGIN IMMEDIATE``; PostgreSQL: row locks),
-which is what makes balance checks and reservations atomic.
+at all. Writers are serialized (SQLite: one writer and ``BEGIN IMMEDIATE``; PostgreSQL: a
+transaction-level advisory lock every writer takes first, across processes), which is what makes
+balance checks and reservations atomic.
 
 Laid out by concept: the rows in :mod:`.rows`, one narrow protocol per concept in
 :mod:`.contracts` (``Tx`` is their union), and each engine a package with one module per concept
-(:mod:`.sqlite`). The interface speaks in rows and small verbs, never SQL, so that a PostgreSQL
-engine can stand beside :mod:`billing.store.sqlite` without touching the callers.
+(:mod:`.sqlite`, :mod:`.postgres`). The interface speaks in rows and small verbs, never SQL, so
+the engines stand side by side without the callers knowing which one they use.
 """
 
 from __future__ import annotations
@@ -82,4 +83,16 @@ async def open_store(url: str) -> Store:
 
         path = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else ":memory:"
         return await SqliteStore.open(path)
-    raise StoreError(f"unsupported database URL {url.split(':', 1)[0]}:... (use sqlite:///path)")
+    if url.startswith(("postgresql://", "postgres://")):
+        try:
+            from .postgres import PostgresStore
+        except ImportError as exc:  # asyncpg is the optional [postgres] extra
+            raise StoreError(
+                "a postgresql:// database needs the PostgreSQL driver: "
+                "pip install 'satrouter[postgres]'"
+            ) from exc
+        return await PostgresStore.open(url)
+    raise StoreError(
+        f"unsupported database URL {url.split(':', 1)[0]}:... "
+        "(use sqlite:///path or postgresql://user@host/database)"
+    )

@@ -1,0 +1,115 @@
+"""The PostgreSQL engine (asyncpg): for several processes or replicas on one database.
+
+Correctness across processes is kept simple, and the same as SQLite's: writers are serialized
+cluster-wide. Every write transaction first takes one transaction-level advisory lock
+(``pg_advisory_xact_lock(WRITE_LOCK)``), released by its commit or rollback, so two writers
+never interleave whichever process or replica they run in. A balance check followed by a
+reservation, a budget's check and charge, an idempotency record's lookup and insert, and the
+outbox's ids (handed out in commit order) then hold exactly as they do on SQLite, with no
+per-statement row locks or serialization retries to reason about. The cost is throughput:
+one writer at a time across the cluster (docs/architecture.md "Storage"). Inside one process
+an asyncio lock queues writers before they take a pool connection, so waiting writers never
+hold every connection while a writer needs one for a read.
+
+Reads run in ``REPEATABLE READ READ ONLY`` transactions: one consistent snapshot of committed
+data, never blocked by writers.
+
+Migrations in ``migrations/NNNN_*.sql`` run on open, each in its own transaction, tracked in
+the ``schema_version`` table, under a session advisory lock so that replicas starting
+together migrate once (the others wait, then find nothing left to do).
+
+The verbs live one module per concept (``ledger.py``, ``invoices.py``, ...), each a mixin on
+:class:`.base.PostgresBase`, composed into :class:`.tx.PostgresTx`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib import resources
+
+import asyncpg
+
+from ..contracts import StoreError
+from .tx import PostgresTx
+
+__all__ = ["MIGRATE_LOCK", "WRITE_LOCK", "PostgresStore", "PostgresTx", "migrations"]
+
+# Advisory lock keys (any fixed 64-bit numbers no other application on the database uses).
+WRITE_LOCK = 0x5A7_0001  # held by every write transaction until it ends
+MIGRATE_LOCK = 0x5A7_0002  # held by the process applying migrations
+
+POOL_SIZE = 10  # connections per process: one writer at a time, the rest for readers
+
+
+def migrations() -> list[tuple[int, str]]:
+    """``(version, sql)`` for every shipped migration, in order."""
+    folder = resources.files(__name__).joinpath("migrations")
+    found = []
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.endswith(".sql") and name[:4].isdigit():
+            found.append((int(name[:4]), entry.read_text()))
+    return sorted(found)
+
+
+async def migrate(conn: asyncpg.Connection[asyncpg.Record]) -> int:
+    """Apply the migrations this database lacks, once across every process; its version."""
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATE_LOCK)
+    try:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version ("
+            "version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+        for version, sql in migrations():
+            if version <= current:
+                continue
+            async with conn.transaction():
+                await conn.execute(sql)  # no arguments: the whole script in one round trip
+                await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", version)
+            current = version
+        return current
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATE_LOCK)
+
+
+class PostgresStore:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+        self._pool = pool
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, url: str) -> PostgresStore:
+        try:
+            conn = await asyncpg.connect(url)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE)
+        return cls(pool)
+
+    async def schema_version(self) -> int:
+        async with self._pool.acquire() as conn:
+            return int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[PostgresTx]:
+        async with self._write_lock, self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
+            yield PostgresTx(conn)
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[PostgresTx]:
+        async with (
+            self._pool.acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            yield PostgresTx(conn)
+
+    async def close(self) -> None:
+        await self._pool.close()

@@ -1,0 +1,31 @@
+"""The PostgreSQL transaction: every concept's mixin on one connection. Contract: ``Tx``."""
+
+from __future__ import annotations
+
+from .audit import PostgresAudit
+from .bench import PostgresBench
+from .budgets import PostgresBudgets
+from .deliveries import PostgresDeliveries
+from .invoices import PostgresInvoices
+from .keys import PostgresKeys
+from .ledger import PostgresLedger
+from .outbox import PostgresOutbox
+from .payouts import PostgresPayouts
+from .tasks import PostgresTasks
+from .topups import PostgresTopups
+
+
+class PostgresTx(
+    PostgresLedger,
+    PostgresInvoices,
+    PostgresOutbox,
+    PostgresDeliveries,
+    PostgresTasks,
+    PostgresBudgets,
+    PostgresTopups,
+    PostgresPayouts,
+    PostgresAudit,
+    PostgresKeys,
+    PostgresBench,
+):
+    """One transaction or read snapshot on PostgreSQL."""
