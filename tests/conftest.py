@@ -40,7 +40,8 @@ from service.upstream.openrouter import OpenRouterClient
 # directory: a sub-directory's conftest may not register plugins.
 pytest_plugins = ["tests.postgres"]
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: /models responses OpenRouter really sent (May 2025, July 2026), kept with the tests.
+REAL_CATALOGS = Path(__file__).resolve().parent / "fixtures" / "openrouter"
 #: The emulator catalog's cheapest chat model.
 CHEAP = "meta-llama/llama-3.1-8b-instruct"
 #: A short prompt whose reply the emulator makes 10 tokens long.

@@ -16,7 +16,7 @@ from service.upstream.catalog import Catalog, CatalogCache, CatalogUnavailable, 
 from service.upstream.errors import TransportError
 from service.upstream.openrouter import OpenRouterClient
 
-from .conftest import SHARED_DATA
+from .conftest import REAL_CATALOGS
 
 
 def test_prices_are_exact_decimals() -> None:
@@ -63,9 +63,7 @@ def test_shipped_catalog_has_about_twenty_models_across_tiers() -> None:
     "name", ["openrouter-models-2025-05.json", "openrouter-models-2026-07.json"]
 )
 def test_real_openrouter_responses_parse_completely(name: str) -> None:
-    path = SHARED_DATA / name
-    if not path.is_file():
-        pytest.skip(f"reference data {path} not present")
+    path = REAL_CATALOGS / name
     body = json.loads(path.read_text())
     catalog = Catalog.from_response(body)
     assert len(catalog) == len(body["data"])

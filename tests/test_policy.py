@@ -23,7 +23,7 @@ from service.routing.policy import PolicyError, PolicyHolder, builtin, load, par
 from service.tasks.engine import EngineConfig
 from service.upstream.catalog import Catalog
 
-from .conftest import HELLO, SHARED_DATA, Emulator, Service, ServiceProcess, task_until
+from .conftest import HELLO, REAL_CATALOGS, Emulator, Service, ServiceProcess, task_until
 
 CATALOG = Catalog.from_response(load_catalog())
 KNOWN = CATALOG.__contains__
@@ -88,8 +88,8 @@ def test_mistakes_are_named_with_their_line(text: str, message: str) -> None:
 
 
 def _real_catalog(name: str) -> Catalog:
-    """A /models response OpenRouter really sent (``../shared/data/``)."""
-    return Catalog.from_response(json.loads((SHARED_DATA / name).read_text()))
+    """A /models response OpenRouter really sent (``tests/fixtures/openrouter/``)."""
+    return Catalog.from_response(json.loads((REAL_CATALOGS / name).read_text()))
 
 
 def test_models_the_catalog_lost_are_dropped_with_one_warning_each(
@@ -329,7 +329,7 @@ async def test_serve_starts_on_a_catalog_with_none_of_the_policy_models(
 ) -> None:
     server, emulator, *_ = service_process
     # What OpenRouter really listed in July 2026: none of the shipped policy's models.
-    body = json.loads((SHARED_DATA / "openrouter-models-2026-07.json").read_text())
+    body = json.loads((REAL_CATALOGS / "openrouter-models-2026-07.json").read_text())
     emulator.state.catalog_body = body
     emulator.state.catalog = {m["id"]: m for m in body["data"]}
     await server.start()
