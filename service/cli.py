@@ -231,6 +231,24 @@ def _backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _copy_db(args: argparse.Namespace) -> int:
+    try:
+        from billing.store.copy import CopyError, copy_db
+    except ImportError:  # asyncpg is the optional [postgres] extra
+        print(
+            "satrouter copy-db: needs the PostgreSQL driver: pip install 'satrouter[postgres]'",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        copied = asyncio.run(copy_db(args.source, args.target))
+    except CopyError as exc:
+        print(f"satrouter copy-db: {exc}", file=sys.stderr)
+        return 1
+    print(copied.report())
+    return 0
+
+
 def _bench_models(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
@@ -353,6 +371,14 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("path", help="a file written by satrouter backup")
     restore.add_argument("--replace", action="store_true", help="overwrite the existing database")
     restore.set_defaults(run=_backup)
+
+    copy_db = commands.add_parser(
+        "copy-db",
+        help="copy a SQLite database into a new PostgreSQL one (the service stopped), checked",
+    )
+    copy_db.add_argument("source", help="sqlite:///path/to/satrouter.db")
+    copy_db.add_argument("target", help="postgresql://user@host/database (empty)")
+    copy_db.set_defaults(run=_copy_db)
 
     bench = commands.add_parser("bench-models", help="run the prompt suite across models")
     bench.add_argument("--models", required=True, help="comma-separated model ids")

@@ -108,7 +108,9 @@ def backup(database: Path, target: Path) -> Checked:
 
 
 @contextmanager
-def _exclusive(database: Path) -> Iterator[None]:
+def exclusive(database: Path, action: str = "restore") -> Iterator[None]:
+    """Hold ``database``'s lock file exclusively: no service or command has it open, and none
+    can open it meanwhile; :class:`BackupError` naming ``action`` when one has."""
     lock = lock_path(database)
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a") as handle:
@@ -118,7 +120,7 @@ def _exclusive(database: Path) -> Iterator[None]:
             raise BackupError(
                 f"{database} is open in a running satrouter (or another satrouter command): "
                 "stop the service first (systemctl stop satrouter, or docker compose stop "
-                "satrouter), then restore"
+                f"satrouter), then {action}"
             ) from None
         try:
             yield
@@ -130,7 +132,7 @@ def restore(copy: Path, database: Path, *, replace: bool = False) -> Checked:
     """Put the checked backup ``copy`` in place of ``database``. Refused while the database
     is held, and over an existing database unless ``replace``."""
     check(copy)
-    with _exclusive(database):
+    with exclusive(database):
         if database.exists() and not replace:
             raise BackupError(f"{database} exists: pass --replace to overwrite it")
         source, target = _read_only(copy), sqlite3.connect(database)
