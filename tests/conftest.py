@@ -356,3 +356,27 @@ async def service_process(
     if server.proc is not None and server.proc.returncode is None:
         await server.kill()
     await runner.cleanup()
+
+
+async def satrouter_command(*args: str, database_url: str | None = None) -> tuple[int, str]:
+    """A ``satrouter`` command in its own process, with none of the environment's own
+    satrouter, OpenRouter, LNbits or LND settings: ``(exit code, what it printed)``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SATROUTER_", "OPENROUTER_", "LNBITS_", "LND_"))
+    }
+    if database_url is not None:
+        env["SATROUTER_DATABASE_URL"] = database_url
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()

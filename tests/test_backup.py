@@ -5,9 +5,7 @@ database a running service holds, a damaged copy, and a newer schema."""
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import httpx
@@ -17,30 +15,13 @@ from billing import ledger
 from billing.store import open_store
 from billing.store.backup import BackupError, backup, check
 
-from .conftest import CHEAP, HELLO, Service
+from .conftest import CHEAP, HELLO, Service, satrouter_command
 
 pytestmark = pytest.mark.lnbits
 
 
 async def _satrouter(database: Path, *args: str) -> tuple[int, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SATROUTER_", "OPENROUTER_", "LNBITS_", "LND_"))
-    }
-    env["SATROUTER_DATABASE_URL"] = f"sqlite:///{database}"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return await satrouter_command(*args, database_url=f"sqlite:///{database}")
 
 
 def _balances(database: Path) -> dict[str, int]:

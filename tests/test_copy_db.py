@@ -5,10 +5,7 @@ check fails on the target."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sqlite3
-import sys
 from pathlib import Path
 
 import asyncpg
@@ -26,9 +23,17 @@ from service.emulator.app import EmulatorConfig
 from service.http.keys import STORE
 from service.tasks.engine import EngineConfig
 
-from .conftest import CHEAP, HELLO, Service, service_settings, start_emulator, task_until, until
+from .conftest import (
+    CHEAP,
+    HELLO,
+    Service,
+    satrouter_command,
+    service_settings,
+    start_emulator,
+    task_until,
+    until,
+)
 
-pytest_plugins = ["tests.postgres"]
 pytestmark = pytest.mark.postgresql
 
 ENGINE = EngineConfig(generation_deadline=3, sweep_interval=0.1, invoice_expiry=60)
@@ -36,21 +41,7 @@ ENGINE = EngineConfig(generation_deadline=3, sweep_interval=0.1, invoice_expiry=
 
 async def _copy_db(source: str, target: str) -> tuple[int, str]:
     """The real command, in its own process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SATROUTER_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service",
-        "copy-db",
-        source,
-        target,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return await satrouter_command("copy-db", source, target)
 
 
 async def _settled(service: Service, http: httpx.AsyncClient, auth: dict[str, str]) -> int:
