@@ -125,8 +125,10 @@ async def test_sigkill_at_every_stage(
 async def test_a_call_that_ends_after_its_task_was_refunded_stays_refunded(
     service: Service,
 ) -> None:
-    """Another process starting on the same database refunds a call still in flight here
-    (it cannot tell it from an interrupted one): the call's answer does not bring the task back,
+    """A start-up recovery on the same SQLite database refunds a call still in flight here
+    (one process per SQLite database: it takes every lease as a dead process's; on PostgreSQL
+    the same happens when this replica's lease ran out): the call's answer does not bring the
+    task back,
     the agent keeps its refund, and what OpenRouter billed is booked as the operator's cost."""
     engine, store = service.app[ENGINE], service.app[STORE]
     await service.emulator.control("POST", "/config", {"ttft": 1.0})
@@ -140,7 +142,8 @@ async def test_a_call_that_ends_after_its_task_was_refunded_stays_refunded(
             )
         )
         await asyncio.sleep(0.5)  # the call is upstream
-        assert await engine.recover() == 1
+        assert await engine.recover() == 0  # its lease is live: nobody takes it over
+        assert await engine.recover(starting=True) == 1
         answer = await call
         assert answer.status_code == 200, answer.text
         task_id = answer.headers["X-Satrouter-Task"]

@@ -76,6 +76,8 @@ async def migrate(conn: asyncpg.Connection[asyncpg.Record]) -> int:
 
 
 class PostgresStore:
+    shared = True  # replicas share it
+
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self._pool = pool
         self._write_lock = asyncio.Lock()

@@ -83,6 +83,8 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 class SqliteStore:
+    shared = False  # one serving process at a time
+
     def __init__(self, path: str, writer: sqlite3.Connection, reader: sqlite3.Connection):
         self.path = path
         self._writer = writer

@@ -1,0 +1,36 @@
+"""Leases on running work: a task moved to ``running`` belongs to the replica running it until
+its lease expires. The replica renews its leases while it lives (every third of a lease), so
+another replica's recovery takes over only the work of a replica that died: a live replica's
+call in flight is never refunded or run again by someone else."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+
+
+def replica_id() -> str:
+    """This process's name among replicas: ``SATROUTER_REPLICA_ID`` or host, pid and a random
+    part (a restarted process is a new replica, whatever its pid)."""
+    given = os.environ.get("SATROUTER_REPLICA_ID", "").strip()
+    if given:
+        return given
+    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who holds the leases this process takes, and for how long each time."""
+
+    owner: str = field(default_factory=replica_id)
+    seconds: float = 30.0
+
+    def until(self, now: float) -> float:
+        return now + self.seconds
+
+    @property
+    def heartbeat(self) -> float:
+        """How often the holder renews its leases."""
+        return self.seconds / 3
