@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shlex
 import signal
@@ -60,6 +61,7 @@ from .routing.policy import PolicyError, PolicyHolder
 from .routing.policy import builtin as policy_builtin
 from .routing.policy import load as policy_load
 from .routing.privacy import PrivacyMode
+from .singletons import run_alone
 from .tasks.callbacks import CallbackSender
 from .tasks.destinations import PublicResolver
 from .tasks.engine import Engine, EngineConfig, Hooks
@@ -386,16 +388,23 @@ def create_app(
                 await asyncio.wait_for(books.read(), 5)
             background = [catalog.run(), balance.run(), books.run(), alerting.run()]
             if settings.topup_executor != "off":
+                topups = _topups(
+                    settings,
+                    store,
+                    backend,
+                    upstream,
+                    price_source,
+                    session,
+                    management is not None,
+                )
+                # One controller across replicas: two would each buy credits.
                 background.append(
-                    _topups(
-                        settings,
+                    run_alone(
                         store,
-                        backend,
-                        upstream,
-                        price_source,
-                        session,
-                        management is not None,
-                    ).run(settings.topup_interval)
+                        "topups",
+                        functools.partial(topups.run, settings.topup_interval),
+                        settings.topup_interval,
+                    )
                 )
             for job in background:
                 stack.callback(asyncio.create_task(job).cancel)

@@ -173,6 +173,10 @@ class SqliteStore:
                 self._writer.execute("COMMIT")
 
     @asynccontextmanager
+    async def singleton(self, name: str) -> AsyncIterator[bool]:
+        yield True  # one serving process per database file: it runs every singleton
+
+    @asynccontextmanager
     async def read(self) -> AsyncIterator[SqliteTx]:
         if self._reader is self._writer:  # in memory: reads wait for writers
             async with self._write_lock:
