@@ -65,7 +65,7 @@ from .singletons import run_alone
 from .tasks.callbacks import CallbackSender
 from .tasks.destinations import PublicResolver
 from .tasks.engine import Engine, EngineConfig, Hooks
-from .tasks.leases import Lease
+from .tasks.leases import Lease, replica_id
 from .upstream.catalog import CatalogCache, CatalogUnavailable
 from .upstream.openrouter import OpenRouterClient
 
@@ -298,7 +298,7 @@ def create_app(
                 config,
                 callback_allow_private=settings.callback_allow_private,
                 unpaid_retention=settings.unpaid_retention,
-                lease=Lease(seconds=settings.lease_seconds),
+                lease=Lease(replica_id(settings.replica_id), settings.lease_seconds),
             )
             # Callbacks go out on a session of their own whose lookups return public addresses
             # only (unless private ones are allowed), so DNS rebinding connects nowhere.

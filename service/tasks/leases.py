@@ -11,12 +11,11 @@ import socket
 from dataclasses import dataclass, field
 
 
-def replica_id() -> str:
-    """This process's name among replicas: ``SATROUTER_REPLICA_ID`` or host, pid and a random
-    part (a restarted process is a new replica, whatever its pid)."""
-    given = os.environ.get("SATROUTER_REPLICA_ID", "").strip()
-    if given:
-        return given
+def replica_id(given: str | None = None) -> str:
+    """This process's name among replicas: ``given`` (``SATROUTER_REPLICA_ID``) or host, pid
+    and a random part (a restarted process is a new replica, whatever its pid)."""
+    if given and given.strip():
+        return given.strip()
     return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
