@@ -11,12 +11,13 @@ import socket
 from dataclasses import dataclass, field
 
 
-def replica_id(given: str | None = None) -> str:
-    """This process's name among replicas: ``given`` (``SATROUTER_REPLICA_ID``) or host, pid
-    and a random part (a restarted process is a new replica, whatever its pid)."""
-    if given and given.strip():
-        return given.strip()
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+def replica_id(name: str | None = None) -> str:
+    """This process's name on its leases: the replica's ``name`` (``SATROUTER_REPLICA_ID``,
+    else the host's), its pid and a random part. Unique per process, so that the processes of
+    ``serve --workers`` (which share a configuration) never renew each other's leases, and a
+    restarted process is a new holder whatever its pid."""
+    prefix = (name or "").strip() or socket.gethostname()
+    return f"{prefix}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
 @dataclass(frozen=True, slots=True)

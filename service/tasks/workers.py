@@ -70,8 +70,12 @@ class Workers:
                 if not await tx.claim_lease(task.id, lease.owner, lease.until(time.time()), now):
                     continue  # renewed meanwhile: its replica lives
             log.warning("taking over %s: its lease expired while running", task.id)
-            await self._outcomes.fail(current, "interrupted while running; refunded")
-            taken += 1
+            # The lease is this replica's now (the old holder's heartbeat no longer reaches
+            # it); the task is failed only if its old holder did not complete it meanwhile.
+            after = await self._outcomes.fail(
+                current, "interrupted while running; refunded", only_from=State.RUNNING
+            )
+            taken += after.state == State.REFUNDED
         return taken
 
     async def heartbeat(self) -> None:
