@@ -24,6 +24,7 @@ from service.demo.lnbits import LnbitsServer
 from service.emulator.app import DEFAULT_API_KEY, EmulatorConfig
 
 from .conftest import CHEAP, HELLO, Emulator, ServiceProcess, start_emulator, until
+from .test_callbacks import Receiver
 
 pytestmark = [pytest.mark.lnbits, pytest.mark.postgresql]
 
@@ -247,3 +248,35 @@ async def test_a_killed_replicas_calls_are_taken_over_a_live_ones_never(
     # the killed calls reached OpenRouter once at most: none ran a second time
     assert emulator.state.counters["completions"] <= 1 + len(set([*orphaned, *created]))
     assert check.ok, check.problems
+
+
+async def test_each_callback_is_sent_once_by_two_replicas(
+    cluster: tuple[StartReplica, Emulator, Store],
+) -> None:
+    start, _, store = cluster
+    env = {"SATROUTER_CALLBACK_ALLOW_PRIVATE": "true"}
+    one, two = await start("one", **env), await start("two", **env)
+    async with Receiver() as hook, httpx.AsyncClient(timeout=30) as http:
+        account = await _account(http, one, store, 10_000_000)
+        ids = []
+        for n in range(4):
+            created = await http.post(
+                (one, two)[n % 2].url + "/v1/tasks",
+                json={
+                    "messages": HELLO,
+                    "model": CHEAP,
+                    "max_tokens": 10,
+                    "callback_url": hook.url,
+                },
+                headers=account["auth"],
+            )
+            assert created.status_code == 201, created.text
+            ids.append(created.json()["id"])
+
+        async def all_told() -> bool:  # paid, running, completed, reconciled: four each
+            return len(hook.got) >= 4 * len(ids)
+
+        await until(all_told, timeout=30)
+        await asyncio.sleep(2)  # a second sender, if there were one, has had its turn
+    message_ids = [headers["webhook-id"] for _, _, headers in hook.got]
+    assert len(message_ids) == len(set(message_ids)) == 4 * len(ids)

@@ -19,6 +19,7 @@ from billing.lightning.settlement import confirmed_settlements
 from billing.store import InvoiceRow, TaskRow
 
 from .. import logs
+from ..singletons import run_alone
 from .context import Context
 from .outcomes import Outcomes
 from .payments import Payments
@@ -209,8 +210,10 @@ class Workers:
             asyncio.create_task(self.sweep()),
             asyncio.create_task(self.heartbeat()),
         ]
-        if ctx.callbacks is not None:
-            workers.append(asyncio.create_task(ctx.callbacks.run()))
+        if ctx.callbacks is not None:  # one sender across replicas: two would send each twice
+            workers.append(
+                asyncio.create_task(run_alone(ctx.store, "callbacks", ctx.callbacks.run))
+            )
         if ctx.payouts is not None:  # finishes payouts a crash left open, then keeps looking
             workers.append(asyncio.create_task(ctx.payouts.run(ctx.config.sweep_interval)))
         try:
