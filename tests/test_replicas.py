@@ -280,3 +280,54 @@ async def test_each_callback_is_sent_once_by_two_replicas(
         await asyncio.sleep(2)  # a second sender, if there were one, has had its turn
     message_ids = [headers["webhook-id"] for _, _, headers in hook.got]
     assert len(message_ids) == len(set(message_ids)) == 4 * len(ids)
+
+
+async def test_a_replica_killed_at_each_stage_of_a_paid_task_the_other_finishes_it_once(
+    cluster: tuple[StartReplica, Emulator, Store], lnbits: LnbitsServer
+) -> None:
+    """Tasks paid by their own invoices, created on a replica that is killed with SIGKILL when
+    one is waiting for /generation and when one has just been paid: the other replica finishes
+    each exactly once (one escrow entry, one settle or refund), and the books balance."""
+    start, emulator, store = cluster
+    agent = lnbits.create_wallet("agent-replicas")
+    lnbits.fund(agent, 1_000_000)
+    emulator.state.config.generation_delay = 3.0  # the cost is known only after a while
+    one, two = await start("one"), await start("two")
+    body = {"messages": HELLO, "model": CHEAP, "max_tokens": 10}
+
+    async def state(task_id: str) -> str:
+        async with store.read() as tx:
+            task = await tx.task(task_id)
+        assert task is not None
+        return task.state
+
+    async def pay(task: dict[str, Any]) -> None:
+        paid = await asyncio.to_thread(lnbits.pay, agent, task["invoice"]["bolt11"])
+        assert paid.status_code < 300, paid.text
+
+    async with httpx.AsyncClient(timeout=30) as http:
+        # 1. Killed while the task waits for its cost from /generation.
+        waiting = (await http.post(one.url + "/v1/tasks", json=body)).json()
+        await pay(waiting)
+        await until(lambda: _is(state(waiting["id"]), "completed", "reconciled"))
+        await one.kill()
+        await until(lambda: _is(state(waiting["id"]), "reconciled"), timeout=30)
+        # 2. Killed the moment after a payment, wherever its push was in its handling.
+        await one.start()
+        just_paid = (await http.post(one.url + "/v1/tasks", json=body)).json()
+        await pay(just_paid)
+        await one.kill()
+        await until(lambda: _is(state(just_paid["id"]), "reconciled", "refunded"), timeout=30)
+        assert (await http.get(two.url + "/healthz")).status_code == 200
+    async with store.read() as tx:
+        check = await ledger.check(tx)
+    for task_id in (waiting["id"], just_paid["id"]):
+        async with store.read() as tx:
+            kinds = [j.kind for j in await tx.journal_by_ref(task_id)]
+        assert kinds.count("escrow_paid") == 1, (task_id, kinds)
+        assert kinds.count("settle") + kinds.count("refund") == 1, (task_id, kinds)
+    assert check.ok, check.problems
+
+
+async def _is(state: Awaitable[str], *wanted: str) -> bool:
+    return await state in wanted
