@@ -130,24 +130,35 @@ async def test_one_idempotency_key_sent_to_both_replicas_at_once_makes_one_task(
 async def test_calls_split_across_replicas_on_one_balance_and_one_cap(
     cluster: tuple[StartReplica, Emulator, Store],
 ) -> None:
+    """400 prepaid calls, each sent to one replica or the other: first 100 on a balance that
+    covers about ten at their maximum price (the balance bites), then 300 on a large balance
+    (the global daily cap bites). No overdraft, spend within the cap, the books balanced."""
     start, _, store = cluster
     cap = Decimal("0.0001")
     env = {"SATROUTER_BUDGET_DAILY_USD": str(cap)}
     replicas = [await start("one", **env), await start("two", **env)]
     limits = httpx.Limits(max_connections=400)
+    chat = {"model": CHEAP, "messages": HELLO, "max_tokens": 10}
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
-        # Enough for some of the calls only: the balance and the cap both bite.
-        account = await _account(http, replicas[0], store, 2_000_000)
+        rich = await _account(http, replicas[0], store, 100_000_000)
+        first = await http.post(
+            replicas[1].url + "/v1/chat/completions", headers=rich["auth"], json=chat
+        )
+        assert first.status_code == 200, first.text
+        async with store.read() as tx:
+            priced = await tx.task(first.headers["X-Satrouter-Task"])
+        assert priced is not None
+        held = int(priced.data["held_msat"])  # what one call reserves at most
+        poor = await _account(http, replicas[0], store, held * 10 + held // 2)
 
-        async def call(n: int) -> int:
+        async def call(n: int, account: dict[str, Any]) -> int:
             response = await http.post(
-                replicas[n % 2].url + "/v1/chat/completions",
-                headers=account["auth"],
-                json={"model": CHEAP, "messages": HELLO, "max_tokens": 10},
+                replicas[n % 2].url + "/v1/chat/completions", headers=account["auth"], json=chat
             )
             return response.status_code
 
-        statuses = await asyncio.gather(*(call(n) for n in range(400)))
+        few = await asyncio.gather(*(call(n, poor) for n in range(100)))
+        many = await asyncio.gather(*(call(n, rich) for n in range(299)))
 
         async def settled() -> bool:
             async with store.read() as tx:
@@ -158,12 +169,14 @@ async def test_calls_split_across_replicas_on_one_balance_and_one_cap(
         done = await tx.tasks_in_states(["reconciled"])
         period = Budgets().periods(time.time())[0]
         counted = await tx.budget_usage("global", period)
-        balance = await ledger.agent_balance(tx, account["id"])
+        poor_left = await ledger.agent_balance(tx, poor["id"])
+        rich_left = await ledger.agent_balance(tx, rich["id"])
         check = await ledger.check(tx)
-    assert set(statuses) <= {200, 402, 429}, sorted(set(statuses))
-    assert statuses.count(200) == len(done) > 0
-    assert statuses.count(200) < 400  # the balance or the cap refused some
-    assert balance.value >= 0  # no overdraft
+    assert set(few) | set(many) <= {200, 402, 429}, (set(few), set(many))
+    assert few.count(200) > 0 and few.count(402) > 0  # the balance refused the rest
+    assert many.count(429) > 0  # the cap refused the rest
+    assert 1 + few.count(200) + many.count(200) == len(done)
+    assert poor_left.value >= 0 and rich_left.value >= 0  # no overdraft
     spent = sum(t.data["cost_nusd"] for t in done)
     assert spent <= int(cap * 10**9)  # what really ran stayed under the cap
     assert counted[1] == spent
