@@ -86,6 +86,7 @@ class Payouts:
         poll: float = 0.5,
         absent_after: float = 120.0,
         give_up_after: int = 60,
+        reserved_grace: float = 30.0,
     ) -> None:
         self._store = store
         self._lightning = lightning
@@ -96,6 +97,9 @@ class Payouts:
         #: was never taken: it failed. (Shorter would race a pay call still on its way.)
         self._absent_after = absent_after
         self._give_up_after = give_up_after
+        #: On a shared database a ``reserved`` payout this young may be another replica's,
+        #: about to be sent: the sweep leaves it alone until then.
+        self._reserved_grace = reserved_grace
         #: Payouts a task of this process is sending: the sweep leaves them alone.
         self._in_hand: set[str] = set()
         self._jobs: set[asyncio.Task[PayoutRow]] = set()
@@ -236,15 +240,19 @@ class Payouts:
 
     async def sweep(self) -> int:
         """Resolve every open payout nobody in this process is sending: a ``reserved`` one
-        was never sent (a crash before the hand-over) and is refunded; an ``in_flight`` one is
-        asked about. The number that became final."""
+        was never sent (a crash before the hand-over) and is refunded (on a database replicas
+        share, once it is older than the grace: until then another may be sending it); an
+        ``in_flight`` one is asked about. The number that became final."""
         async with self._store.read() as tx:
             open_payouts = await tx.payouts_in_states(OPEN)
         done = 0
+        now = time.time()
         for payout in open_payouts:
             if payout.payment_hash in self._in_hand:
                 continue
             if payout.state == State.RESERVED:
+                if self._store.shared and now - payout.updated_at < self._reserved_grace:
+                    continue  # perhaps in another replica's hands, between reserve and send
                 after = await self._record(
                     payout,
                     PaymentOutcome(

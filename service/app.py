@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import shlex
 import signal
@@ -60,9 +61,11 @@ from .routing.policy import PolicyError, PolicyHolder
 from .routing.policy import builtin as policy_builtin
 from .routing.policy import load as policy_load
 from .routing.privacy import PrivacyMode
+from .singletons import run_alone
 from .tasks.callbacks import CallbackSender
 from .tasks.destinations import PublicResolver
 from .tasks.engine import Engine, EngineConfig, Hooks
+from .tasks.leases import Lease, replica_id
 from .upstream.catalog import CatalogCache, CatalogUnavailable
 from .upstream.openrouter import OpenRouterClient
 
@@ -295,6 +298,7 @@ def create_app(
                 config,
                 callback_allow_private=settings.callback_allow_private,
                 unpaid_retention=settings.unpaid_retention,
+                lease=Lease(replica_id(settings.replica_id), settings.lease_seconds),
             )
             # Callbacks go out on a session of their own whose lookups return public addresses
             # only (unless private ones are allowed), so DNS rebinding connects nowhere.
@@ -384,16 +388,23 @@ def create_app(
                 await asyncio.wait_for(books.read(), 5)
             background = [catalog.run(), balance.run(), books.run(), alerting.run()]
             if settings.topup_executor != "off":
+                topups = _topups(
+                    settings,
+                    store,
+                    backend,
+                    upstream,
+                    price_source,
+                    session,
+                    management is not None,
+                )
+                # One controller across replicas: two would each buy credits.
                 background.append(
-                    _topups(
-                        settings,
+                    run_alone(
                         store,
-                        backend,
-                        upstream,
-                        price_source,
-                        session,
-                        management is not None,
-                    ).run(settings.topup_interval)
+                        "topups",
+                        functools.partial(topups.run, settings.topup_interval),
+                        settings.topup_interval,
+                    )
                 )
             for job in background:
                 stack.callback(asyncio.create_task(job).cancel)

@@ -207,6 +207,12 @@ class Settings(BaseSettings):
     trusted_proxies: str = _env("SATROUTER_TRUSTED_PROXIES", "")
     #: How long expired, unpaid invoices, challenges and tasks are kept before they are pruned.
     unpaid_retention: float = _env("SATROUTER_UNPAID_RETENTION", 3600.0, ge=0)
+    # Running work is leased to its replica for this long and renewed every third of it; a
+    # dead replica's work is taken over (failed and refunded) once its lease runs out.
+    lease_seconds: float = _env("SATROUTER_LEASE_SECONDS", 30.0, ge=1, le=3600)
+    #: This replica's name on its leases, before each process's pid and a random part
+    #: (unset: the host name).
+    replica_id: str | None = _env("SATROUTER_REPLICA_ID", None, min_length=1, max_length=200)
 
     @field_validator(
         "limit_invoices_per_address",

@@ -125,8 +125,10 @@ async def test_sigkill_at_every_stage(
 async def test_a_call_that_ends_after_its_task_was_refunded_stays_refunded(
     service: Service,
 ) -> None:
-    """Another process starting on the same database refunds a call still in flight here
-    (it cannot tell it from an interrupted one): the call's answer does not bring the task back,
+    """A start-up recovery on the same SQLite database refunds a call still in flight here
+    (one process per SQLite database: it takes every lease as a dead process's; on PostgreSQL
+    the same happens when this replica's lease ran out): the call's answer does not bring the
+    task back,
     the agent keeps its refund, and what OpenRouter billed is booked as the operator's cost."""
     engine, store = service.app[ENGINE], service.app[STORE]
     await service.emulator.control("POST", "/config", {"ttft": 1.0})
@@ -140,7 +142,8 @@ async def test_a_call_that_ends_after_its_task_was_refunded_stays_refunded(
             )
         )
         await asyncio.sleep(0.5)  # the call is upstream
-        assert await engine.recover() == 1
+        assert await engine.recover() == 0  # its lease is live: nobody takes it over
+        assert await engine.recover(starting=True) == 1
         answer = await call
         assert answer.status_code == 200, answer.text
         task_id = answer.headers["X-Satrouter-Task"]
@@ -162,3 +165,40 @@ async def test_a_call_that_ends_after_its_task_was_refunded_stays_refunded(
         admin = {"Authorization": "Bearer admin-secret-for-tests"}
         status = (await http.get("/admin/status", headers=admin)).json()
     assert status["world"]["holdings"]["openrouter"]["matches"] is True
+
+
+async def test_a_running_task_whose_lease_expired_is_taken_over_without_a_restart(
+    service: Service,
+) -> None:
+    """The periodic recovery: a call whose lease ran out (its replica died) is failed and
+    refunded by a live process, once; the live process's own leases are left alone."""
+    engine, store = service.app[ENGINE], service.app[STORE]
+    await service.emulator.control("POST", "/config", {"ttft": 1.0})
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        account = await service.funded_account(http, 1000)
+        call = asyncio.create_task(
+            http.post(
+                "/v1/chat/completions",
+                json={"model": CHEAP, "max_tokens": 50, "messages": HELLO},
+                headers=account["auth"],
+            )
+        )
+        await asyncio.sleep(0.5)  # the call is upstream, under this process's lease
+        assert await engine.recover() == 0
+        async with store.transaction() as tx:
+            (running,) = await tx.tasks_in_states(["running"])
+            await tx.take_lease(running.id, "a-replica-that-died", time.time() - 1)
+        await engine.recover()
+        async with store.read() as tx:
+            taken = await tx.task(running.id)
+        assert taken is not None and taken.state == "refunded"
+        assert await engine.recover() == 0  # once
+        answer = await call
+        assert answer.status_code == 200, answer.text
+    async with store.read() as tx:
+        entries = [j.kind for j in await tx.journal_by_ref(running.id)]
+        balance = await ledger.agent_balance(tx, account["id"])
+        check = await ledger.check(tx)
+    assert entries.count("refund") == 1 and "settle" not in entries, entries
+    assert balance == Msat(1_000_000)
+    assert check.ok

@@ -464,3 +464,39 @@ async def test_sigkill_during_withdrawals_pays_or_refunds_once(
 
 async def _received(lnbits: LnbitsServer, wallet: Wallet, msat: int) -> bool:
     return await asyncio.to_thread(lnbits.balance_msat, wallet) == msat
+
+
+@pytest.mark.postgresql
+async def test_another_replicas_sweep_leaves_a_payout_it_is_about_to_send(
+    postgres_url: str,
+) -> None:
+    """Two replicas on one PostgreSQL database: a payout one of them has just reserved and not
+    yet sent is not refunded by the other's sweep (it would answer the agent 'failed' for a
+    withdrawal that is about to be paid); a reserved payout past the grace still is."""
+    node, address, cert = await start_node(MACAROON)
+    backend = LndBackend(
+        lnd_channel(address, cert, MACAROON, server_name="localhost"), _NoIndex(), max_backoff=0.2
+    )
+    store = await open_store(postgres_url)
+    try:
+        async with store.transaction() as tx:
+            await ledger.post(tx, ledger.deposit("agent", Msat(1_000_000), "d" * 64))
+        sending = Payouts(store, backend, patience=0.5, poll=0.05)
+        other = Payouts(store, backend, patience=0.5, poll=0.05)
+        reserved = await sending._reserve("agent", node.external_invoice(100_000), Msat(2_000))
+        assert await other.sweep() == 0
+        assert (await other.get(reserved.payment_hash)).state == State.RESERVED  # type: ignore[union-attr]
+        paid = await sending._drive(reserved, time.monotonic() + 5)
+        assert paid.state == State.SUCCEEDED
+        # A reserved payout whose replica died before sending is refunded after the grace.
+        late = Payouts(store, backend, reserved_grace=0.0)
+        orphan = await sending._reserve("agent", node.external_invoice(50_000), Msat(2_000))
+        assert await late.sweep() == 1
+        assert (await late.get(orphan.payment_hash)).state == State.FAILED  # type: ignore[union-attr]
+        assert await _agent(store) == 1_000_000 - 100_000 - (paid.fee_msat or 0)
+        async with store.read() as tx:
+            assert (await ledger.check(tx)).ok
+    finally:
+        await backend.close()
+        await store.close()
+        await node.server.stop(None)

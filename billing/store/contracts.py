@@ -188,6 +188,27 @@ class TasksTx(Protocol):
         order they changed."""
 
 
+class LeasesTx(Protocol):
+    """Leases on running work: which replica holds a task and until when. A replica renews its
+    own leases while it lives; another takes a task over only once its lease has expired."""
+
+    async def take_lease(self, task_id: str, owner: str, expires_at: float) -> None:
+        """Lease ``task_id`` to ``owner`` until ``expires_at`` (replacing any lease on it)."""
+
+    async def renew_leases(self, owner: str, expires_at: float) -> int:
+        """Extend every lease ``owner`` holds to ``expires_at``; how many it holds."""
+
+    async def claim_lease(self, task_id: str, owner: str, expires_at: float, now: float) -> bool:
+        """Compare-and-set: take ``task_id``'s lease for ``owner`` only if it has none or its
+        lease expired before ``now``. False, changing nothing, while another's lease runs."""
+
+    async def drop_lease(self, task_id: str) -> None:
+        """Forget the task's lease (it left the leased state); nothing if it had none."""
+
+    async def unleased_tasks(self, states: Sequence[str], now: float) -> list[TaskRow]:
+        """Tasks in ``states`` with no lease or one expired before ``now``, oldest first."""
+
+
 class BudgetsTx(Protocol):
     """What each budget scope spent in each period."""
 
@@ -282,6 +303,7 @@ class Tx(
     OutboxTx,
     DeliveriesTx,
     TasksTx,
+    LeasesTx,
     BudgetsTx,
     TopupsTx,
     PayoutsTx,
@@ -302,6 +324,15 @@ class Store(Protocol):
     uncommitted rows.
     """
 
+    #: Other processes (replicas) may use this database at once: their leases may be live.
+    shared: bool
+
     def transaction(self) -> AbstractAsyncContextManager[Tx]: ...
+    def singleton(self, name: str) -> AbstractAsyncContextManager[bool]:
+        """Try to become the one process running ``name`` (a top-up controller): True while
+        the block runs if this process holds it, False (at once, no waiting) if another does.
+        Held until the block exits or the process dies."""
+        ...
+
     def read(self) -> AbstractAsyncContextManager[Tx]: ...
     async def close(self) -> None: ...

@@ -25,6 +25,7 @@ from ..routing.policy import PolicyHolder
 from ..routing.privacy import PrivacyMode
 from ..upstream.catalog import CatalogCache
 from ..upstream.openrouter import OpenRouterClient
+from .leases import Lease
 
 if TYPE_CHECKING:  # callbacks read task records, which need this module
     from .callbacks import CallbackSender
@@ -45,6 +46,8 @@ class EngineConfig:
     max_listeners_per_task: int = 8  # event streams open on one task at once
     max_listeners: int = 2000  # event streams open at once in all
     budgets: Budgets = field(default_factory=Budgets)
+    #: This replica's leases on running work (its id and their length).
+    lease: Lease = field(default_factory=Lease)
 
 
 @dataclass(slots=True)

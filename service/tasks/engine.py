@@ -350,9 +350,9 @@ class Engine:
         """Apply one confirmed settlement (idempotent). True if it changed anything."""
         return await self._payments.on_settled(status)
 
-    async def recover(self) -> int:
-        """Refund the tasks a restart interrupted while running."""
-        return await self._workers.recover()
+    async def recover(self, *, starting: bool = False) -> int:
+        """Refund the running tasks whose lease expired (``starting``: as at start-up)."""
+        return await self._workers.recover(starting=starting)
 
     def running(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Recover, then run the background workers until the block exits."""

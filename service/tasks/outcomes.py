@@ -137,13 +137,20 @@ class Outcomes:
         log.warning("%s ran after it was refunded; its cost %s is the operator's", task.id, cost)
 
     async def fail(
-        self, task: TaskRow, error: str, *, attempts: list[Attempt] | None = None
+        self,
+        task: TaskRow,
+        error: str,
+        *,
+        attempts: list[Attempt] | None = None,
+        only_from: State | None = None,
     ) -> TaskRow:
-        """Every model failed (or the run was interrupted): refund everything held."""
+        """Every model failed (or the run was interrupted): refund everything held. With
+        ``only_from``, only a task still in that state (a call its replica completed after
+        all is reconciled, not refunded)."""
         async with self._ctx.store.transaction() as tx:
             current = await tx.task(task.id)
             assert current is not None
-            if current.state in TERMINAL:
+            if current.state in TERMINAL or (only_from and current.state != only_from):
                 return current
             failed = await move(
                 tx,

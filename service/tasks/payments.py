@@ -102,7 +102,7 @@ class Payments:
             async with ctx.store.transaction() as tx:
                 if remember and (earlier := await idempotency.taken(tx, remember[0])):
                     return earlier
-                task = await insert(tx, task)
+                task = await insert(tx, task, lease=ctx.config.lease)
                 await budget.commit(tx, ctx.config.budgets, payer, total, cost_max, now)
                 await ledger.post(tx, ledger.reserve(payer, task_id, total))
                 if remember:

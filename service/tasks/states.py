@@ -21,6 +21,7 @@ from typing import Any
 from billing.store import TaskRow, Tx
 
 from .context import Context
+from .leases import Lease
 from .record import CallbackTarget, record_of
 from .refusals import Refusal
 
@@ -56,22 +57,38 @@ async def move(
     *,
     updates: dict[str, Any] | None = None,
     event_fields: dict[str, Any] | None = None,
+    lease: Lease | None = None,
 ) -> TaskRow | None:
-    """Compare-and-set ``task`` from its state to ``to``; None if someone moved it first."""
+    """Compare-and-set ``task`` from its state to ``to``; None if someone moved it first.
+    Entering ``running`` takes ``lease`` on the task; leaving it drops the task's lease."""
     now = time.time()
     data = record_of(task).updated(updates or {}).dump()
     if not await tx.update_task(task.id, state=to, data=data, expected_state=task.state, now=now):
         return None
+    await _leased(tx, task.id, to, lease, now, left=task.state)
     await tx.append_event(
         f"task.{to}", task.id, event(task.id, to, data, **(event_fields or {})), now
     )
     return TaskRow(task.id, to, task.agent, data, task.created_at, now)
 
 
-async def insert(tx: Tx, task: TaskRow) -> TaskRow:
-    """A new task in its first state, with its event; the task as stored."""
+async def _leased(
+    tx: Tx, task_id: str, to: str, lease: Lease | None, now: float, left: str | None = None
+) -> None:
+    if to == State.RUNNING:
+        if lease is None:
+            raise ValueError("a task enters running only under a lease")
+        await tx.take_lease(task_id, lease.owner, lease.until(now))
+    elif left == State.RUNNING:
+        await tx.drop_lease(task_id)
+
+
+async def insert(tx: Tx, task: TaskRow, *, lease: Lease | None = None) -> TaskRow:
+    """A new task in its first state, with its event (and ``lease`` if it starts running);
+    the task as stored."""
     stored = replace(task, data=record_of(task).dump())
     await tx.insert_task(stored)
+    await _leased(tx, task.id, task.state, lease, task.created_at)
     state = State(task.state)
     await tx.append_event(
         f"task.{state}", task.id, event(task.id, state, stored.data), task.created_at

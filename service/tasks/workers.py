@@ -1,14 +1,16 @@
 """The engine's background work. Work is found by state, not by remembering it: paid tasks
 are run, completed ones reconciled, unpaid invoices past their expiry expired and, after the
-retention, pruned; settlements are applied as the backend reports them. On start-up a task
-found ``running`` was interrupted mid-call: it is failed and refunded rather than run again (a
-call may already have reached OpenRouter; running it twice is what must never happen)."""
+retention, pruned; settlements are applied as the backend reports them. A task found
+``running`` under an expired lease (``leases.py``) was interrupted mid-call by its replica's
+death: it is failed and refunded rather than run again (a call may already have reached
+OpenRouter; running it twice is what must never happen)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -17,6 +19,7 @@ from billing.lightning.settlement import confirmed_settlements
 from billing.store import InvoiceRow, TaskRow
 
 from .. import logs
+from ..singletons import run_alone
 from .context import Context
 from .outcomes import Outcomes
 from .payments import Payments
@@ -50,13 +53,44 @@ class Workers:
         self._slots = asyncio.Semaphore(ctx.config.max_concurrent_runs)
         hub.work = self.spawn
 
-    async def recover(self) -> int:
-        """Start-up: a task left ``running`` was interrupted mid-call; refund it."""
-        async with self._ctx.store.read() as tx:
-            interrupted = await tx.tasks_in_states([State.RUNNING])
-        for task in interrupted:
-            await self._outcomes.fail(task, "interrupted by a restart while running; refunded")
-        return len(interrupted)
+    async def recover(self, *, starting: bool = False) -> int:
+        """Take over ``running`` tasks whose lease expired (their replica died mid-call) and
+        fail and refund them. At start-up on a database no other process uses, every lease is
+        a dead process's, expired or not."""
+        ctx = self._ctx
+        lease = ctx.config.lease
+        now = math.inf if starting and not ctx.store.shared else time.time()
+        async with ctx.store.read() as tx:
+            lapsed = await tx.unleased_tasks([State.RUNNING], now)
+        taken = 0
+        for task in lapsed:
+            async with ctx.store.transaction() as tx:
+                current = await tx.task(task.id)
+                if current is None or current.state != State.RUNNING:
+                    continue  # finished meanwhile by its replica
+                if not await tx.claim_lease(task.id, lease.owner, lease.until(time.time()), now):
+                    continue  # renewed meanwhile: its replica lives
+            log.warning("taking over %s: its lease expired while running", task.id)
+            # The lease is this replica's now (the old holder's heartbeat no longer reaches
+            # it); the task is failed only if its old holder did not complete it meanwhile.
+            after = await self._outcomes.fail(
+                current, "interrupted while running; refunded", only_from=State.RUNNING
+            )
+            taken += after.state == State.REFUNDED
+        return taken
+
+    async def heartbeat(self) -> None:
+        """Every third of a lease: renew this replica's leases, then take over the work of
+        replicas whose leases ran out."""
+        lease = self._ctx.config.lease
+        while True:
+            await asyncio.sleep(lease.heartbeat)
+            try:
+                async with self._ctx.store.transaction() as tx:
+                    await tx.renew_leases(lease.owner, lease.until(time.time()))
+                await self.recover()
+            except Exception:
+                log.exception("renewing or taking over leases failed")
 
     def spawn(self, task: TaskRow) -> None:
         """Start work on a paid or completed task unless it is already in hand."""
@@ -70,7 +104,7 @@ class Workers:
     async def start_run(self, task: TaskRow) -> TaskRow | None:
         """Move a paid task to running (None if another worker took it)."""
         async with self._ctx.store.transaction() as tx:
-            moved = await move(tx, task, State.RUNNING)
+            moved = await move(tx, task, State.RUNNING, lease=self._ctx.config.lease)
         if moved is not None:
             self._hub.announce(moved)
         return moved
@@ -170,13 +204,16 @@ class Workers:
     async def running(self) -> AsyncIterator[None]:
         """Recover, then run the workers until the block exits."""
         ctx = self._ctx
-        await self.recover()
+        await self.recover(starting=True)
         workers = [
             asyncio.create_task(self.settlements()),
             asyncio.create_task(self.sweep()),
+            asyncio.create_task(self.heartbeat()),
         ]
-        if ctx.callbacks is not None:
-            workers.append(asyncio.create_task(ctx.callbacks.run()))
+        if ctx.callbacks is not None:  # one sender across replicas: two would send each twice
+            workers.append(
+                asyncio.create_task(run_alone(ctx.store, "callbacks", ctx.callbacks.run))
+            )
         if ctx.payouts is not None:  # finishes payouts a crash left open, then keeps looking
             workers.append(asyncio.create_task(ctx.payouts.run(ctx.config.sweep_interval)))
         try:

@@ -119,3 +119,20 @@ def test_without_the_driver_the_error_says_what_to_install() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
     assert "pip install 'satrouter[postgres]'" in done.stdout
+
+
+@postgresql
+async def test_a_singleton_is_held_by_one_replica_at_a_time(postgres_url: str) -> None:
+    one, two = await open_store(postgres_url), await open_store(postgres_url)
+    try:
+        async with (
+            one.singleton("topups") as first,
+            two.singleton("topups") as second,
+            two.singleton("other") as other,
+        ):
+            assert (first, second, other) == (True, False, True)
+        async with two.singleton("topups") as taken_over:  # the holder let go
+            assert taken_over
+    finally:
+        await one.close()
+        await two.close()

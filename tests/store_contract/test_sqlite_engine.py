@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from billing.store import open_store
 from billing.store.sqlite import SqliteStore, migrations
 
 
@@ -26,3 +27,13 @@ async def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
     await again.close()
     with sqlite3.connect(path) as raw:
         assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_the_only_process_on_a_file_holds_every_singleton(tmp_path: Path) -> None:
+    store = await open_store(f"sqlite:///{tmp_path}/one.db")
+    try:
+        async with store.singleton("topups") as held:
+            assert held
+        assert not store.shared
+    finally:
+        await store.close()

@@ -25,6 +25,7 @@ The verbs live one module per concept (``ledger.py``, ``invoices.py``, ...), eac
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -39,6 +40,7 @@ __all__ = ["MIGRATE_LOCK", "WRITE_LOCK", "PostgresStore", "PostgresTx", "migrati
 # Advisory lock keys (any fixed 64-bit numbers no other application on the database uses).
 WRITE_LOCK = 0x5A7_0001  # held by every write transaction until it ends
 MIGRATE_LOCK = 0x5A7_0002  # held by the process applying migrations
+SINGLETON_LOCKS = 0x5A7_0000_0000  # plus a name's CRC-32: held by the process running it
 
 POOL_SIZE = 10  # connections per process: one writer at a time, the rest for readers
 
@@ -76,6 +78,8 @@ async def migrate(conn: asyncpg.Connection[asyncpg.Record]) -> int:
 
 
 class PostgresStore:
+    shared = True  # replicas share it
+
     def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
         self._pool = pool
         self._write_lock = asyncio.Lock()
@@ -102,6 +106,19 @@ class PostgresStore:
         async with self._write_lock, self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
             yield PostgresTx(conn)
+
+    @asynccontextmanager
+    async def singleton(self, name: str) -> AsyncIterator[bool]:
+        # A session advisory lock on a connection of its own, kept for the whole block: it
+        # goes with the session, so a replica that dies lets another take over at once.
+        key = SINGLETON_LOCKS + zlib.crc32(name.encode())
+        async with self._pool.acquire() as conn:
+            held = bool(await conn.fetchval("SELECT pg_try_advisory_lock($1)", key))
+            try:
+                yield held
+            finally:
+                if held:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[PostgresTx]:

@@ -8,6 +8,7 @@ from .budgets import PostgresBudgets
 from .deliveries import PostgresDeliveries
 from .invoices import PostgresInvoices
 from .keys import PostgresKeys
+from .leases import PostgresLeases
 from .ledger import PostgresLedger
 from .outbox import PostgresOutbox
 from .payouts import PostgresPayouts
@@ -21,6 +22,7 @@ class PostgresTx(
     PostgresOutbox,
     PostgresDeliveries,
     PostgresTasks,
+    PostgresLeases,
     PostgresBudgets,
     PostgresTopups,
     PostgresPayouts,

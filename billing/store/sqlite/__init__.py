@@ -83,6 +83,8 @@ def _connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
 
 
 class SqliteStore:
+    shared = False  # one serving process at a time
+
     def __init__(self, path: str, writer: sqlite3.Connection, reader: sqlite3.Connection):
         self.path = path
         self._writer = writer
@@ -169,6 +171,10 @@ class SqliteStore:
                 raise
             else:
                 self._writer.execute("COMMIT")
+
+    @asynccontextmanager
+    async def singleton(self, name: str) -> AsyncIterator[bool]:
+        yield True  # one serving process per database file: it runs every singleton
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqliteTx]:

@@ -8,6 +8,7 @@ from .budgets import SqliteBudgets
 from .deliveries import SqliteDeliveries
 from .invoices import SqliteInvoices
 from .keys import SqliteKeys
+from .leases import SqliteLeases
 from .ledger import SqliteLedger
 from .outbox import SqliteOutbox
 from .payouts import SqlitePayouts
@@ -21,6 +22,7 @@ class SqliteTx(
     SqliteOutbox,
     SqliteDeliveries,
     SqliteTasks,
+    SqliteLeases,
     SqliteBudgets,
     SqliteTopups,
     SqlitePayouts,
