@@ -199,8 +199,14 @@ class _InTransaction:
     """The :class:`~billing.store.contracts.Store` the checks read: the copy's own
     uncommitted transaction, which no other connection can see yet."""
 
+    shared = False  # nobody else sees it: the checks run alone
+
     def __init__(self, conn: asyncpg.Connection[asyncpg.Record]) -> None:
         self._conn = conn
+
+    @asynccontextmanager
+    async def singleton(self, name: str) -> AsyncIterator[bool]:
+        yield True
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[PostgresTx]:
