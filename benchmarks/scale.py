@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -331,6 +332,7 @@ def run(seconds: float) -> tuple[list[Row], str]:
                 postmaster = int((cluster.datadir / "postmaster.pid").read_text().split()[0])
                 db = Database(postmaster, database_url)
             rows += _satrouter(label, database_url, workers, emulator, workdir, seconds, db)
+    shutil.rmtree(workdir)  # kept when a run fails: the servers' logs are in it
     return rows, _verdict(rows)
 
 
