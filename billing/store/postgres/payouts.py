@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import astuple
 
 from ..rows import PayoutRow
 from .base import PostgresBase
@@ -15,24 +16,11 @@ _COLUMNS = (
 
 class PostgresPayouts(PostgresBase):
     async def insert_payout(self, payout: PayoutRow) -> bool:
-        p = payout
         inserted = await self._run(
             f"INSERT INTO payouts ({_COLUMNS}) "
             "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) "
             "ON CONFLICT DO NOTHING",
-            p.payment_hash,
-            p.ref,
-            p.agent,
-            p.bolt11,
-            p.amount_msat,
-            p.fee_limit_msat,
-            p.state,
-            p.created_at,
-            p.updated_at,
-            p.attempted_at,
-            p.fee_msat,
-            p.preimage,
-            p.error,
+            *astuple(payout),  # the row's fields are in _COLUMNS' order
         )
         return inserted == 1
 

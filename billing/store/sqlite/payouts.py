@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import astuple
 from typing import Any
 
 from ..rows import PayoutRow
@@ -60,18 +61,4 @@ class SqlitePayouts(SqliteBase):
 
 
 def _payout_values(p: PayoutRow) -> tuple[Any, ...]:
-    return (
-        p.payment_hash,
-        p.ref,
-        p.agent,
-        p.bolt11,
-        p.amount_msat,
-        p.fee_limit_msat,
-        p.state,
-        p.created_at,
-        p.updated_at,
-        p.attempted_at,
-        p.fee_msat,
-        p.preimage,
-        p.error,
-    )
+    return astuple(p)  # the row's fields are in the table's column order
