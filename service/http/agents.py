@@ -9,16 +9,14 @@ import time
 
 from aiohttp import web
 
-from billing.money import NanoUsd, Rounding, nusd_to_msat
-
-from ..tasks.engine import TERMINAL, Priced, quote_data
+from ..tasks.engine import TERMINAL, Priced
 from ..tasks.record import record_of
 from . import sse
 from .auth import bearer, payer_of, require_payer
 from .keys import ENGINE, LIMITER, STORE
 from .problems import Problem, read_json
-from .schemas import ModelList, ModelView, QuoteView, TaskCreated, TaskRequest, parse
-from .views import price_view, task_view
+from .schemas import TaskCreated, TaskRequest, parse
+from .views import model_list, quote_view, task_view
 
 routes = web.RouteTableDef()
 #: With no model or tier named, the policy's default tier.
@@ -27,33 +25,8 @@ DEFAULT_MODEL = "auto"
 
 @routes.get("/v1/models")
 async def list_models(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
-    catalog, rate = await engine.market()
-
-    def per_mtok(price: object) -> int:
-        usd = NanoUsd.from_usd(price * 1_000_000, Rounding.UP)  # type: ignore[operator]
-        return nusd_to_msat(usd, rate.usd_per_btc, Rounding.UP).value
-
-    models = [
-        ModelView(
-            id=info.id,
-            name=info.name,
-            context_length=info.context_length,
-            max_completion_tokens=info.max_completion_tokens,
-            prompt_msat_per_mtok=per_mtok(info.price.prompt) if info.price else None,
-            completion_msat_per_mtok=per_mtok(info.price.completion) if info.price else None,
-            request_msat=per_mtok(info.price.request / 1_000_000) if info.price else None,
-            variable_price=info.price is None,
-        )
-        for info in catalog
-    ]
-    body = ModelList(
-        data=models,
-        btc_usd=str(rate.usd_per_btc),
-        rate_source=rate.source,
-        catalog_age_s=round(catalog.age()),
-    )
-    return web.json_response(body.model_dump())
+    catalog, rate = await request.app[ENGINE].market()
+    return web.json_response(model_list(catalog, rate).model_dump())
 
 
 async def _priced(request: web.Request) -> tuple[TaskRequest, Priced]:
@@ -65,12 +38,7 @@ async def _priced(request: web.Request) -> tuple[TaskRequest, Priced]:
 @routes.post("/v1/quote")
 async def post_quote(request: web.Request) -> web.Response:
     _, priced = await _priced(request)
-    view = QuoteView(
-        **price_view(quote_data(priced.quote)).model_dump(),
-        tier=priced.tier,
-        task_class=priced.task_class.name if priced.task_class else None,
-    )
-    return web.json_response(view.model_dump())
+    return web.json_response(quote_view(priced).model_dump())
 
 
 @routes.post("/v1/tasks")

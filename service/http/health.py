@@ -120,6 +120,14 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
         schemas.WithdrawalView,
         "A withdrawal's state (succeeded, pending or failed)",
     ),
+    (
+        "post",
+        "/mcp",
+        None,
+        None,
+        "MCP over streamable HTTP (JSON-RPC, stateless): models, quotes, chat completions, "
+        "tasks and the balance as tools (bearer API key)",
+    ),
     ("get", "/healthz", None, None, "Liveness"),
     ("get", "/readyz", None, None, "Readiness"),
     ("get", "/openapi.json", None, None, "This document"),
@@ -164,6 +172,7 @@ SECURITY: dict[str, list[dict[str, list[str]]]] = {
     "/v1/accounts/deposits": [{"bearer": []}],
     "/v1/accounts/withdrawals": [{"bearer": []}, {"l402": []}],
     "/v1/accounts/withdrawals/{payment_hash}": [{"bearer": []}, {"l402": []}],
+    "/mcp": [{"bearer": []}],
     **{
         path: [{"bearer": []}]
         for _, path, *_ in OPERATIONS

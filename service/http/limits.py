@@ -79,6 +79,8 @@ def kind_of(request: web.Request) -> Kind | None:
         if scheme == "BEARER":
             return Kind.WRITE
         return Kind.L402 if scheme in ("L402", "LSAT") else Kind.INVOICE
+    if path == "/mcp" and scheme == "BEARER":
+        return Kind.WRITE  # its tools pay and write as the API's do; without a key, a 401
     return None
 
 

@@ -1,14 +1,19 @@
-"""Turning stored tasks into API views."""
+"""Turning the engine's answers (stored tasks, prices, the catalog) into API views: the REST
+handlers and the MCP tools show the same."""
 
 from __future__ import annotations
 
 from decimal import Decimal
 from typing import Any
 
+from billing.money import NanoUsd, Rounding, nusd_to_msat
+from billing.rates import Rate
 from billing.store import TaskRow
 
+from ..tasks.engine import Priced, quote_data
 from ..tasks.record import record_of
-from .schemas import InvoiceView, PriceBreakdown, TaskView
+from ..upstream.catalog import Catalog
+from .schemas import InvoiceView, ModelList, ModelView, PriceBreakdown, QuoteView, TaskView
 
 
 def price_view(quote: dict[str, Any]) -> PriceBreakdown:
@@ -40,4 +45,41 @@ def task_view(task: TaskRow) -> TaskView:
         tier=record.tier,
         task_class=record.task_class,
         error=record.error,
+    )
+
+
+def quote_view(priced: Priced) -> QuoteView:
+    """A quote as agents see it: the price, and where the request would be routed."""
+    return QuoteView(
+        **price_view(quote_data(priced.quote)).model_dump(),
+        tier=priced.tier,
+        task_class=priced.task_class.name if priced.task_class else None,
+    )
+
+
+def model_list(catalog: Catalog, rate: Rate) -> ModelList:
+    """The catalog with prices in msat at ``rate`` (rounded up: never under the cost)."""
+
+    def per_mtok(price: object) -> int:
+        usd = NanoUsd.from_usd(price * 1_000_000, Rounding.UP)  # type: ignore[operator]
+        return nusd_to_msat(usd, rate.usd_per_btc, Rounding.UP).value
+
+    models = [
+        ModelView(
+            id=info.id,
+            name=info.name,
+            context_length=info.context_length,
+            max_completion_tokens=info.max_completion_tokens,
+            prompt_msat_per_mtok=per_mtok(info.price.prompt) if info.price else None,
+            completion_msat_per_mtok=per_mtok(info.price.completion) if info.price else None,
+            request_msat=per_mtok(info.price.request / 1_000_000) if info.price else None,
+            variable_price=info.price is None,
+        )
+        for info in catalog
+    ]
+    return ModelList(
+        data=models,
+        btc_usd=str(rate.usd_per_btc),
+        rate_source=rate.source,
+        catalog_age_s=round(catalog.age()),
     )
