@@ -34,7 +34,7 @@ def scope_of(request: web.Request, extra: Mapping[str, Any] | None = None) -> Sc
         "scheme": request.scheme,
         "path": request.path,
         "raw_path": request.raw_path.split("?", 1)[0].encode("latin-1"),
-        "query_string": request.query_string.encode("latin-1"),
+        "query_string": request.rel_url.raw_query_string.encode("latin-1"),  # as sent
         "root_path": "",
         "headers": [(k.lower(), v) for k, v in request.raw_headers],
         "client": (peer[0], peer[1]) if isinstance(peer, tuple) and len(peer) >= 2 else None,
