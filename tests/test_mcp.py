@@ -115,6 +115,11 @@ async def test_bodies_are_held_to_the_rest_apis_limits(tmp_path: Path) -> None:
         }
         huge = await http.post("/mcp", content=b" " * (1024 * 1024 + 1), headers=headers)
         assert huge.status_code == 413
+        text = await http.post(
+            "/mcp", content=b"{}", headers={**headers, "Content-Type": "text/plain"}
+        )
+        assert text.status_code == 415
+        assert text.json()["type"].endswith("unsupported_media_type")
         deep = await http.post("/mcp", content=b"[" * 100 + b"]" * 100, headers=headers)
         assert deep.status_code == 400
         assert deep.json()["type"].endswith("json_too_deep")
@@ -202,6 +207,10 @@ async def test_a_refused_payment_is_a_tool_error_and_charges_nothing(service: Se
             assert short["detail"]
             task = refusal(await session.call_tool("create_task", {"request": request}))
             assert task["kind"] == "insufficient_balance"
+            capped = {**request, "max_price_msat": 1}
+            over = refusal(await session.call_tool("chat_completion", {"request": capped}))
+            assert over["kind"] == "over_max_price"
+            assert over["status"] == 402
             assert (await call(session, "get_balance"))["balance_msat"] == 0
     async with service.app[STORE].read() as tx:
         assert await tx.tasks_in_states(["pending", "running", "completed"]) == []

@@ -87,6 +87,8 @@ async def endpoint(request: web.Request) -> web.StreamResponse:
             headers={"WWW-Authenticate": 'Bearer realm="satrouter"'},
         )
     payer = await payer_of(request.app[STORE], secret)
+    if request.content_type != "application/json":  # as the transport requires
+        raise Problem(415, "unsupported_media_type", "send JSON (Content-Type: application/json)")
     raw = await request.read()  # within client_max_size, or 413
     if raw:
         parse_json(raw)  # the REST API's JSON limits, before the SDK parses it
@@ -268,7 +270,12 @@ async def _answer(work: Awaitable[BaseModel]) -> CallToolResult:
 
 
 def _error(problem: Problem) -> CallToolResult:
-    body = json.loads(json.dumps({**problem.body(), "kind": problem.kind}, default=str))
+    """The problem the REST API would answer, as a tool error (``retry_after`` in seconds
+    where its answer would say ``Retry-After``)."""
+    body: dict[str, Any] = {**problem.body(), "kind": problem.kind}
+    if "Retry-After" in problem.headers:
+        body["retry_after"] = int(problem.headers["Retry-After"])
+    body = json.loads(json.dumps(body, default=str))
     return CallToolResult(
         content=[TextContent(type="text", text=f"{problem.kind}: {problem.detail}")],
         structured_content=body,
