@@ -20,6 +20,7 @@ from mcp_types import CallToolResult
 from service.http.keys import STORE
 
 from .conftest import CHEAP, HELLO, Service, offline_service, until
+from .test_api_fuzz import HOSTILE_BODIES, _row_counts
 
 TOOLS = {"list_models", "quote", "chat_completion", "create_task", "get_task", "get_balance"}
 
@@ -128,6 +129,29 @@ async def test_bodies_are_held_to_the_rest_apis_limits(tmp_path: Path) -> None:
         )
         assert listed.status_code == 200, listed.text
         assert {tool["name"] for tool in listed.json()["result"]["tools"]} == TOOLS
+
+
+async def test_hostile_bodies_are_refused_as_the_rest_api_refuses_them(tmp_path: Path) -> None:
+    """The hostile bodies the REST API is tested with: each is refused with the same problem
+    before the SDK parses it (or, valid JSON but no JSON-RPC message, by the SDK with a 400
+    JSON-RPC error), and nothing is written."""
+    async with offline_service(tmp_path) as http:
+        account = (await http.post("/v1/accounts")).json()
+        headers = {
+            "Authorization": f"Bearer {account['api_key']}",
+            "Accept": "application/json, text/event-stream",
+            "Content-Type": "application/json",
+        }
+        before = _row_counts(tmp_path / "offline.db")
+        for body, kind in HOSTILE_BODIES:
+            answer = await http.post("/mcp", content=body, headers=headers)
+            if kind == "invalid_request":  # JSON, but not a message: the protocol's own error
+                assert answer.status_code == 400, body
+                assert answer.json()["error"]["code"] in (-32600, -32602), body
+            else:
+                assert answer.status_code == 400, body
+                assert answer.json()["type"] == f"urn:satrouter:problem:{kind}", body
+        assert _row_counts(tmp_path / "offline.db") == before
 
 
 async def test_requests_are_rate_limited_per_key(tmp_path: Path) -> None:

@@ -89,9 +89,7 @@ async def endpoint(request: web.Request) -> web.StreamResponse:
     payer = await payer_of(request.app[STORE], secret)
     if request.content_type != "application/json":  # as the transport requires
         raise Problem(415, "unsupported_media_type", "send JSON (Content-Type: application/json)")
-    raw = await request.read()  # within client_max_size, or 413
-    if raw:
-        parse_json(raw)  # the REST API's JSON limits, before the SDK parses it
+    parse_json(await request.read())  # within client_max_size (or 413), and the API's JSON limits
     return await asgi.serve(request, request.app[SESSIONS].handle_request, extra={PAYER: payer})
 
 
