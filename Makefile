@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser postgres js proto bench-pg-driver bench-pg-store bench-upstream bench-pipeline bench-privacy bench-scale eval-routing eval-privacy serve emulator clean
+.PHONY: demo test lint typecheck unit browser postgres js proto bench-pg-driver bench-pg-store bench-upstream bench-pipeline bench-privacy bench-scale bench-mcp eval-routing eval-privacy serve emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "satrouter needs Python 3.11 or newer")'
@@ -95,3 +95,6 @@ bench-scale: $(STAMP) postgres
 
 bench-privacy: $(STAMP)
 	$(BIN)/python -m benchmarks.privacy_scan --write docs/benchmarks.md
+
+bench-mcp: $(STAMP)
+	$(BIN)/python -m benchmarks.mcp --write docs/benchmarks.md

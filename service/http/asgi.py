@@ -4,7 +4,8 @@ The body is read by aiohttp first (``request.read()``, so the application's
 ``client_max_size`` refuses an oversized one with 413 before the ASGI side runs) and handed over
 whole in one ``http.request`` message; after it, ``receive`` waits until the answer is complete
 and then reports ``http.disconnect``. The answer streams back as it is sent: a body that comes in
-one message is sent with its ``Content-Length``, a longer one chunked (an event stream).
+one message is sent whole with its ``Content-Length`` when the handler returns, a longer one
+chunked as it comes (an event stream).
 """
 
 from __future__ import annotations
@@ -76,10 +77,12 @@ async def serve(
             raise RuntimeError("http.response.body before http.response.start")
         chunk = bytes(message.get("body", b""))
         more = bool(message.get("more_body", False))
+        if response is None and not more:  # the whole answer at once: sent as one piece
+            response = _response(started, chunk)
+            answered.set()
+            return
         if response is None:
             response = _response(started)
-            if not more:
-                response.content_length = len(chunk)
             await response.prepare(request)
         if chunk:
             await response.write(chunk)
@@ -94,13 +97,18 @@ async def serve(
     if response is None:
         if started is None:
             raise RuntimeError("the ASGI application sent no answer")
-        response = _response(started)  # a start with no body message: an empty answer
-        response.content_length = 0
+        response = _response(started, b"")  # a start with no body message: an empty answer
     return response
 
 
-def _response(start: Message) -> web.StreamResponse:
-    response = web.StreamResponse(status=int(start["status"]))
+def _response(start: Message, body: bytes | None = None) -> web.StreamResponse:
+    """The answer ``start`` begins: with ``body``, whole (aiohttp sends it after the handler
+    returns, with its length, in one write); without, to be streamed."""
+    response = (
+        web.Response(status=int(start["status"]), body=body)
+        if body is not None
+        else web.StreamResponse(status=int(start["status"]))
+    )
     for name, value in start.get("headers", ()):
         key = bytes(name).decode("latin-1")
         if key.lower() in ("content-length", "transfer-encoding"):
