@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any
 
@@ -95,6 +96,9 @@ async def endpoint(request: web.Request) -> web.StreamResponse:
 
 async def serving(app: web.Application) -> AsyncIterator[None]:
     """The SDK's session manager, for the application's life (a ``cleanup_ctx``)."""
+    # It logs every stateless request's end at INFO ("Terminating session: None"); the access
+    # log already has each request.
+    logging.getLogger("mcp.server.streamable_http").setLevel(logging.WARNING)
     server = tools(app)
     server.streamable_http_app(
         stateless_http=True,
