@@ -199,10 +199,15 @@ async def test_models_quote_chat_task_and_balance_through_mcp(service: Service) 
             assert 0 < chat_task["charge_msat"] <= answer["max_price_msat"]
             assert balance["balance_msat"] == 500_000 - chat_task["charge_msat"]
 
+            task_request = {"messages": HELLO, "model": CHEAP}
             created = await call(
-                session, "create_task", request={"messages": HELLO, "model": CHEAP}
+                session, "create_task", request=task_request, idempotency_key="mcp-1"
             )
             assert created["task_token"]
+            again = await call(
+                session, "create_task", request=task_request, idempotency_key="mcp-1"
+            )
+            assert again["id"] == created["id"]  # one task, paid once
             done = await until(lambda: settled(created["id"]))
             assert done["result"]["choices"][0]["message"]["content"]
             after = await call(session, "get_balance")
@@ -216,6 +221,10 @@ async def test_models_quote_chat_task_and_balance_through_mcp(service: Service) 
         async with mcp_session(service.url, other["api_key"]) as stranger:
             hidden = refusal(await stranger.call_tool("get_task", {"task_id": created["id"]}))
             assert hidden["kind"] == "task_not_found"
+        # A task token is a bearer here as on the REST API: it reads its own task.
+        async with mcp_session(service.url, created["task_token"]) as holder:
+            mine = await call(holder, "get_task", task_id=created["id"])
+            assert mine["status"] == "reconciled"
     assert (await service.check_ledger()).ok
 
 
