@@ -7,9 +7,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from billing.lightning import decode_invoice
 from billing.money import Msat
 
 from .context import Context
+from .offers import Offer
 from .payments import Payments
 from .quotes import Priced, Quoter, StoredQuote
 from .refusals import Refusal
@@ -26,6 +28,7 @@ class L402Payment:
     max_price: Msat
     digest: str
     bound: bool
+    scheme: str = "l402"  # how it was presented: l402, mpp or x402 (see .offers.SCHEMES)
 
     @property
     def payer(self) -> str:
@@ -51,9 +54,10 @@ class Challenger:
         priced: Priced | None = None,
         refused: Refusal | None = None,
     ) -> Refusal:
-        """An L402 challenge for this request at its own quote: an invoice and a macaroon
-        bound to it, as the refusal to answer with. ``refused`` is why a credential sent
-        with the request could not pay (kept as the refusal's kind)."""
+        """The offer for this request at its own quote: an invoice and a macaroon bound to
+        it (which the L402, MPP and x402 challenges all carry), as the refusal to answer
+        with. ``refused`` is why a credential sent with the request could not pay (kept as
+        the refusal's kind)."""
         authority = self._ctx.l402
         assert authority is not None, "L402 needs the engine built with its authority"
         priced = priced or await self._quoter.price(request)
@@ -65,10 +69,21 @@ class Challenger:
             max_price=total,
             valid_for=self._ctx.config.invoice_expiry + 86_400,
         )
+        offer = Offer(
+            token_id,
+            macaroon,
+            invoice.bolt11,
+            invoice.payment_hash,
+            invoice.amount,
+            invoice.expires_at,
+            digest,
+            decode_invoice(invoice.bolt11).network,
+        )
         async with self._ctx.store.transaction() as tx:
             await tx.insert_invoice(
                 self._payments.row(invoice, "l402", f"l402_{token_id}", time.time())
             )
+            await tx.set_value(offer.key, offer.record())
         pay = (
             f"pay {-(-total.value // 1000)} sat and repeat the request with "
             "Authorization: L402 <macaroon>:<preimage> of this challenge"
@@ -82,5 +97,5 @@ class Challenger:
                 "invoice": invoice.bolt11,
                 "macaroon": macaroon,
             },
-            challenge=(macaroon, invoice.bolt11),
+            challenge=offer,
         )
