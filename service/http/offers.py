@@ -26,13 +26,15 @@ from aiohttp import web
 from billing import mpp, x402
 from billing.l402 import request_digest
 from billing.lightning import InvalidInvoice, decode_invoice
+from billing.money import Msat
 from billing.mpp import MppError
+from billing.store import InvoiceRow
 from billing.x402 import X402Error
 
 from ..tasks.engine import Engine, L402Payment
-from ..tasks.offers import Offer, kept_offer
+from ..tasks.offers import TOKEN_GRACE, Offer, memo
 from ..tasks.refusals import Refusal
-from .keys import STORE
+from .keys import L402, STORE
 from .problems import Problem
 
 DESCRIPTION = "satrouter chat completion"
@@ -82,21 +84,35 @@ async def show(request: web.Request, problem: Problem, offer: Offer, raw: bytes)
     return problem
 
 
+async def _offered(request: web.Request, payment_hash: str, bolt11: str) -> InvoiceRow | None:
+    """The invoice row of an offer made here, if ``bolt11`` is that offer's invoice."""
+    async with request.app[STORE].read() as tx:
+        row = await tx.invoice(payment_hash)
+    if row is None or row.purpose != "l402" or row.bolt11 != bolt11:
+        return None
+    return row
+
+
+def _paid(row: InvoiceRow, digest: str, scheme: str) -> L402Payment:
+    """The offer's token as the bound payment of this request."""
+    token_id = row.ref.removeprefix("l402_")
+    return L402Payment(token_id, Msat(row.amount_msat), digest, bound=True, scheme=scheme)
+
+
 async def mpp_payment(
     request: web.Request, engine: Engine, raw: bytes
 ) -> tuple[L402Payment, dict[str, str]]:
     """A verified ``Authorization: Payment`` credential as the bound payment it is, and the
     headers of its answer (``Payment-Receipt``). 401 if it is wrong; a fresh offer if it
     expired."""
-    store = request.app[STORE]
     digest = request_digest(raw)
     try:
         credential = mpp.parse_credential(request.headers["Authorization"])
-        mpp.verify(await mpp.server_secret(store), credential, body=raw)
-        async with store.read() as tx:
-            kept = await kept_offer(tx, credential.payment_hash)
-        if kept is None or kept.digest != digest:
-            raise MppError("invalid_challenge", "no such offer for this request")
+        # the HMAC binds the challenge (its invoice) to the digest of the body presented
+        mpp.verify(await mpp.server_secret(request.app[STORE]), credential, body=raw)
+        row = await _offered(request, credential.payment_hash, credential.invoice)
+        if row is None:
+            raise MppError("invalid_challenge", "no such offer")
         if not await engine.confirm(credential.payment_hash):
             raise MppError("unpaid", "the invoice of this challenge is not settled")
     except MppError as exc:
@@ -110,42 +126,42 @@ async def mpp_payment(
                 retry_after=1,
             ) from None
         raise Problem(401, f"mpp_{exc.reason}", exc.detail) from None
-    receipt = mpp.receipt(
-        credential.payment_hash,
-        credential.challenge.id,
-        # What reads and withdraws the change: Authorization: L402 <macaroon>:<preimage>
-        {"macaroon": kept.macaroon},
+    paid = _paid(row, digest, "mpp")
+    # What reads and withdraws the change: Authorization: L402 <macaroon>:<preimage>
+    macaroon = await request.app[L402].reissue(
+        row.payment_hash,
+        paid.token_id,
+        digest=digest,
+        max_price=paid.max_price,
+        valid_until=int(row.expires_at) + TOKEN_GRACE,
     )
-    paid = L402Payment(kept.token_id, kept.max_price, digest, bound=True, scheme="mpp")
+    receipt = mpp.receipt(row.payment_hash, credential.challenge.id, {"macaroon": macaroon})
     return paid, {"Payment-Receipt": receipt}
 
 
 async def x402_payment(
     request: web.Request, engine: Engine, raw: bytes
 ) -> tuple[L402Payment, dict[str, str]]:
-    """A ``PAYMENT-SIGNATURE`` naming an invoice issued here for this request and settled,
+    """A ``PAYMENT-SIGNATURE`` naming an invoice offered here for this request and settled,
     as the bound payment it is, and the headers of its answer (``PAYMENT-RESPONSE``)."""
-    store = request.app[STORE]
     digest = request_digest(raw)
     try:
         signature = x402.parse_signature(request.headers["PAYMENT-SIGNATURE"])
         try:
-            payment_hash = decode_invoice(signature.invoice).payment_hash
+            decoded = decode_invoice(signature.invoice)
         except InvalidInvoice as exc:
             raise X402Error("malformed", str(exc)) from None
-        async with store.read() as tx:
-            row = await tx.invoice(payment_hash)
-            kept = await kept_offer(tx, payment_hash)
-        if row is None or kept is None or row.bolt11 != signature.invoice:
+        row = await _offered(request, decoded.payment_hash, signature.invoice)
+        if row is None:
             raise X402Error("unknown_invoice", "this invoice was not offered here")
-        if kept.digest != digest:
+        if decoded.description != memo(digest):
             raise X402Error("wrong_request", "this invoice was issued for another request")
-        if not await engine.confirm(payment_hash):
+        if not await engine.confirm(row.payment_hash):
             raise X402Error("unpaid", "this invoice is not settled")
     except X402Error as exc:
         if exc.reason == "malformed":
             raise Problem(400, "x402_malformed", exc.detail) from None
         # x402 answers a payment it cannot take with a fresh PAYMENT-REQUIRED
         raise Refusal(f"x402_{exc.reason}", exc.detail) from None
-    paid = L402Payment(kept.token_id, kept.max_price, digest, bound=True, scheme="x402")
-    return paid, {"PAYMENT-RESPONSE": x402.payment_response(payment_hash)}
+    paid = _paid(row, digest, "x402")
+    return paid, {"PAYMENT-RESPONSE": x402.payment_response(row.payment_hash)}

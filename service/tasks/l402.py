@@ -11,7 +11,7 @@ from billing.lightning import decode_invoice
 from billing.money import Msat
 
 from .context import Context
-from .offers import Offer
+from .offers import TOKEN_GRACE, Offer, memo
 from .payments import Payments
 from .quotes import Priced, Quoter, StoredQuote
 from .refusals import Refusal
@@ -28,7 +28,7 @@ class L402Payment:
     max_price: Msat
     digest: str
     bound: bool
-    scheme: str = "l402"  # how it was presented: l402, mpp or x402 (see .offers.SCHEMES)
+    scheme: str = "l402"  # how it was presented: l402, mpp or x402
 
     @property
     def payer(self) -> str:
@@ -62,12 +62,12 @@ class Challenger:
         assert authority is not None, "L402 needs the engine built with its authority"
         priced = priced or await self._quoter.price(request)
         total = priced.quote.total
-        invoice = await self._payments.invoice(total, "satrouter L402")
+        invoice = await self._payments.invoice(total, memo(digest))
         macaroon, token_id = await authority.mint(
             invoice.payment_hash,
             digest=digest,
             max_price=total,
-            valid_for=self._ctx.config.invoice_expiry + 86_400,
+            valid_for=self._ctx.config.invoice_expiry + TOKEN_GRACE,
         )
         offer = Offer(
             token_id,
@@ -83,7 +83,6 @@ class Challenger:
             await tx.insert_invoice(
                 self._payments.row(invoice, "l402", f"l402_{token_id}", time.time())
             )
-            await tx.set_value(offer.key, offer.record())
         pay = (
             f"pay {-(-total.value // 1000)} sat and repeat the request with "
             "Authorization: L402 <macaroon>:<preimage> of this challenge"
