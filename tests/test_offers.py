@@ -143,6 +143,8 @@ async def test_mpp_pays_once_replays_and_its_change_is_credit_on_the_token(
                 break
             await asyncio.sleep(0.05)
         assert me["id"].startswith("l402_") and me["balance_msat"] > 0
+        reconciled = await http.post(URL, content=body, headers=credential)  # still MPP's
+        assert reconciled.status_code == 200 and reconciled.json() == first.json()
     assert service.emulator.state.counters["completions"] == 1
     assert (await service.check_ledger()).ok
 
