@@ -84,8 +84,9 @@ class Challenger:
                 self._payments.row(invoice, "l402", f"l402_{token_id}", time.time())
             )
         pay = (
-            f"pay {-(-total.value // 1000)} sat and repeat the request with "
-            "Authorization: L402 <macaroon>:<preimage> of this challenge"
+            f"pay the invoice ({-(-total.value // 1000)} sat) and repeat the request with "
+            "one of the offered credentials: Authorization: L402 <macaroon>:<preimage>, "
+            "Authorization: Payment <credential> (MPP) or PAYMENT-SIGNATURE (x402)"
         )
         return Refusal(
             refused.kind if refused else "payment_required",
