@@ -30,6 +30,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic_core import from_json
+
 from .store import Store
 
 SCHEME = "Payment"
@@ -170,7 +172,7 @@ def parse_credential(header: str) -> Credential:
     if len(token) > MAX_CREDENTIAL:
         raise MppError("malformed", "the credential is too long")
     try:
-        data = json.loads(_unb64url(token))
+        data = from_json(_unb64url(token))  # refuses nesting past 200 levels (no recursion)
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise MppError("malformed", "the credential is not base64url JSON") from None
     if not isinstance(data, dict):
@@ -197,7 +199,7 @@ def parse_credential(header: str) -> Credential:
 
 def _request(encoded: str) -> dict[str, Any]:
     try:
-        request = json.loads(_unb64url(encoded))
+        request = from_json(_unb64url(encoded))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise MppError("malformed", "the challenge's request is not base64url JSON") from None
     if not isinstance(request, dict):

@@ -18,6 +18,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic_core import from_json
+
 VERSION = 2
 SCHEME = "exact"
 #: CAIP-2 id of Bitcoin (its genesis block), as the Lightning variant of ``exact`` names it.
@@ -76,7 +78,8 @@ def parse_signature(header: str) -> Signature:
     if not text or len(text) > MAX_HEADER:
         raise X402Error("malformed", "PAYMENT-SIGNATURE is empty or too long")
     try:
-        data = json.loads(base64.b64decode(text + "=" * (-len(text) % 4), validate=False))
+        # pydantic-core refuses nesting past 200 levels (json.loads recursed until it crashed)
+        data = from_json(base64.b64decode(text + "=" * (-len(text) % 4), validate=False))
     except (binascii.Error, ValueError, UnicodeDecodeError):
         raise X402Error("malformed", "PAYMENT-SIGNATURE is not base64 JSON") from None
     if not isinstance(data, dict):

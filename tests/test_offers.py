@@ -220,6 +220,9 @@ async def test_forged_expired_and_other_request_mpp_credentials_change_nothing(
             URL, content=body, headers={**JSON, "Authorization": "Payment !!!"}
         )
         assert malformed.status_code == 401 and malformed.json()["type"].endswith("mpp_malformed")
+        deep = {**JSON, "Authorization": "Payment " + mpp.b64url(b"[" * 5000)}
+        nested = await http.post(URL, content=body, headers=deep)
+        assert nested.status_code == 401 and nested.json()["type"].endswith("mpp_malformed")
         assert await _state(service) == before
     assert (await service.check_ledger()).ok
 
@@ -248,5 +251,8 @@ async def test_x402_refuses_an_unpaid_invoice_and_one_issued_for_another_request
         garbage = {**JSON, "PAYMENT-SIGNATURE": "not base64 json"}
         malformed = await http.post(URL, content=body, headers=garbage)
         assert malformed.status_code == 400 and malformed.json()["type"].endswith("x402_malformed")
+        deep = {**JSON, "PAYMENT-SIGNATURE": base64.b64encode(b"[" * 5000).decode()}
+        nested = await http.post(URL, content=body, headers=deep)
+        assert nested.status_code == 400 and nested.json()["type"].endswith("x402_malformed")
         assert await _state(service) == before
     assert (await service.check_ledger()).ok
