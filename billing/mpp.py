@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
@@ -32,14 +33,14 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from .store import Store
+from .store import Store, StoreError
 
 SCHEME = "Payment"
 METHOD = "lightning"
 INTENT = "charge"
 REALM = "satrouter"
 #: Where the HMAC secret of challenge ids is kept (made on first use, kept across restarts).
-SECRET_KEY = "mpp:secret"
+SECRET_ID = hashlib.sha256(b"satrouter mpp challenge secret").hexdigest()
 #: A credential longer than this is refused before it is decoded (work per request is bounded).
 MAX_CREDENTIAL = 16_384
 _PREIMAGE = re.compile(r"^[0-9a-f]{64}$")
@@ -113,16 +114,20 @@ def challenge_id(secret: bytes, echo: Echo) -> str:
 
 
 async def server_secret(store: Store) -> bytes:
-    """The secret challenge ids are bound with: one per deployment, kept in the store."""
+    """The secret challenge ids are bound with: one per deployment, made by whichever process
+    needs it first and never replaced (kept beside the L402 root keys, whose table only
+    inserts: two replicas starting at once end up with the same one)."""
     async with store.read() as tx:
-        kept = await tx.get_value(SECRET_KEY)
+        kept = await tx.root_key(SECRET_ID)
     if kept is None:
-        async with store.transaction() as tx:
-            kept = await tx.get_value(SECRET_KEY)
-            if kept is None:
-                kept = secrets.token_hex(32)
-                await tx.set_value(SECRET_KEY, kept)
-    return bytes.fromhex(kept)
+        with contextlib.suppress(StoreError):  # another process made it first: theirs holds
+            async with store.transaction() as tx:
+                await tx.put_root_key(SECRET_ID, secrets.token_bytes(32), time.time())
+        async with store.read() as tx:
+            kept = await tx.root_key(SECRET_ID)
+    if kept is None:
+        raise StoreError("the MPP challenge secret could not be kept")
+    return kept
 
 
 def charge_request(
