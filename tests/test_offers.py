@@ -256,3 +256,10 @@ async def test_x402_refuses_an_unpaid_invoice_and_one_issued_for_another_request
         assert nested.status_code == 400 and nested.json()["type"].endswith("x402_malformed")
         assert await _state(service) == before
     assert (await service.check_ledger()).ok
+
+
+async def test_processes_asking_for_the_mpp_secret_at_once_agree_on_one(service: Service) -> None:
+    store = service.app[STORE]
+    secrets = await asyncio.gather(*(mpp.server_secret(store) for _ in range(8)))
+    assert len(set(secrets)) == 1 and len(secrets[0]) == 32
+    assert await mpp.server_secret(store) == secrets[0]

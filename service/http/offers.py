@@ -17,7 +17,6 @@ the change is credit on that token (payer ``l402_<token>``), read and withdrawn 
 
 from __future__ import annotations
 
-import contextlib
 import time
 from typing import Any
 
@@ -52,14 +51,11 @@ async def show(request: web.Request, problem: Problem, offer: Offer, raw: bytes)
     )
     payment, echo = mpp.challenge(secret, request=charge, expires_at=offer.expires_at, body=raw)
     problem.header_lists.setdefault("WWW-Authenticate", []).append(payment)
-    payee = None
-    with contextlib.suppress(InvalidInvoice):
-        payee = decode_invoice(offer.bolt11).payee
     accepts = x402.requirements(
         amount_msat=offer.amount.value,
         invoice=offer.bolt11,
         payment_hash=offer.payment_hash,
-        pay_to=payee or offer.payment_hash,
+        pay_to=offer.payee or offer.payment_hash,
         timeout=max(1, int(offer.expires_at - time.time())),
     )
     required, required_json = x402.payment_required(

@@ -69,6 +69,7 @@ class Challenger:
             max_price=total,
             valid_for=self._ctx.config.invoice_expiry + TOKEN_GRACE,
         )
+        decoded = decode_invoice(invoice.bolt11)
         offer = Offer(
             token_id,
             macaroon,
@@ -77,7 +78,8 @@ class Challenger:
             invoice.amount,
             invoice.expires_at,
             digest,
-            decode_invoice(invoice.bolt11).network,
+            decoded.network,
+            decoded.payee,
         )
         async with self._ctx.store.transaction() as tx:
             await tx.insert_invoice(

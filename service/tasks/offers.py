@@ -28,6 +28,7 @@ class Offer:
     expires_at: float
     digest: str  # hex sha256 of the request body it is for
     network: str  # of the invoice: mainnet, testnet, signet, regtest
+    payee: str | None  # the node the invoice pays (its public key)
 
 
 def memo(digest: str) -> str:
