@@ -263,3 +263,37 @@ async def test_processes_asking_for_the_mpp_secret_at_once_agree_on_one(service:
     secrets = await asyncio.gather(*(mpp.server_secret(store) for _ in range(8)))
     assert len(set(secrets)) == 1 and len(secrets[0]) == 32
     assert await mpp.server_secret(store) == secrets[0]
+
+
+async def test_the_change_of_an_mpp_payment_is_withdrawn_with_the_receipts_macaroon(
+    service: Service,
+) -> None:
+    body = json.dumps(
+        {
+            "model": "anthropic/claude-opus-4",
+            "messages": [{"role": "user", "content": "a dear question [[tokens=20]]"}],
+            "max_tokens": 2000,
+        }
+    ).encode()
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        offered = await _offered(http, body)
+        paid = await service.pay(offered["problem"]["invoice"])
+        credential = {**JSON, "Authorization": _mpp_credential(offered["mpp"], paid["preimage"])}
+        answer = await http.post(URL, content=body, headers=credential)
+        assert answer.status_code == 200, answer.text
+        macaroon = _b64url_json(answer.headers["Payment-Receipt"])["macaroon"]
+        l402 = {"Authorization": f"L402 {macaroon}:{paid['preimage']}"}
+        for _ in range(200):
+            balance = (await http.get("/v1/accounts/me", headers=l402)).json()["balance_msat"]
+            if balance > 100_000:
+                break
+            await asyncio.sleep(0.05)
+        invoice = await service.agent_invoice(100)
+        withdrawal = await http.post(
+            "/v1/accounts/withdrawals", headers=l402, json={"invoice": invoice}
+        )
+        assert withdrawal.status_code == 200, withdrawal.text
+        assert withdrawal.json()["status"] == "succeeded"
+        after = (await http.get("/v1/accounts/me", headers=l402)).json()["balance_msat"]
+        assert after <= balance - 100_000
+    assert (await service.check_ledger()).ok
