@@ -70,7 +70,8 @@ async def short_lived(
 
 COUNTS = {
     "invoices": "SELECT COUNT(*) FROM invoices",
-    "l402_root_keys": "SELECT COUNT(*) FROM l402_root_keys",
+    # the tokens' root keys (the MPP challenge secret, kept in the same table, is no token's)
+    "l402_root_keys": "SELECT COUNT(*) FROM l402_root_keys WHERE id_hash != :mpp_secret",
     "tasks": "SELECT COUNT(*) FROM tasks",
     "outbox": "SELECT COUNT(*) FROM outbox",
 }
@@ -78,7 +79,7 @@ COUNTS = {
 
 def _count(path: Path, table: str) -> int:
     with sqlite3.connect(path) as db:
-        return int(db.execute(COUNTS[table]).fetchone()[0])
+        return int(db.execute(COUNTS[table], {"mpp_secret": mpp.SECRET_ID}).fetchone()[0])
 
 
 async def _lnbits_invoices(service: Service) -> int:
