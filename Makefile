@@ -45,13 +45,13 @@ postgres:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	  else echo "the PostgreSQL tests need Debian's postgresql: sudo apt-get install postgresql"; exit 1; fi; }
 
-# Alby's fetchWithL402 runs in the L402 client tests on Debian's Node.js, with the npm
-# packages pinned by tests/js/package-lock.json. Node is installed here when missing (as root).
+# Alby's lightning-tools and mppx run in the L402, MPP and x402 client tests on Debian's
+# Node.js, with the npm packages pinned by tests/js/package-lock.json (and tests/js/.npmrc). Node is installed here when missing (as root).
 JS_STAMP := tests/js/node_modules/.package-lock.json
 
 js: $(JS_STAMP)
 
-$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json tests/js/.npmrc
 	@command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm; \

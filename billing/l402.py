@@ -160,24 +160,55 @@ class L402Authority:
         now = time.time() if now is None else now
         identifier = Identifier(VERSION, bytes.fromhex(payment_hash), secrets.token_bytes(32))
         root_key = secrets.token_bytes(32)
-        raw_id = identifier.encode()
         async with self._store.transaction() as tx:
             await tx.put_root_key(
                 root_key_id(payment_hash, identifier.token_id.hex()), root_key, now
             )
-        macaroon = Macaroon(
-            location=self.service, identifier=raw_id, key=root_key, version=MACAROON_V2
-        )
-        for caveat in (
+        caveats = self._caveats(capabilities, int(now + valid_for), digest, max_price)
+        return self._encode(identifier, root_key, caveats), identifier.token_id.hex()
+
+    async def reissue(
+        self,
+        payment_hash: str,
+        token_id: str,
+        *,
+        digest: str,
+        max_price: Msat,
+        valid_until: int,
+        capabilities: Sequence[str] = ("chat",),
+    ) -> str:
+        """A macaroon of an existing token (the same root key, so the same credit), with the
+        caveats it was minted with: for a payer who paid its invoice under another scheme
+        (MPP) and needs the L402 credential to read and withdraw its change."""
+        identifier = Identifier(VERSION, bytes.fromhex(payment_hash), bytes.fromhex(token_id))
+        async with self._store.read() as tx:
+            root_key = await tx.root_key(root_key_id(payment_hash, token_id))
+        if root_key is None:
+            raise L402Error("unknown_token", "no such token")
+        caveats = self._caveats(capabilities, valid_until, digest, max_price)
+        return self._encode(identifier, root_key, caveats)
+
+    def _caveats(
+        self, capabilities: Sequence[str], valid_until: int, digest: str, max_price: Msat
+    ) -> list[str]:
+        return [
             f"services={self.service}:0",
             f"{self.service}_capabilities={','.join(capabilities)}",
-            f"{self.service}_valid_until={int(now + valid_for)}",
+            f"{self.service}_valid_until={valid_until}",
             f"{self.service}_request={digest}",
             f"{self.service}_max_price_msat={max_price.value}",
-        ):
+        ]
+
+    def _encode(self, identifier: Identifier, root_key: bytes, caveats: Sequence[str]) -> str:
+        macaroon = Macaroon(
+            location=self.service,
+            identifier=identifier.encode(),
+            key=root_key,
+            version=MACAROON_V2,
+        )
+        for caveat in caveats:
             macaroon.add_first_party_caveat(caveat)
-        encoded = base64.b64encode(BinarySerializer().serialize_raw(macaroon)).decode()
-        return encoded, identifier.token_id.hex()
+        return base64.b64encode(BinarySerializer().serialize_raw(macaroon)).decode()
 
     async def verify(
         self,

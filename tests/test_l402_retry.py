@@ -57,6 +57,7 @@ async def test_a_retry_whose_price_rose_is_challenged_again_and_stays_local(
         assert [h.split(" ")[0] for h in moved.headers.get_list("WWW-Authenticate")] == [
             "LSAT",
             "L402",
+            "Payment",
         ]
         assert moved.json()["price"]["total_msat"] == 6000  # the fee alone: it stays local
         # The first payment is credit on its token.

@@ -5,6 +5,7 @@ of agents that pay."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import math
@@ -16,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from billing import mpp
 from service.app import create_app
 from service.config import Settings
 from service.demo.lnbits import LnbitsServer
@@ -28,6 +30,7 @@ from .conftest import LIMITS_OFF, Emulator, Service, service_settings
 
 pytestmark = pytest.mark.lnbits
 CHEAP = "meta-llama/llama-3.1-8b-instruct"
+JSON = {"Content-Type": "application/json"}
 BODY = {"model": CHEAP, "messages": [{"role": "user", "content": "hi [[tokens=5]]"}]}
 
 
@@ -67,7 +70,8 @@ async def short_lived(
 
 COUNTS = {
     "invoices": "SELECT COUNT(*) FROM invoices",
-    "l402_root_keys": "SELECT COUNT(*) FROM l402_root_keys",
+    # the tokens' root keys (the MPP challenge secret, kept in the same table, is no token's)
+    "l402_root_keys": "SELECT COUNT(*) FROM l402_root_keys WHERE id_hash != :mpp_secret",
     "tasks": "SELECT COUNT(*) FROM tasks",
     "outbox": "SELECT COUNT(*) FROM outbox",
 }
@@ -75,7 +79,7 @@ COUNTS = {
 
 def _count(path: Path, table: str) -> int:
     with sqlite3.connect(path) as db:
-        return int(db.execute(COUNTS[table]).fetchone()[0])
+        return int(db.execute(COUNTS[table], {"mpp_secret": mpp.SECRET_ID}).fetchone()[0])
 
 
 async def _lnbits_invoices(service: Service) -> int:
@@ -240,3 +244,65 @@ async def test_an_authorization_header_no_handler_takes_is_counted_as_anonymous(
         await runner.cleanup()
     assert [a.status_code for a in answers] == [402, 402, 402, 429, 429, 429]
     assert empty.status_code == 429
+
+
+async def test_mpp_and_x402_payments_are_not_held_to_the_anonymous_invoice_limit(
+    lnbits: LnbitsServer, emulator: Emulator, tmp_path: Path
+) -> None:
+    """An agent that answers its challenges with MPP or x402 is a paying agent, held to the
+    limits of paid credentials (as L402 is), not to the anonymous invoice limit that its own
+    unpaid requests have used up: they were counted as anonymous and refused 429 once paid."""
+    wallet = lnbits.create_wallet("satrouter")
+    agent = lnbits.create_wallet("agent")
+    lnbits.fund(agent, 10_000)
+    settings = service_settings(
+        tmp_path, emulator, lnbits, wallet, limit_invoices_per_address="3/minute"
+    )
+    app = create_app(settings, engine_config=EngineConfig(sweep_interval=0.1))
+    runner, url = await serve(app)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            bodies = [json.dumps({**BODY, "max_tokens": 10 + n}).encode() for n in range(4)]
+            offered = [
+                await http.post("/v1/chat/completions", content=body, headers=JSON)
+                for body in bodies
+            ]
+            assert [o.status_code for o in offered] == [402, 402, 402, 429]
+            answered = []
+            for body, challenge, scheme in zip(bodies, offered, ("mpp", "x402"), strict=False):
+                problem = challenge.json()
+                paid = await asyncio.to_thread(lnbits.pay, agent, problem["invoice"])
+                assert paid.status_code < 300, paid.text
+                preimage = (
+                    await asyncio.to_thread(
+                        httpx.get,
+                        f"{lnbits.url}/api/v1/payments/{paid.json()['payment_hash']}",
+                        headers={"X-Api-Key": agent.adminkey},
+                    )
+                ).json()["preimage"]
+                _, payment, required = problem["offers"]
+                if scheme == "mpp":
+                    echo = {k: payment[k] for k in ("id", "realm", "method", "intent", "request")}
+                    token = {"challenge": {**echo, "expires": payment["expires"]}}
+                    token["payload"] = {"preimage": preimage}
+                    credential = {
+                        "Authorization": "Payment " + mpp.b64url(json.dumps(token).encode())
+                    }
+                else:
+                    accepted = required["accepts"][0]
+                    signature = {
+                        "x402Version": 2,
+                        "scheme": "exact",
+                        "network": accepted["network"],
+                    }
+                    signature["payload"] = {"invoice": problem["invoice"]}
+                    encoded = base64.b64encode(json.dumps(signature).encode()).decode()
+                    credential = {"PAYMENT-SIGNATURE": encoded}
+                answered.append(
+                    await http.post(
+                        "/v1/chat/completions", content=body, headers={**JSON, **credential}
+                    )
+                )
+    finally:
+        await runner.cleanup()
+    assert [a.status_code for a in answered] == [200, 200], [a.text for a in answered]

@@ -202,7 +202,7 @@ async def test_l402_challenge_pay_and_retry(service: Service) -> None:
         assert challenge.status_code == 402
         assert challenge.headers["Content-Type"].startswith("application/problem+json")
         schemes = challenge.headers.get_list("WWW-Authenticate")
-        assert [s.split(" ")[0] for s in schemes] == ["LSAT", "L402"]
+        assert [s.split(" ")[0] for s in schemes] == ["LSAT", "L402", "Payment"]
         problem = challenge.json()
         assert problem["price"]["total_msat"] > 0
         macaroon, invoice = problem["macaroon"], problem["invoice"]

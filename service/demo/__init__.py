@@ -3,14 +3,16 @@
 Starts a real LNbits (FakeWallet; installed into ``.venv-lnbits`` on the first run), the
 OpenRouter emulator (or uses the real OpenRouter when ``OPENROUTER_API_KEY`` is set), and
 satrouter itself on a fresh SQLite file; creates two agent wallets and funds them; then runs an
-L402 chat completion, a task with a signed callback, a prepaid key used through the ``openai``
-SDK with streaming, a task whose first model is rate limited, and one whose models all fail.
+L402 chat completion (and one answering the same 402's MPP offer, one its x402 offer), a task
+with a signed callback, a prepaid key used through the ``openai`` SDK with streaming, a task
+whose first model is rate limited, and one whose models all fail.
 Prints what each paid, cost, got back and earned, then the ledger check, and stops everything.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -22,7 +24,7 @@ from typing import Any
 import httpx
 from aiohttp import web
 
-from billing import ledger
+from billing import ledger, mpp
 from billing.store import TaskRow
 
 from ..app import create_app
@@ -117,6 +119,40 @@ class Demo:
             f"{answer.json()['choices'][0]['message']['content'][:70]!r}"
         )
         self.account(await self.settled(answer.headers["X-Satrouter-Task"]))
+
+    async def mpp_and_x402(self, alice: Wallet) -> None:
+        """The same 402's other offers: its invoice paid, answered as MPP, then as x402."""
+        _say("\n1b. The 402's MPP and x402 offers (the same invoice)")
+        headers = {"Content-Type": "application/json"}
+        for scheme, max_tokens in (("MPP", 50), ("x402", 40)):
+            body = json.dumps({"model": CHEAP, "messages": QUESTION, "max_tokens": max_tokens})
+            challenge = await self.http.post("/v1/chat/completions", content=body, headers=headers)
+            _, payment, required = challenge.json()["offers"]
+            paid = await self.pay(alice, challenge.json()["invoice"])
+            if scheme == "MPP":
+                echo = {k: payment[k] for k in ("id", "realm", "method", "intent", "request")}
+                echo |= {"expires": payment["expires"], "digest": payment["digest"]}
+                token = {"challenge": echo, "payload": {"preimage": paid["preimage"]}}
+                credential = {"Authorization": "Payment " + mpp.b64url(json.dumps(token).encode())}
+            else:
+                accepted = required["accepts"][0]
+                signature = {
+                    "x402Version": 2,
+                    **{k: accepted[k] for k in ("scheme", "network")},
+                    "payload": {"invoice": accepted["extra"]["invoice"]},
+                    "accepted": accepted,
+                }
+                encoded = base64.b64encode(json.dumps(signature).encode()).decode()
+                credential = {"PAYMENT-SIGNATURE": encoded}
+            answer = await self.http.post(
+                "/v1/chat/completions", content=body, headers={**headers, **credential}
+            )
+            proof = "Payment-Receipt" if scheme == "MPP" else "PAYMENT-RESPONSE"
+            _say(
+                f"   paid, answered as {scheme} -> HTTP {answer.status_code} with {proof}: "
+                f"{answer.json()['choices'][0]['message']['content'][:50]!r}"
+            )
+            self.account(await self.settled(answer.headers["X-Satrouter-Task"]))
 
     async def callback_task(self, bob: Wallet) -> None:
         _say("\n2. Task API with a signed callback")
@@ -318,6 +354,7 @@ async def run_demo() -> int:
         _say(f"   satrouter: {url} (SQLite {workdir}/satrouter.db)")
         demo = Demo(lnbits, app, url, emulator)
         await demo.l402(alice)
+        await demo.mpp_and_x402(alice)
         await demo.callback_task(bob)
         await demo.prepaid(alice)
         await demo.fallback_and_refund(bob)

@@ -31,7 +31,7 @@ from ..tasks.engine import Chat, Engine, L402Payment
 from ..tasks.quotes import StoredQuote
 from ..tasks.record import record_of
 from ..tasks.refusals import Refusal
-from . import sse
+from . import offers, sse
 from .auth import l402_refusal, payer_of
 from .keys import ENGINE, L402, STORE
 from .problems import Problem, parse_json, problem_of
@@ -49,6 +49,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat = parse(ChatRequest, parse_json(raw))
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     scheme = scheme.upper()
+    answered: dict[str, str] = {}  # what a paid form adds to the answer (receipts)
     try:
         if scheme in ("L402", "LSAT"):
             paid = await _l402(request, engine, chat, raw)
@@ -56,27 +57,44 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         elif scheme == "BEARER" and credential.strip():
             payer = await payer_of(request.app[STORE], credential.strip())
             outcome = await engine.chat(payer, chat, stream=chat.stream)
+        elif scheme == "PAYMENT" or "PAYMENT-SIGNATURE" in request.headers:
+            pay = offers.mpp_payment if scheme == "PAYMENT" else offers.x402_payment
+            try:
+                paid, answered = await pay(request, engine, raw)
+            except Refusal as refused:  # expired, or not a payment for this: a fresh offer
+                raise await engine.challenge(chat, request_digest(raw), refused=refused) from None
+            outcome = await engine.chat(None, chat, stream=chat.stream, l402=paid)
         else:
             raise await engine.challenge(chat, request_digest(raw))
     except Refusal as refusal:
-        raise _shown(refusal) from None
-    return await _render(request, engine, outcome, chat.stream, began)
+        raise await _shown(request, refusal, raw) from None
+    return await _render(request, engine, outcome, chat.stream, began, answered)
 
 
-def _shown(refusal: Refusal) -> Problem:
-    """A refusal as answered here: a challenge's price as agents see prices."""
+async def _shown(request: web.Request, refusal: Refusal, raw: bytes) -> Problem:
+    """A refusal as answered here: a challenge's price as agents see prices, and its offer in
+    each form (L402, MPP, x402)."""
     price = refusal.extra.get("price")
     if isinstance(price, StoredQuote):
         refusal.extra["price"] = price_view(price.dump()).model_dump()
-    return problem_of(refusal)
+    problem = problem_of(refusal)
+    if refusal.challenge is not None:
+        problem = await offers.show(request, problem, refusal.challenge, raw)
+    return problem
 
 
 async def _render(
-    request: web.Request, engine: Engine, outcome: Chat, stream: bool, began: float
+    request: web.Request,
+    engine: Engine,
+    outcome: Chat,
+    stream: bool,
+    began: float,
+    answered: dict[str, str],
 ) -> web.StreamResponse:
     if outcome.replay:
-        return _replay_paid(outcome.task)
+        return _replay_paid(outcome.task, answered)
     headers = {
+        **answered,
         "X-Satrouter-Task": outcome.task.id,
         "X-Satrouter-Max-Price-Msat": str(outcome.max_price_msat),
     }
@@ -174,11 +192,11 @@ async def _l402(request: web.Request, engine: Engine, chat: ChatRequest, raw: by
     return L402Payment(grant.token_id, grant.max_price, digest, bound)
 
 
-def _replay_paid(task: TaskRow) -> web.Response:
+def _replay_paid(task: TaskRow, answered: dict[str, str]) -> web.Response:
     """A repeat of a paid request: the same answer, nothing runs (409 while it still runs)."""
     result = record_of(task).result
     if result is None:
         raise Problem(409, "l402_already_used", "this request was already run")
     return web.json_response(
-        result, headers={"X-Satrouter-Task": task.id, "X-Satrouter-Replay": "true"}
+        result, headers={**answered, "X-Satrouter-Task": task.id, "X-Satrouter-Replay": "true"}
     )

@@ -86,7 +86,7 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
         "/v1/chat/completions",
         schemas.ChatRequest,
         None,
-        "OpenAI-compatible chat completion, paid by API key or L402",
+        "OpenAI-compatible chat completion, paid by API key, L402, MPP or x402",
     ),
     (
         "post",
@@ -164,7 +164,7 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
 #: The credentials each path takes; ``{}`` means none (an unpaid chat completion gets its
 #: L402 challenge; an unpaid task its invoice). Paths not named here take none.
 SECURITY: dict[str, list[dict[str, list[str]]]] = {
-    "/v1/chat/completions": [{"bearer": []}, {"l402": []}, {}],
+    "/v1/chat/completions": [{"bearer": []}, {"l402": []}, {"mpp": []}, {"x402": []}, {}],
     "/v1/tasks": [{"bearer": []}, {}],
     "/v1/tasks/{task_id}": [{"bearer": []}],
     "/v1/tasks/{task_id}/events": [{"bearer": []}],
@@ -206,6 +206,18 @@ SECURITY_SCHEMES = {
         "in": "header",
         "name": "Authorization",
         "description": "L402 <base64 macaroon>:<hex preimage> (LSAT accepted)",
+    },
+    "mpp": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "Authorization",
+        "description": "Payment <base64url credential> answering the 402's MPP lightning charge",
+    },
+    "x402": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "PAYMENT-SIGNATURE",
+        "description": "x402 v2 payment payload (base64 JSON) naming the 402's invoice, paid",
     },
 }
 

@@ -44,7 +44,7 @@ class Kind(enum.Enum):
     INVOICE = "invoice"  # may mint a Lightning invoice (and write its row)
     ACCOUNT = "account"  # creates an account
     WRITE = "write"  # a request with a key or task token: writes rows (reservations, tasks)
-    L402 = "l402"  # writes rows, and may be answered with a fresh challenge (an invoice)
+    L402 = "l402"  # L402, MPP or x402: writes rows, and may get a fresh challenge (an invoice)
     PAYOUT = "payout"  # a withdrawal
 
 
@@ -78,7 +78,9 @@ def kind_of(request: web.Request) -> Kind | None:
         # anonymous request (with an invoice) and is counted as one.
         if scheme == "BEARER":
             return Kind.WRITE
-        return Kind.L402 if scheme in ("L402", "LSAT") else Kind.INVOICE
+        # A paid form of a 402's offer (L402, MPP, x402) is counted as L402 is.
+        paid = scheme in ("L402", "LSAT", "PAYMENT") or "PAYMENT-SIGNATURE" in request.headers
+        return Kind.L402 if paid else Kind.INVOICE
     if path == "/mcp" and scheme == "BEARER":
         return Kind.WRITE  # its tools pay and write as the API's do; without a key, a 401
     return None
@@ -116,7 +118,9 @@ def _within(address: str, networks: Sequence[Network]) -> bool:
 def credential_key(request: web.Request) -> str:
     """A key for the credential a request presents (its hash: the secret stays out of memory
     kept for counting)."""
-    return hashlib.sha256(request.headers.get("Authorization", "").encode()).hexdigest()
+    presented = request.headers.get("Authorization", "") + "\n"
+    presented += request.headers.get("PAYMENT-SIGNATURE", "")
+    return hashlib.sha256(presented.encode()).hexdigest()
 
 
 class Limiter:

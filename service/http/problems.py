@@ -78,6 +78,7 @@ STATUS_OF = {
     "price_changed": 402,
     "l402_expired": 402,
     "idempotency_conflict": 409,
+    "payment_already_used": 409,
     "sensitive_content": 422,
     "budget_exceeded": 429,
     "budget_exhausted": 429,
@@ -165,7 +166,9 @@ def problem_of(refusal: Refusal, *, headers: Mapping[str, str] | None = None) ->
         refusal.detail,
         headers=headers,
         extra=refusal.extra,
-        header_lists={"WWW-Authenticate": challenge(*refusal.challenge)}
+        header_lists={
+            "WWW-Authenticate": challenge(refusal.challenge.macaroon, refusal.challenge.bolt11)
+        }
         if refusal.challenge
         else None,
         retry_after=refusal.retry_after,

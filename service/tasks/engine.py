@@ -211,7 +211,7 @@ class Engine:
                 task_id = await tx.get_value(l402.served)
                 earlier = await tx.task(task_id) if task_id else None
             if earlier is not None:
-                return Chat(earlier, replay=True)
+                return Chat(_same_scheme(earlier, l402), replay=True)
         priced = await self._quoter.price(request)
         if l402 is None:
             assert payer is not None
@@ -247,10 +247,15 @@ class Engine:
             # reserves it, so a concurrent repeat finds that task instead of running again.
             task_id = "task_" + secrets.token_hex(12)
             task = await self._payments.reserve(
-                l402.payer, priced, kind="l402", task_id=task_id, remember=(l402.served, task_id)
+                l402.payer,
+                priced,
+                kind="l402",
+                task_id=task_id,
+                extra={"paid_by": l402.scheme},
+                remember=(l402.served, task_id),
             )
             if task.id != task_id:
-                return Chat(task, replay=True)
+                return Chat(_same_scheme(task, l402), replay=True)
         shown = functools.partial(
             Chat,
             max_price_msat=priced.quote.total.value,
@@ -357,3 +362,18 @@ class Engine:
     def running(self) -> contextlib.AbstractAsyncContextManager[None]:
         """Recover, then run the background workers until the block exits."""
         return self._workers.running()
+
+
+def _same_scheme(earlier: TaskRow, paid: L402Payment) -> TaskRow:
+    """The task a bound payment already ran, if it is presented as it was then: a repeat
+    replays the answer. The same payment presented under another scheme (L402, MPP, x402)
+    is refused, so that one payment is never taken as two."""
+    before = earlier.data.get("paid_by", "l402")
+    if before != paid.scheme:
+        raise Refusal(
+            "payment_already_used",
+            f"this payment was already presented as {before} for this request; "
+            f"repeat it that way to get the answer again",
+            should_retry=False,
+        )
+    return earlier

@@ -3,7 +3,8 @@
 A :class:`Refusal` names its ``kind`` (a stable word clients branch on), says why in
 ``detail``, and may add fields for the caller (``extra``), when to try again
 (``retry_after``, seconds), whether an immediate retry can pass (``should_retry``) and, for a
-request that a payment would let through, the L402 ``challenge`` to pay (macaroon, BOLT11).
+request that a payment would let through, the ``challenge`` to pay (an
+:class:`~.offers.Offer`: one invoice and its L402 token).
 The HTTP status of each kind lives in one table at the edge (the problems module of the
 HTTP package), so nothing here knows HTTP.
 """
@@ -11,7 +12,10 @@ HTTP package), so nothing here knows HTTP.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .offers import Offer
 
 
 class Refusal(Exception):
@@ -23,7 +27,7 @@ class Refusal(Exception):
         extra: Mapping[str, Any] | None = None,
         retry_after: int | None = None,
         should_retry: bool = True,
-        challenge: tuple[str, str] | None = None,
+        challenge: Offer | None = None,
     ) -> None:
         super().__init__(detail)
         self.kind = kind
@@ -31,7 +35,7 @@ class Refusal(Exception):
         self.extra = dict(extra or {})
         self.retry_after = retry_after
         self.should_retry = should_retry
-        self.challenge = challenge  # (macaroon, bolt11) of a fresh L402 challenge
+        self.challenge = challenge  # a fresh offer: its invoice and L402 token
 
     def __repr__(self) -> str:
         return f"Refusal({self.kind!r}, {self.detail!r})"

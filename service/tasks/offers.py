@@ -1,0 +1,36 @@
+"""What a request that is not paid for is offered: one invoice for its quote and the L402
+token minted for it. The L402, MPP (``Payment``) and x402 challenges are encodings of this one
+offer, so paying any of them pays once, and each paid form runs as the token's bound payment.
+
+Nothing more is kept per offer than the L402 challenge keeps (the invoice row, whose ``ref``
+names the token, and the token's root key, both pruned with the unpaid invoice): MPP's
+challenge is bound to its request by an HMAC, and the invoice's description names the digest of
+the request it was issued for (what an x402 payment, which names only the invoice, is checked
+against)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from billing.money import Msat
+
+#: How long a token outlives its invoice: its change can be spent or withdrawn meanwhile.
+TOKEN_GRACE = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Offer:
+    token_id: str
+    macaroon: str
+    bolt11: str
+    payment_hash: str
+    amount: Msat
+    expires_at: float
+    digest: str  # hex sha256 of the request body it is for
+    network: str  # of the invoice: mainnet, testnet, signet, regtest
+    payee: str | None  # the node the invoice pays (its public key)
+
+
+def memo(digest: str) -> str:
+    """The description of an offer's invoice: it names the request it pays for."""
+    return f"satrouter request {digest}"
