@@ -80,6 +80,11 @@ class Settings(BaseSettings):
 
     database_url: str = _env("SATROUTER_DATABASE_URL", "sqlite:///var/satrouter.db")
     host: str = _env("SATROUTER_HOST", "127.0.0.1")
+    #: The URL agents reach the service at (agent card, Nostr announcement); unset, the card
+    #: names the origin each request came to.
+    public_url: str | None = _env(
+        "SATROUTER_PUBLIC_URL", None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
+    )
     port: int = _env("SATROUTER_PORT", 8080, ge=0, le=65535)
     admin_token: SecretStr | None = _env("SATROUTER_ADMIN_TOKEN", None)
 

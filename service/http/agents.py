@@ -11,7 +11,7 @@ from aiohttp import web
 
 from billing.money import NanoUsd, Rounding, nusd_to_msat
 
-from ..tasks.engine import TERMINAL, Priced, quote_data
+from ..tasks.engine import TERMINAL, Engine, Priced, quote_data
 from ..tasks.record import record_of
 from . import sse
 from .auth import bearer, payer_of, require_payer
@@ -25,9 +25,8 @@ routes = web.RouteTableDef()
 DEFAULT_MODEL = "auto"
 
 
-@routes.get("/v1/models")
-async def list_models(request: web.Request) -> web.Response:
-    engine = request.app[ENGINE]
+async def model_list(engine: Engine) -> ModelList:
+    """The catalog with prices in msat at the current rate: ``/v1/models`` and the agent card."""
     catalog, rate = await engine.market()
 
     def per_mtok(price: object) -> int:
@@ -47,13 +46,17 @@ async def list_models(request: web.Request) -> web.Response:
         )
         for info in catalog
     ]
-    body = ModelList(
+    return ModelList(
         data=models,
         btc_usd=str(rate.usd_per_btc),
         rate_source=rate.source,
         catalog_age_s=round(catalog.age()),
     )
-    return web.json_response(body.model_dump())
+
+
+@routes.get("/v1/models")
+async def list_models(request: web.Request) -> web.Response:
+    return web.json_response((await model_list(request.app[ENGINE])).model_dump())
 
 
 async def _priced(request: web.Request) -> tuple[TaskRequest, Priced]:
