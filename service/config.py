@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     )
     port: int = _env("SATROUTER_PORT", 8080, ge=0, le=65535)
     admin_token: SecretStr | None = _env("SATROUTER_ADMIN_TOKEN", None)
+    #: Signs `satrouter announce` (nsec1... or hex); read by that command alone.
+    nostr_key: SecretStr | None = _env("SATROUTER_NOSTR_KEY", None)
 
     # The operator's surface. /metrics tells revenue, cost and the OpenRouter balance: it is
     # served on its own listener (loopback by default; "off" for none) and, with a token, on
