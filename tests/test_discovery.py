@@ -168,6 +168,25 @@ async def test_card_names_the_public_url(tmp_path: Path) -> None:
     assert card["documentationUrl"] == "https://sat.example.com/openapi.json"
 
 
+@pytest.mark.parametrize("host", ["h:abc", "evil.example:99999", "a b", "x/y", "[::1", ""])
+async def test_a_bad_host_header_gets_a_problem(tmp_path: Path, host: str) -> None:
+    async with offline_service(tmp_path) as http:
+        reader, writer = await asyncio.open_connection(http.base_url.host, http.base_url.port)
+        writer.write(f"GET {CARD} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        answer = await reader.read()
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), head
+    assert b"application/problem+json" in head
+    assert json.loads(body)["type"] == "urn:satrouter:problem:invalid_host"
+
+
+async def test_the_host_reached_names_the_card_without_a_public_url(tmp_path: Path) -> None:
+    async with offline_service(tmp_path) as http:
+        named = (await http.get(CARD, headers={"Host": "sat.example.com:8443"})).json()
+    assert named["supportedInterfaces"][0]["url"] == "http://sat.example.com:8443"
+
+
 # -- the Nostr event --------------------------------------------------------------------------
 
 

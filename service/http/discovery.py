@@ -20,6 +20,7 @@ from . import health
 from .agents import model_list
 from .keys import ENGINE, SETTINGS
 from .payment_schemes import PAYMENT_SCHEMES
+from .problems import Problem
 
 routes = web.RouteTableDef()
 
@@ -139,10 +140,24 @@ async def payments(request: web.Request) -> dict[str, Any]:
     return params
 
 
+#: A Host header the card may repeat: a DNS name, IPv4 or [IPv6], and a port that is one.
+_HOST = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+    r"[A-Za-z0-9])?)*|\[[0-9A-Fa-f:.]{2,45}\])(?::(?P<port>[0-9]{1,5}))?"
+)
+
+
 def base_url(request: web.Request) -> str:
-    """The operator's public URL when set; else the origin the client reached."""
+    """The operator's public URL when set; else the origin the client reached, when the Host
+    header is one (the card repeats it to every reader)."""
     public = request.app[SETTINGS].public_url
-    return public.rstrip("/") if public else str(request.url.origin())
+    if public:
+        return public.rstrip("/")
+    host = request.headers.get("Host", "")
+    match = _HOST.fullmatch(host) if len(host) <= 260 else None
+    if match is None or not 0 < int(match["port"] or 80) < 65536:
+        raise Problem(400, "invalid_host", "the Host header is not a host name and port")
+    return f"{request.scheme}://{host.lower()}"
 
 
 async def agent_card(request: web.Request) -> dict[str, Any]:
