@@ -168,6 +168,19 @@ async def test_card_names_the_public_url(tmp_path: Path) -> None:
     assert card["documentationUrl"] == "https://sat.example.com/openapi.json"
 
 
+async def test_card_has_an_etag_and_answers_304_to_it(tmp_path: Path) -> None:
+    async with offline_service(tmp_path) as http:
+        first = await http.get(CARD)
+        etag = first.headers["etag"]
+        again = await http.get(CARD, headers={"If-None-Match": etag})
+        other = await http.get(CARD, headers={"If-None-Match": '"something-else"'})
+    assert etag.startswith('"') and etag.endswith('"')
+    assert again.status_code == 304
+    assert again.content == b""
+    assert other.status_code == 200
+    assert other.json() == first.json()
+
+
 @pytest.mark.parametrize("host", ["h:abc", "evil.example:99999", "a b", "x/y", "[::1", ""])
 async def test_a_bad_host_header_gets_a_problem(tmp_path: Path, host: str) -> None:
     async with offline_service(tmp_path) as http:

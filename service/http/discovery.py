@@ -10,6 +10,8 @@ A2A binding: its one interface names OpenAPI 3.1 as a custom binding (spec secti
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from typing import Any
 
@@ -197,7 +199,13 @@ async def agent_card(request: web.Request) -> dict[str, Any]:
 
 @routes.get(CARD_PATH)
 async def agent_card_json(request: web.Request) -> web.Response:
-    return web.json_response(
-        await agent_card(request),
-        headers={"Cache-Control": f"public, max-age={CACHE_SECONDS}"},
-    )
+    body = json.dumps(await agent_card(request))
+    # The spec asks for an ETag: a hash of the card, so a changed price is a new tag.
+    tag = hashlib.sha256(body.encode()).hexdigest()[:32]
+    headers = {"Cache-Control": f"public, max-age={CACHE_SECONDS}"}
+    if any(etag.value in (tag, "*") for etag in request.if_none_match or ()):
+        response = web.Response(status=304, headers=headers)
+    else:
+        response = web.Response(text=body, content_type="application/json", headers=headers)
+    response.etag = tag
+    return response
