@@ -284,11 +284,15 @@ def test_announcement_tags_are_what_routstr_reads() -> None:
 # -- satrouter announce -----------------------------------------------------------------------
 
 
-async def announce_command(*args: str, key: str | None = NSEC) -> tuple[int, str, str]:
+async def announce_command(
+    *args: str, key: str | None = NSEC, public_url: str | None = None
+) -> tuple[int, str, str]:
     """``satrouter announce`` in its own process: (exit code, stdout, stderr)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SATROUTER_")}
     if key is not None:
         env["SATROUTER_NOSTR_KEY"] = key
+    if public_url is not None:
+        env["SATROUTER_PUBLIC_URL"] = public_url
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -393,3 +397,46 @@ async def test_announce_reports_an_unreachable_service() -> None:
     code, out, err = await announce_command("--url", "http://127.0.0.1:9")
     assert code == 1 and "agent-card.json" in err
     assert out == ""
+
+
+async def test_announce_takes_the_public_url_and_reads_the_card_elsewhere(
+    tmp_path: Path,
+) -> None:
+    async with offline_service(tmp_path, public_url="https://sat.example.com") as http:
+        code, out, err = await announce_command(
+            "--card-from",
+            str(http.base_url),
+            "--also-url",
+            "http://abc.onion",
+            public_url="https://sat.example.com/",
+        )
+    assert code == 0, err
+    read = routstr_reads(json.loads(out))
+    assert read["endpoint_urls"] == ["https://sat.example.com", "http://abc.onion"]
+    assert read["id"] == "sat.example.com"
+    assert independently_valid(json.loads(out))
+
+
+async def test_announce_without_a_url_says_so() -> None:
+    code, out, err = await announce_command()
+    assert code == 2
+    assert "--url" in err and "SATROUTER_PUBLIC_URL" in err
+    assert out == ""
+
+
+async def test_announce_reports_relays_it_cannot_reach(tmp_path: Path) -> None:
+    async with offline_service(tmp_path) as http:
+        code, out, err = await announce_command(
+            "--url",
+            str(http.base_url),
+            "--relay",
+            "ws://127.0.0.1:9/",
+            "--relay",
+            "https://relay.example",
+        )
+    assert code == 1, err
+    lines = out.splitlines()
+    assert lines[0].startswith("ws://127.0.0.1:9/: refused ")
+    assert "ClientConnectorError" in lines[0]
+    assert lines[1].startswith("https://relay.example: refused ")
+    assert "not a ws:// or wss:// URL" in lines[1]
