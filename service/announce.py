@@ -11,13 +11,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 
-from .config import Settings
+from .config import HTTP_URL, Settings
 from .http.discovery import CARD_PATH, PAYMENTS_EXTENSION
 from .nostr import NostrKey, NostrKeyError, RelayAnswer, parse_key, publish, sign_event
 
@@ -105,6 +106,10 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
     if not url:
         print("satrouter announce: give --url or set SATROUTER_PUBLIC_URL", file=sys.stderr)
         return 2
+    for given in (url, *args.also_url, *args.mint, *([args.card_from] if args.card_from else [])):
+        if not re.fullmatch(HTTP_URL, given):
+            print(f"satrouter announce: {given!r} is not an http(s) URL", file=sys.stderr)
+            return 2
     if settings.nostr_key is None:
         print("satrouter announce: set SATROUTER_NOSTR_KEY (nsec1... or hex)", file=sys.stderr)
         return 2

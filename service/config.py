@@ -42,6 +42,8 @@ from pydantic_settings import (
 )
 
 DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+#: An absolute http(s) URL with a host, no query or fragment.
+HTTP_URL = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +84,7 @@ class Settings(BaseSettings):
     host: str = _env("SATROUTER_HOST", "127.0.0.1")
     #: The URL agents reach the service at (agent card, Nostr announcement); unset, the card
     #: names the origin each request came to.
-    public_url: str | None = _env(
-        "SATROUTER_PUBLIC_URL", None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
-    )
+    public_url: str | None = _env("SATROUTER_PUBLIC_URL", None, pattern=HTTP_URL)
     port: int = _env("SATROUTER_PORT", 8080, ge=0, le=65535)
     admin_token: SecretStr | None = _env("SATROUTER_ADMIN_TOKEN", None)
     #: Signs `satrouter announce` (nsec1... or hex); read by that command alone.

@@ -440,3 +440,19 @@ async def test_announce_reports_relays_it_cannot_reach(tmp_path: Path) -> None:
     assert "ClientConnectorError" in lines[0]
     assert lines[1].startswith("https://relay.example: refused ")
     assert "not a ws:// or wss:// URL" in lines[1]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--url", "ftp://sat.example.com"),
+        ("--url", "http://"),
+        ("--url", "https://sat.example.com", "--also-url", "sat.onion"),
+        ("--url", "https://sat.example.com", "--mint", "mint.example com"),
+    ],
+)
+async def test_announce_refuses_what_is_not_an_http_url(args: tuple[str, ...]) -> None:
+    code, out, err = await announce_command(*args)
+    assert code == 2
+    assert "not an http(s) URL" in err
+    assert out == ""
