@@ -10,6 +10,7 @@ A2A binding: its one interface names OpenAPI 3.1 as a custom binding (spec secti
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -40,6 +41,11 @@ DESCRIPTION = (
     "Sells LLM work to other agents for Lightning payments: quote a task, pay by L402, a task "
     "invoice or a prepaid API key, get the answer routed through OpenRouter and the change back."
 )
+
+
+#: The OpenAPI document only changes with the code; building it takes tens of ms of pydantic
+#: schema work, too much to repeat for every reader of an unauthenticated card. Read only.
+_openapi = functools.cache(health.openapi)
 
 
 def skill_id(method: str, path: str) -> str:
@@ -163,7 +169,7 @@ def base_url(request: web.Request) -> str:
 
 
 async def agent_card(request: web.Request) -> dict[str, Any]:
-    document = health.openapi()
+    document = _openapi()
     base = base_url(request)
     schemes = document["components"]["securitySchemes"]
     return {
