@@ -24,6 +24,7 @@ from google.protobuf.json_format import ParseDict
 
 from service.announce import KIND, announcement
 from service.demo.loopback import serve
+from service.http import health
 from service.http.payment_schemes import PAYMENT_SCHEMES, PaymentScheme, register
 from service.nostr import NostrKeyError, parse_key, sign_event
 from tests.conftest import Emulator, offline_service
@@ -135,6 +136,13 @@ async def test_card_lists_the_registered_payment_schemes(tmp_path: Path) -> None
     assert "payment:test-scheme" in chat["tags"]
     with pytest.raises(ValueError, match="twice"):
         register(PAYMENT_SCHEMES["l402"])
+
+
+def test_each_registered_scheme_names_real_operations_and_credentials() -> None:
+    operations = {f"{method.upper()} {path}" for method, path, *_ in health.OPERATIONS}
+    for scheme in PAYMENT_SCHEMES.values():
+        assert set(scheme.operations) <= operations, scheme.id
+        assert scheme.security_scheme in (None, *health.SECURITY_SCHEMES), scheme.id
 
 
 async def test_card_prices_are_v1_models_prices(tmp_path: Path, emulator: Emulator) -> None:
