@@ -1,4 +1,5 @@
-"""The payment schemes the service accepts: one registry that the agent card and the 402 code read.
+"""The payment schemes the service accepts: one registry, read by the agent card (and open to
+the 402 code).
 
 A scheme added here (as the code that takes it is merged) shows up in
 ``/.well-known/agent-card.json`` without another edit, so the card cannot promise a scheme the
