@@ -47,7 +47,7 @@ from .alerts import AlertWorker
 from .balance import BalanceWatcher
 from .books import BooksWatcher
 from .config import ConfigError, Settings
-from .http import accounts, admin, agents, chat, health, mcp_server
+from .http import accounts, admin, agents, chat, discovery, health, mcp_server
 from .http.keys import BALANCE, BOOKS, ENGINE, L402, LIMITER, SETTINGS, STORE
 from .http.limits import Limiter, Rates, networks
 from .http.problems import problem_middleware, quiet_unparseable_requests
@@ -259,7 +259,7 @@ def create_app(
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     if metrics_token is not None:  # without a token, only the separate listener serves them
         app.router.add_get("/metrics", metrics.guarded(metrics_token))
-    for module in (agents, chat, accounts, admin, health, mcp_server):
+    for module in (agents, chat, accounts, admin, health, mcp_server, discovery):
         app.router.add_routes(module.routes)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:

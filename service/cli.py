@@ -300,6 +300,12 @@ def _demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo())
 
 
+def _announce(args: argparse.Namespace) -> int:
+    from .announce import command
+
+    return command(args, load_settings())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="satrouter", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log at debug level")
@@ -388,6 +394,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the scripted demo on embedded defaults")
     demo.set_defaults(run=_demo)
+
+    announce = commands.add_parser(
+        "announce", help="sign a Nostr kind 38421 provider announcement (SATROUTER_NOSTR_KEY)"
+    )
+    announce.add_argument("--url", help="the public URL (default: SATROUTER_PUBLIC_URL)")
+    announce.add_argument("--card-from", help="read the agent card here instead of at --url")
+    announce.add_argument("--also-url", action="append", default=[], help="another URL (u tag)")
+    announce.add_argument("--mint", action="append", default=[], help="a Cashu mint URL taken")
+    announce.add_argument("--id", help="the d tag (default: the URL's host)")
+    announce.add_argument(
+        "--relay", action="append", default=[], help="wss://... to publish to (none: print)"
+    )
+    announce.set_defaults(run=_announce)
     return parser
 
 

@@ -42,6 +42,8 @@ from pydantic_settings import (
 )
 
 DEFAULT_OPENROUTER_BASE_URL = "https://openrouter.ai/api/v1"
+#: An absolute http(s) URL with a host, no query or fragment.
+HTTP_URL = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +82,13 @@ class Settings(BaseSettings):
 
     database_url: str = _env("SATROUTER_DATABASE_URL", "sqlite:///var/satrouter.db")
     host: str = _env("SATROUTER_HOST", "127.0.0.1")
+    #: The URL agents reach the service at (agent card, Nostr announcement); unset, the card
+    #: names the origin each request came to.
+    public_url: str | None = _env("SATROUTER_PUBLIC_URL", None, pattern=HTTP_URL)
     port: int = _env("SATROUTER_PORT", 8080, ge=0, le=65535)
     admin_token: SecretStr | None = _env("SATROUTER_ADMIN_TOKEN", None)
+    #: Signs `satrouter announce` (nsec1... or hex); read by that command alone.
+    nostr_key: SecretStr | None = _env("SATROUTER_NOSTR_KEY", None)
 
     # The operator's surface. /metrics tells revenue, cost and the OpenRouter balance: it is
     # served on its own listener (loopback by default; "off" for none) and, with a token, on

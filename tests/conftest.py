@@ -73,15 +73,15 @@ async def task_until(http: httpx.AsyncClient, task: dict[str, Any], state: str) 
 
 def offline_settings(tmp_path: Path, **overrides: str) -> Settings:
     """Settings whose upstreams are unreachable: the admin API only reads the database."""
-    return Settings(
-        lnbits_url="http://127.0.0.1:9",
-        lnbits_invoice_key="unused",
-        btc_usd="100000",
-        openrouter_base_url="http://127.0.0.1:9/api/v1",
-        catalog_cache=tmp_path / "none.json",
-        metrics_port=0,
-        **overrides,
-    )
+    defaults: dict[str, Any] = {
+        "lnbits_url": "http://127.0.0.1:9",
+        "lnbits_invoice_key": "unused",
+        "btc_usd": "100000",
+        "openrouter_base_url": "http://127.0.0.1:9/api/v1",
+        "catalog_cache": tmp_path / "none.json",
+        "metrics_port": 0,
+    }
+    return Settings(**{**defaults, **overrides})
 
 
 @contextlib.asynccontextmanager

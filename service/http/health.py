@@ -133,6 +133,13 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
     ("get", "/openapi.json", None, None, "This document"),
     (
         "get",
+        "/.well-known/agent-card.json",
+        None,
+        None,
+        "A2A agent card: skills, payment schemes, prices",
+    ),
+    (
+        "get",
         "/metrics",
         None,
         None,
