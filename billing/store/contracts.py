@@ -10,7 +10,7 @@ nothing is written if it raises. A write that breaks a uniqueness rule raises
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -297,6 +297,17 @@ class BenchTx(Protocol):
         """Every stored result for ``model``, oldest first (then by prompt id)."""
 
 
+class NotifyTx(Protocol):
+    """Notes to other processes on the same database (:mod:`.notes`): wake-ups, not data."""
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Send ``payload`` on ``channel`` if and when this transaction commits (nothing if it
+        rolls back): every listener on the database, in this process or another, hears it
+        after the commit, notes of one transaction in the order sent. Write transactions only;
+        a channel that is not a lower-case name, a payload over ``notes.NOTE_MAX`` bytes, or a
+        read snapshot raises :class:`StoreError`."""
+
+
 class Tx(
     LedgerTx,
     InvoicesTx,
@@ -310,6 +321,7 @@ class Tx(
     AuditTx,
     KeysTx,
     BenchTx,
+    NotifyTx,
     Protocol,
 ):
     """Every concept's verbs, inside one transaction (or one read snapshot)."""
@@ -335,4 +347,11 @@ class Store(Protocol):
         ...
 
     def read(self) -> AbstractAsyncContextManager[Tx]: ...
+    def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str | None]]:
+        """Hear the notes sent on ``channel`` while the block runs: every note committed after
+        the block started, in commit order. ``None`` in their stead means some may have been
+        missed (the engine lost its connection and has it again, or the listener fell far
+        behind): re-read whatever the notes were about."""
+        ...
+
     async def close(self) -> None: ...

@@ -10,6 +10,7 @@ from .invoices import PostgresInvoices
 from .keys import PostgresKeys
 from .leases import PostgresLeases
 from .ledger import PostgresLedger
+from .notify import PostgresNotify
 from .outbox import PostgresOutbox
 from .payouts import PostgresPayouts
 from .tasks import PostgresTasks
@@ -29,5 +30,6 @@ class PostgresTx(
     PostgresAudit,
     PostgresKeys,
     PostgresBench,
+    PostgresNotify,
 ):
     """One transaction or read snapshot on PostgreSQL."""

@@ -10,6 +10,7 @@ from .invoices import SqliteInvoices
 from .keys import SqliteKeys
 from .leases import SqliteLeases
 from .ledger import SqliteLedger
+from .notify import SqliteNotify
 from .outbox import SqliteOutbox
 from .payouts import SqlitePayouts
 from .tasks import SqliteTasks
@@ -29,5 +30,6 @@ class SqliteTx(
     SqliteAudit,
     SqliteKeys,
     SqliteBench,
+    SqliteNotify,
 ):
     """One transaction or read snapshot on SQLite."""
