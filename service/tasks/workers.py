@@ -209,6 +209,7 @@ class Workers:
             asyncio.create_task(self.settlements()),
             asyncio.create_task(self.sweep()),
             asyncio.create_task(self.heartbeat()),
+            asyncio.create_task(self._hub.follow()),
         ]
         if ctx.callbacks is not None:  # one sender across replicas: two would send each twice
             workers.append(
