@@ -2,13 +2,16 @@
 (``LISTEN/NOTIFY``), so an event stream open on one replica hears the moves another replica
 makes, a task paid while its replica is busy runs at once on another, and a lost listening
 connection comes back. The sweeps are set an hour apart here: only a note can explain a
-replica hearing of another's work within the tests' bounds."""
+replica hearing of another's work within the tests' bounds. And a completed task is claimed
+by one replica (``FOR UPDATE SKIP LOCKED`` and a lease): the others' sweeps leave it alone."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlsplit
 
+import aiohttp
 import asyncpg
 import httpx
 import pytest
@@ -17,6 +20,7 @@ from aiohttp import web
 from billing.store import Store
 from billing.store.postgres.notify import APPLICATION
 from service.demo.lnbits import LnbitsServer
+from service.demo.loopback import serve
 
 from .conftest import CHEAP, HELLO, Emulator, ServiceProcess, until
 from .lnbits_proxy import LnbitsProxy
@@ -36,6 +40,57 @@ class DeafProxy(LnbitsProxy):
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         raise web.HTTPNotFound()
+
+
+class Tap:
+    """A loopback proxy in front of the OpenRouter emulator for one replica: the generation
+    ids that replica looked up."""
+
+    def __init__(self, upstream: str) -> None:
+        parts = urlsplit(upstream)
+        self._origin, self._path = f"{parts.scheme}://{parts.netloc}", parts.path
+        self.looked_up: set[str] = set()
+        self.base_url = ""
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> Tap:
+        self._session = aiohttp.ClientSession()
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        self._runner, url = await serve(app)
+        self.base_url = url + self._path
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._runner is not None and self._session is not None
+        await self._runner.cleanup()
+        await self._session.close()
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        assert self._session is not None
+        if request.path.endswith("/generation"):
+            self.looked_up.add(request.query.get("id", ""))
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("authorization", "content-type")
+        }
+        async with self._session.request(
+            request.method,
+            self._origin + request.path_qs,
+            data=await request.read(),
+            headers=headers,
+        ) as upstream:
+            response = web.StreamResponse(
+                status=upstream.status,
+                headers={"Content-Type": upstream.headers.get("Content-Type", "application/json")},
+            )
+            await response.prepare(request)
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+            await response.write_eof()
+            return response
 
 
 class Stream:
@@ -181,6 +236,38 @@ async def test_replicas_hear_each_other_again_after_their_listeners_are_killed(
             await _watch_a_task_run_elsewhere(http, two, one, store)
     finally:
         await admin.close()
+
+
+async def test_each_completed_task_is_reconciled_by_one_replica(
+    cluster: tuple[StartReplica, Emulator, Store],
+) -> None:
+    """Sweeps every tenth of a second on both replicas while each task's cost takes seconds to
+    appear at OpenRouter: the replica that ran a task looks its cost up; the other's sweeps,
+    finding it completed, leave it to its claim."""
+    start, emulator, store = cluster
+    emulator.state.config.generation_delay = 2.0
+    fast = {"SATROUTER_SWEEP_SECONDS": "0.1"}
+    async with Tap(emulator.base_url) as tap_one, Tap(emulator.base_url) as tap_two:
+        one = await start("one", OPENROUTER_BASE_URL=tap_one.base_url, **fast)
+        await start("two", OPENROUTER_BASE_URL=tap_two.base_url, **fast)
+        async with httpx.AsyncClient(timeout=60) as http:
+            account = await _account(http, one, store, 10_000_000)
+            ids = []
+            for _ in range(3):
+                created = await http.post(
+                    one.url + "/v1/tasks",
+                    json={"messages": HELLO, "model": CHEAP, "max_tokens": 10},
+                    headers=account["auth"],
+                )
+                assert created.status_code == 201, created.text
+                ids.append(created.json()["id"])
+
+            async def reconciled() -> bool:
+                return all([await _is(_state(store, i), "reconciled") for i in ids])
+
+            await until(reconciled, timeout=BOUND)
+    assert len(tap_one.looked_up | tap_two.looked_up) == len(ids)
+    assert not tap_one.looked_up & tap_two.looked_up  # no cost looked up by both
 
 
 async def _is(state: Any, *wanted: str) -> bool:

@@ -209,6 +209,19 @@ class LeasesTx(Protocol):
         """Tasks in ``states`` with no lease or one expired before ``now``, oldest first."""
 
 
+class ClaimsTx(Protocol):
+    """Work that several replicas find in the same queue, taken by one of them: a claim is a
+    lease (:class:`LeasesTx`), renewed while its replica lives and free again once expired."""
+
+    async def claim_tasks(
+        self, states: Sequence[str], owner: str, expires_at: float, now: float, limit: int
+    ) -> list[TaskRow]:
+        """Lease to ``owner`` until ``expires_at`` at most ``limit`` tasks in ``states`` that
+        nobody holds (no lease, or one expired before ``now``), oldest first; the tasks
+        claimed. Two transactions claiming at once never both get a task (PostgreSQL: the
+        rows are picked ``FOR UPDATE SKIP LOCKED``)."""
+
+
 class BudgetsTx(Protocol):
     """What each budget scope spent in each period."""
 
@@ -315,6 +328,7 @@ class Tx(
     DeliveriesTx,
     TasksTx,
     LeasesTx,
+    ClaimsTx,
     BudgetsTx,
     TopupsTx,
     PayoutsTx,

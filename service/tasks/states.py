@@ -87,7 +87,8 @@ async def move(
     lease: Lease | None = None,
 ) -> TaskRow | None:
     """Compare-and-set ``task`` from its state to ``to``; None if someone moved it first.
-    Entering ``running`` takes ``lease`` on the task; leaving it drops the task's lease."""
+    Entering ``running`` takes ``lease`` on the task; leaving it drops the task's lease, except
+    for ``completed``, which keeps it until the task is reconciled (a claim: see workers)."""
     now = time.time()
     data = record_of(task).updated(updates or {}).dump()
     if not await tx.update_task(task.id, state=to, data=data, expected_state=task.state, now=now):
@@ -106,7 +107,9 @@ async def _leased(
         if lease is None:
             raise ValueError("a task enters running only under a lease")
         await tx.take_lease(task_id, lease.owner, lease.until(now))
-    elif left == State.RUNNING:
+    elif left == State.RUNNING and to == State.COMPLETED:
+        pass  # kept: the replica that ran it reconciles it, and no other claims it meanwhile
+    elif left in (State.RUNNING, State.COMPLETED):
         await tx.drop_lease(task_id)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .audit import PostgresAudit
 from .bench import PostgresBench
 from .budgets import PostgresBudgets
+from .claims import PostgresClaims
 from .deliveries import PostgresDeliveries
 from .invoices import PostgresInvoices
 from .keys import PostgresKeys
@@ -31,5 +32,6 @@ class PostgresTx(
     PostgresKeys,
     PostgresBench,
     PostgresNotify,
+    PostgresClaims,
 ):
     """One transaction or read snapshot on PostgreSQL."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .audit import SqliteAudit
 from .bench import SqliteBench
 from .budgets import SqliteBudgets
+from .claims import SqliteClaims
 from .deliveries import SqliteDeliveries
 from .invoices import SqliteInvoices
 from .keys import SqliteKeys
@@ -31,5 +32,6 @@ class SqliteTx(
     SqliteKeys,
     SqliteBench,
     SqliteNotify,
+    SqliteClaims,
 ):
     """One transaction or read snapshot on SQLite."""
