@@ -340,6 +340,7 @@ def create_app(
                     hooks,
                     lambda t: task_view(t).model_dump(),
                     allow_private=config.callback_allow_private,
+                    poll=config.sweep_interval,
                 ),
                 local_runner=FallbackRunner(local, Breakers()) if local else None,
                 privacy_mode=PrivacyMode(settings.privacy_mode) if settings.privacy_mode else None,

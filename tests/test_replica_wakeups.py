@@ -24,6 +24,7 @@ from service.demo.loopback import serve
 
 from .conftest import CHEAP, HELLO, Emulator, ServiceProcess, until
 from .lnbits_proxy import LnbitsProxy
+from .test_callbacks import Receiver
 from .test_replicas import StartReplica, _account, cluster
 
 __all__ = ["cluster"]  # the fixture, shared with test_replicas
@@ -236,6 +237,28 @@ async def test_replicas_hear_each_other_again_after_their_listeners_are_killed(
             await _watch_a_task_run_elsewhere(http, two, one, store)
     finally:
         await admin.close()
+
+
+async def test_the_callback_sender_hears_the_moves_of_both_replicas(
+    cluster: tuple[StartReplica, Emulator, Store],
+) -> None:
+    """The sender runs on one replica (a singleton) and its own poll is an hour apart: a task
+    on one replica, then one on the other; every callback of each arrives before the next
+    task starts, so the sender heard of the task on the replica it does not run on."""
+    start, _, store = cluster
+    env = {"SATROUTER_CALLBACK_ALLOW_PRIVATE": "true", **SLOW}
+    one, two = await start("one", **env), await start("two", **env)
+    async with Receiver() as hook, httpx.AsyncClient(timeout=60) as http:
+        account = await _account(http, one, store, 10_000_000)
+        body = {"messages": HELLO, "model": CHEAP, "max_tokens": 10, "callback_url": hook.url}
+        for told, replica in enumerate((one, two), start=1):
+            created = await http.post(replica.url + "/v1/tasks", json=body, headers=account["auth"])
+            assert created.status_code == 201, created.text
+
+            async def all_told(told: int = told) -> bool:  # paid, running, completed, reconciled
+                return len(hook.got) >= 4 * told
+
+            await until(all_told, timeout=BOUND)
 
 
 async def test_each_completed_task_is_reconciled_by_one_replica(
