@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser postgres js proto bench-pg-driver bench-pg-store bench-upstream bench-pipeline bench-privacy bench-scale bench-mcp eval-routing eval-privacy serve emulator clean
+.PHONY: demo test lint typecheck unit browser postgres js proto bench-pg-driver bench-pg-store bench-notes bench-upstream bench-pipeline bench-privacy bench-scale bench-mcp eval-routing eval-privacy serve emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "satrouter needs Python 3.11 or newer")'
@@ -88,6 +88,9 @@ bench-pg-driver: $(STAMP) postgres
 
 bench-pg-store: $(STAMP) postgres
 	$(BIN)/python -m benchmarks.pg_store --write docs/benchmarks.md
+
+bench-notes: $(STAMP) postgres
+	$(BIN)/python -m benchmarks.notes --write docs/benchmarks.md
 
 # Needs PostgreSQL's server binaries (a throwaway cluster, as for the tests): `make postgres`.
 bench-scale: $(STAMP) postgres

@@ -300,6 +300,10 @@ def create_app(
                 unpaid_retention=settings.unpaid_retention,
                 lease=Lease(replica_id(settings.replica_id), settings.lease_seconds),
             )
+            if settings.sweep_seconds is not None:
+                config = replace(config, sweep_interval=settings.sweep_seconds)
+            if settings.max_concurrent_runs is not None:
+                config = replace(config, max_concurrent_runs=settings.max_concurrent_runs)
             # Callbacks go out on a session of their own whose lookups return public addresses
             # only (unless private ones are allowed), so DNS rebinding connects nowhere.
             hooks = await stack.enter_async_context(
@@ -336,6 +340,7 @@ def create_app(
                     hooks,
                     lambda t: task_view(t).model_dump(),
                     allow_private=config.callback_allow_private,
+                    poll=config.sweep_interval,
                 ),
                 local_runner=FallbackRunner(local, Breakers()) if local else None,
                 privacy_mode=PrivacyMode(settings.privacy_mode) if settings.privacy_mode else None,

@@ -217,6 +217,13 @@ class Settings(BaseSettings):
     # Running work is leased to its replica for this long and renewed every third of it; a
     # dead replica's work is taken over (failed and refunded) once its lease runs out.
     lease_seconds: float = _env("SATROUTER_LEASE_SECONDS", 30.0, ge=1, le=3600)
+    #: Seconds between the sweeps that pick up paid and completed tasks nobody holds and
+    #: expire unpaid invoices (unset: 1). Moves reach every replica at once through the
+    #: store's notes; the sweep is the safety net behind them.
+    sweep_seconds: float | None = _env("SATROUTER_SWEEP_SECONDS", None, ge=0.05, le=3600)
+    #: Background task runs (``/v1/tasks``) one replica makes at once (unset: 64); paid
+    #: tasks past it wait, or are run by another replica that hears of them.
+    max_concurrent_runs: int | None = _env("SATROUTER_MAX_CONCURRENT_RUNS", None, ge=1, le=10_000)
     #: This replica's name on its leases, before each process's pid and a random part
     #: (unset: the host name).
     replica_id: str | None = _env("SATROUTER_REPLICA_ID", None, min_length=1, max_length=200)

@@ -10,7 +10,7 @@ nothing is written if it raises. A write that breaks a uniqueness rule raises
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
@@ -209,6 +209,19 @@ class LeasesTx(Protocol):
         """Tasks in ``states`` with no lease or one expired before ``now``, oldest first."""
 
 
+class ClaimsTx(Protocol):
+    """Work that several replicas find in the same queue, taken by one of them: a claim is a
+    lease (:class:`LeasesTx`), renewed while its replica lives and free again once expired."""
+
+    async def claim_tasks(
+        self, states: Sequence[str], owner: str, expires_at: float, now: float, limit: int
+    ) -> list[TaskRow]:
+        """Lease to ``owner`` until ``expires_at`` at most ``limit`` tasks in ``states`` that
+        nobody holds (no lease, or one expired before ``now``), oldest first; the tasks
+        claimed. Two transactions claiming at once never both get a task (PostgreSQL: the
+        rows are picked ``FOR UPDATE SKIP LOCKED``)."""
+
+
 class BudgetsTx(Protocol):
     """What each budget scope spent in each period."""
 
@@ -297,6 +310,17 @@ class BenchTx(Protocol):
         """Every stored result for ``model``, oldest first (then by prompt id)."""
 
 
+class NotifyTx(Protocol):
+    """Notes to other processes on the same database (:mod:`.notes`): wake-ups, not data."""
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Send ``payload`` on ``channel`` if and when this transaction commits (nothing if it
+        rolls back): every listener on the database, in this process or another, hears it
+        after the commit, notes of one transaction in the order sent. Write transactions only;
+        a channel that is not a lower-case name, a payload over ``notes.NOTE_MAX`` bytes, or a
+        read snapshot raises :class:`StoreError`."""
+
+
 class Tx(
     LedgerTx,
     InvoicesTx,
@@ -304,12 +328,14 @@ class Tx(
     DeliveriesTx,
     TasksTx,
     LeasesTx,
+    ClaimsTx,
     BudgetsTx,
     TopupsTx,
     PayoutsTx,
     AuditTx,
     KeysTx,
     BenchTx,
+    NotifyTx,
     Protocol,
 ):
     """Every concept's verbs, inside one transaction (or one read snapshot)."""
@@ -335,4 +361,11 @@ class Store(Protocol):
         ...
 
     def read(self) -> AbstractAsyncContextManager[Tx]: ...
+    def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str | None]]:
+        """Hear the notes sent on ``channel`` while the block runs: every note committed after
+        the block started, in commit order. ``None`` in their stead means some may have been
+        missed (the engine lost its connection and has it again, or the listener fell far
+        behind): re-read whatever the notes were about."""
+        ...
+
     async def close(self) -> None: ...

@@ -28,6 +28,7 @@ import asyncpg
 
 from .. import audit, ledger
 from .backup import BackupError, check, database_path, exclusive
+from .contracts import StoreError
 from .postgres import WRITE_LOCK, PostgresTx, migrate
 from .sqlite import migrations as sqlite_migrations
 
@@ -215,6 +216,11 @@ class _InTransaction:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[PostgresTx]:
         yield PostgresTx(self._conn)
+
+    @asynccontextmanager
+    async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str | None]]:
+        raise StoreError("the copy's checks listen to nothing")
+        yield  # unreachable: makes this a generator
 
     async def close(self) -> None:
         return None

@@ -117,6 +117,7 @@ class CallbackSender:
         max_concurrent: int = 32,
         max_queue: int = 1000,
         retry_delays: tuple[float, ...] = RETRY_DELAYS,
+        poll: float = 1.0,
     ) -> None:
         self._store = store
         self._session = session  # its resolver returns public addresses only
@@ -128,7 +129,9 @@ class CallbackSender:
         self._max_queue = max_queue
         self._delays = retry_delays
         self._workers: dict[str, asyncio.Task[None]] = {}
+        # Moves on every replica set it (states.Hub); the poll is the safety net behind that.
         self.wake = asyncio.Event()
+        self._poll = poll
 
     async def run(self) -> None:
         try:
@@ -137,7 +140,7 @@ class CallbackSender:
                 await self._enqueue()
                 await self._dispatch()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), 1.0)
+                    await asyncio.wait_for(self.wake.wait(), self._poll)
         finally:
             for worker in self._workers.values():
                 worker.cancel()

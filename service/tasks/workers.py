@@ -125,12 +125,41 @@ class Workers:
     async def _reconcile_one(self, task: TaskRow) -> None:
         logs.task_id.set(task.id)
         logs.payer_id.set(task.agent)
+        reconciled = None
         try:
-            await self._reconciler.reconcile(task)
+            reconciled = await self._reconciler.reconcile(task)
         except Exception:
             log.exception("reconciling %s failed", task.id)
         finally:
             self._reconciling.discard(task.id)
+        if reconciled is None:
+            await self._release(task.id)
+
+    async def _release(self, task_id: str) -> None:
+        """Give up the claim on a task still ``completed`` (reconciling failed): the next
+        sweep, on any replica, claims it again."""
+        try:
+            async with self._ctx.store.transaction() as tx:
+                current = await tx.task(task_id)
+                if current is not None and current.state == State.COMPLETED:
+                    await tx.drop_lease(task_id)
+        except Exception:
+            log.exception("releasing %s failed", task_id)
+
+    async def _claim_completed(self, now: float) -> list[TaskRow]:
+        """Completed tasks nobody is reconciling, leased to this replica (``ClaimsTx``): two
+        replicas sweeping at once never both reconcile one, which would look its cost up at
+        OpenRouter twice. ``now`` is infinite at start-up on a database no other process
+        uses: every lease there is a dead process's."""
+        ctx = self._ctx
+        async with ctx.store.read() as tx:
+            if not await tx.unleased_tasks([State.COMPLETED], now):
+                return []  # the usual case: no write transaction
+        lease = ctx.config.lease
+        async with ctx.store.transaction() as tx:
+            return await tx.claim_tasks(
+                [State.COMPLETED], lease.owner, lease.until(time.time()), now, SWEEP_BATCH
+            )
 
     def _pushed(self, payment_hash: str | None) -> None:
         hook = self._ctx.hooks.pushed
@@ -147,17 +176,22 @@ class Workers:
                 log.exception("applying settlement %s failed", status.payment_hash[:16])
 
     async def sweep(self) -> None:
-        """The safety net behind the direct hand-offs: on start and then every sweep
-        interval, pick up paid and completed tasks nobody holds, expire unpaid invoices (by
-        index, in batches) and prune what stayed unpaid past the retention."""
+        """The safety net behind the direct hand-offs and the notes: on start and then every
+        sweep interval, pick up paid tasks, claim completed ones nobody holds, expire unpaid
+        invoices (by index, in batches) and prune what stayed unpaid past the retention."""
         ctx = self._ctx
         pruned_at = 0.0
+        starting = True
         while True:
             now = time.time()
             async with ctx.store.read() as tx:
-                ready = await tx.tasks_in_states([State.PAID, State.COMPLETED])
+                ready = await tx.tasks_in_states([State.PAID])
                 expiring = await tx.expired_open_invoices(now, SWEEP_BATCH)
                 waiting = await tx.count_open_invoices()
+            ready += await self._claim_completed(
+                math.inf if starting and not ctx.store.shared else now
+            )
+            starting = False
             for task in ready:
                 self.spawn(task)
             if ctx.metrics is not None:
@@ -209,6 +243,7 @@ class Workers:
             asyncio.create_task(self.settlements()),
             asyncio.create_task(self.sweep()),
             asyncio.create_task(self.heartbeat()),
+            asyncio.create_task(self._hub.follow()),
         ]
         if ctx.callbacks is not None:  # one sender across replicas: two would send each twice
             workers.append(

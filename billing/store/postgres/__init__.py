@@ -27,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 
 import asyncpg
 
 from ..contracts import StoreError
+from .notify import Listener
 from .tx import PostgresTx
 
 __all__ = ["MIGRATE_LOCK", "WRITE_LOCK", "PostgresStore", "PostgresTx", "migrations"]
@@ -80,9 +81,10 @@ async def migrate(conn: asyncpg.Connection[asyncpg.Record]) -> int:
 class PostgresStore:
     shared = True  # replicas share it
 
-    def __init__(self, pool: asyncpg.Pool[asyncpg.Record]) -> None:
+    def __init__(self, pool: asyncpg.Pool[asyncpg.Record], url: str) -> None:
         self._pool = pool
         self._write_lock = asyncio.Lock()
+        self._listener = Listener(url)  # its connection opens with the first listener
 
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
@@ -95,7 +97,7 @@ class PostgresStore:
         finally:
             await conn.close()
         pool = await asyncpg.create_pool(url, min_size=1, max_size=POOL_SIZE)
-        return cls(pool)
+        return cls(pool, url)
 
     async def schema_version(self) -> int:
         async with self._pool.acquire() as conn:
@@ -105,7 +107,9 @@ class PostgresStore:
     async def transaction(self) -> AsyncIterator[PostgresTx]:
         async with self._write_lock, self._pool.acquire() as conn, conn.transaction():
             await conn.execute("SELECT pg_advisory_xact_lock($1)", WRITE_LOCK)
-            yield PostgresTx(conn)
+            tx = PostgresTx(conn)
+            tx.writing = True
+            yield tx
 
     @asynccontextmanager
     async def singleton(self, name: str) -> AsyncIterator[bool]:
@@ -128,5 +132,9 @@ class PostgresStore:
         ):
             yield PostgresTx(conn)
 
+    def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str | None]]:
+        return self._listener.listen(channel)
+
     async def close(self) -> None:
+        await self._listener.close()
         await self._pool.close()

@@ -5,11 +5,13 @@ from __future__ import annotations
 from .audit import PostgresAudit
 from .bench import PostgresBench
 from .budgets import PostgresBudgets
+from .claims import PostgresClaims
 from .deliveries import PostgresDeliveries
 from .invoices import PostgresInvoices
 from .keys import PostgresKeys
 from .leases import PostgresLeases
 from .ledger import PostgresLedger
+from .notify import PostgresNotify
 from .outbox import PostgresOutbox
 from .payouts import PostgresPayouts
 from .tasks import PostgresTasks
@@ -29,5 +31,7 @@ class PostgresTx(
     PostgresAudit,
     PostgresKeys,
     PostgresBench,
+    PostgresNotify,
+    PostgresClaims,
 ):
     """One transaction or read snapshot on PostgreSQL."""

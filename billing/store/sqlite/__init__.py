@@ -27,11 +27,12 @@ import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
 from ..contracts import StoreError
+from .notify import Switchboard
 from .tx import SqliteTx
 
 __all__ = ["SqliteStore", "SqliteTx", "migrations"]
@@ -93,6 +94,7 @@ class SqliteStore:
         self._read_lock = asyncio.Lock()
         self._checkpointer: asyncio.Task[None] | None = None
         self._held: int | None = None  # the lock file's descriptor (see _hold)
+        self._switchboard = Switchboard()
         if path != ":memory:":
             self._checkpointer = asyncio.get_running_loop().create_task(self._checkpoints())
 
@@ -164,13 +166,16 @@ class SqliteStore:
     async def transaction(self) -> AsyncIterator[SqliteTx]:
         async with self._write_lock:
             self._writer.execute("BEGIN IMMEDIATE")
+            tx = SqliteTx(self._writer)
+            tx.outgoing = []
             try:
-                yield SqliteTx(self._writer)
+                yield tx
             except BaseException:
                 self._writer.execute("ROLLBACK")
                 raise
             else:
                 self._writer.execute("COMMIT")
+                self._switchboard.deliver(tx.outgoing)
 
     @asynccontextmanager
     async def singleton(self, name: str) -> AsyncIterator[bool]:
@@ -188,6 +193,9 @@ class SqliteStore:
                 yield SqliteTx(self._reader)
             finally:
                 self._reader.execute("ROLLBACK")
+
+    def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str | None]]:
+        return self._switchboard.listen(channel)
 
     async def close(self) -> None:
         if self._checkpointer is not None:

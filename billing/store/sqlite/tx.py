@@ -5,11 +5,13 @@ from __future__ import annotations
 from .audit import SqliteAudit
 from .bench import SqliteBench
 from .budgets import SqliteBudgets
+from .claims import SqliteClaims
 from .deliveries import SqliteDeliveries
 from .invoices import SqliteInvoices
 from .keys import SqliteKeys
 from .leases import SqliteLeases
 from .ledger import SqliteLedger
+from .notify import SqliteNotify
 from .outbox import SqliteOutbox
 from .payouts import SqlitePayouts
 from .tasks import SqliteTasks
@@ -29,5 +31,7 @@ class SqliteTx(
     SqliteAudit,
     SqliteKeys,
     SqliteBench,
+    SqliteNotify,
+    SqliteClaims,
 ):
     """One transaction or read snapshot on SQLite."""
