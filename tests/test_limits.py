@@ -5,8 +5,8 @@ of agents that pay."""
 from __future__ import annotations
 
 import asyncio
-import collections
 import base64
+import collections
 import contextlib
 import json
 import math
