@@ -99,6 +99,30 @@ async def test_a_value_the_server_cannot_store_is_a_store_error(postgres_url: st
 
 
 @postgresql
+async def test_a_transaction_a_refused_statement_aborted_raises_instead_of_committing(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL aborts a transaction at its first failed statement and answers its COMMIT
+    with a rollback, without an error: a caller that caught the failure and went on must not
+    take the block for committed."""
+    store = await open_store(postgres_url)
+    try:
+        with pytest.raises(StoreError, match="rolled back"):
+            async with store.transaction() as tx:
+                await tx.set_value("before", "written")
+                with pytest.raises(StoreError):
+                    await tx.set_value("k", "NUL\x00inside")
+        async with store.read() as tx:
+            assert await tx.get_value("before") is None
+        async with store.transaction() as tx:  # the connection went back to the pool usable
+            await tx.set_value("after", "written")
+        async with store.read() as tx:
+            assert await tx.get_value("after") == "written"
+    finally:
+        await store.close()
+
+
+@postgresql
 async def test_an_unreachable_server_is_a_store_error(postgres_url: str) -> None:
     with pytest.raises(StoreError, match="cannot connect"):
         await open_store(postgres_url.rsplit("/", 1)[0] + "/no_such_database")
