@@ -78,25 +78,31 @@ class PostgresLedger(PostgresBase):
         postings: Sequence[PostingRow],
         now: float,
     ) -> int:
+        # One statement, one round trip: the entry, its postings (in order) and the balances
+        # they move (summed per account first: a statement updates a row once).
         journal_id = int(
             await self._value(
-                "INSERT INTO journal (idempotency_key, kind, ref, memo, digest, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                "WITH j AS (INSERT INTO journal (idempotency_key, kind, ref, memo, digest, "
+                "created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id), "
+                "p AS (INSERT INTO postings (journal_id, account, currency, amount) "
+                "SELECT j.id, x.account, x.currency, x.amount FROM j, "
+                "unnest($7::text[], $8::text[], $9::bigint[]) WITH ORDINALITY "
+                "AS x(account, currency, amount, n) ORDER BY x.n), "
+                "b AS (UPDATE accounts SET balance = accounts.balance + d.amount "
+                "FROM (SELECT account, SUM(amount)::bigint AS amount "
+                "FROM unnest($7::text[], $9::bigint[]) AS y(account, amount) GROUP BY account) d "
+                "WHERE accounts.code = d.account) "
+                "SELECT id FROM j",
                 idempotency_key,
                 kind,
                 ref,
                 memo,
                 digest,
                 now,
+                [p.account for p in postings],
+                [p.currency for p in postings],
+                [p.amount for p in postings],
             )
-        )
-        await self._many(
-            "INSERT INTO postings (journal_id, account, currency, amount) VALUES ($1, $2, $3, $4)",
-            [(journal_id, p.account, p.currency, p.amount) for p in postings],
-        )
-        await self._many(
-            "UPDATE accounts SET balance = balance + $1 WHERE code = $2",
-            [(p.amount, p.account) for p in postings],
         )
         return journal_id
 
