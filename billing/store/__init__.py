@@ -36,6 +36,7 @@ from .contracts import (
 from .rows import (
     AccountRow,
     DeliveryRow,
+    EntryStart,
     EventRow,
     InvoiceRow,
     JournalRow,
@@ -55,6 +56,7 @@ __all__ = [
     "BudgetsTx",
     "DeliveriesTx",
     "DeliveryRow",
+    "EntryStart",
     "EventRow",
     "InvoiceRow",
     "InvoicesTx",

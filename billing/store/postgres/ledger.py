@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..rows import AccountRow, JournalRow, LedgerTotals, PostingRow
+from ..rows import AccountRow, EntryStart, JournalRow, LedgerTotals, PostingRow
 from .base import PostgresBase
 
 # Account types whose normal side is the credit side: their normal balance is -balance.
@@ -67,6 +67,38 @@ class PostgresLedger(PostgresBase):
 
     async def journal_by_ref(self, ref: str) -> list[JournalRow]:
         return await self._journal("ref = $1", ref)
+
+    async def start_entry(
+        self,
+        idempotency_key: str,
+        accounts: Sequence[tuple[str, str, str, bool]],
+        now: float,
+    ) -> EntryStart:
+        # One statement. An account the CTE creates is not in the statement's snapshot: it
+        # is missing from the balances, which is its balance, 0.
+        row = await self._one(
+            "WITH ensured AS (INSERT INTO accounts "
+            "(code, currency, type, no_overdraft, balance, created_at) "
+            "SELECT code, currency, type, flag, 0, $6 "
+            "FROM unnest($2::text[], $3::text[], $4::text[], $5::bool[]) "
+            "AS a(code, currency, type, flag) ON CONFLICT (code) DO NOTHING), "
+            "tail AS (SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1) "
+            "SELECT (SELECT digest FROM journal WHERE idempotency_key = $1), "
+            "ARRAY(SELECT code FROM accounts WHERE code = ANY($2::text[]) ORDER BY code), "
+            "ARRAY(SELECT balance FROM accounts WHERE code = ANY($2::text[]) ORDER BY code), "
+            "(SELECT seq FROM tail), (SELECT hash FROM tail)",
+            idempotency_key,
+            [a[0] for a in accounts],
+            [a[1] for a in accounts],
+            [a[2] for a in accounts],
+            [bool(a[3]) for a in accounts],
+            now,
+        )
+        assert row is not None
+        balances = {code: 0 for code, _, _, _ in accounts}
+        balances.update(zip(row[1], row[2], strict=True))
+        tail = (int(row[3]), str(row[4])) if row[3] is not None else None
+        return EntryStart(row[0], balances, tail)
 
     async def insert_journal(
         self,
