@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -215,6 +215,9 @@ class _InTransaction:
     @asynccontextmanager
     async def read(self) -> AsyncIterator[PostgresTx]:
         yield PostgresTx(self._conn)
+
+    def lookup(self) -> AbstractAsyncContextManager[PostgresTx]:
+        return self.read()
 
     async def close(self) -> None:
         return None

@@ -123,6 +123,27 @@ async def test_a_transaction_a_refused_statement_aborted_raises_instead_of_commi
 
 
 @postgresql
+async def test_a_lookup_runs_one_read_and_nothing_more(postgres_url: str) -> None:
+    """A lookup holds no snapshot: a second statement would see another moment, and a write
+    would commit outside the writers' lock. Both are refused, and the store stays usable."""
+    store = await open_store(postgres_url)
+    try:
+        async with store.transaction() as tx:
+            await tx.set_value("v", "1")
+        async with store.lookup() as tx:
+            assert await tx.get_value("v") == "1"
+            with pytest.raises(StoreError, match="one statement"):
+                await tx.get_value("v")
+        with pytest.raises(StoreError, match="only reads"):
+            async with store.lookup() as tx:
+                await tx.set_value("v", "2")
+        async with store.read() as tx:
+            assert await tx.get_value("v") == "1"
+    finally:
+        await store.close()
+
+
+@postgresql
 async def test_an_unreachable_server_is_a_store_error(postgres_url: str) -> None:
     with pytest.raises(StoreError, match="cannot connect"):
         await open_store(postgres_url.rsplit("/", 1)[0] + "/no_such_database")

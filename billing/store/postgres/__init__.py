@@ -180,5 +180,12 @@ class PostgresStore:
             async with self._ending(conn):
                 yield PostgresTx(conn)
 
+    @asynccontextmanager
+    async def lookup(self) -> AsyncIterator[PostgresTx]:
+        # No transaction: the one statement is its own (autocommit), one round trip.
+        async with self._pool.acquire() as conn:
+            yield PostgresTx(conn, single=True)
+            self._release.clean.add(conn._con)  # type: ignore[attr-defined]
+
     async def close(self) -> None:
         await self._pool.close()

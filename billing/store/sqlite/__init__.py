@@ -27,7 +27,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -188,6 +188,9 @@ class SqliteStore:
                 yield SqliteTx(self._reader)
             finally:
                 self._reader.execute("ROLLBACK")
+
+    def lookup(self) -> AbstractAsyncContextManager[SqliteTx]:
+        return self.read()  # in this process: no round trips to save
 
     async def close(self) -> None:
         if self._checkpointer is not None:
