@@ -355,23 +355,23 @@ def _verdict(rows: list[Row]) -> str:
     second = cpu("PostgreSQL x2") / cpu("PostgreSQL x1")
     transactions = mean("PostgreSQL x2", lambda r: r.db_transactions_per_call)
     return text + (
-        f"not met. The second replica is not what costs: one process on PostgreSQL already "
-        f"spends {single:.2f}x the CPU per call of SQLite, and two spend {second:.2f}x what one "
-        f"does. The extra is the PostgreSQL store's own work in satrouter (the driver's and the "
-        f"event loop's per statement and transaction, for about {transactions:.0f} transactions "
-        "a call; "
-        "not profiled further here). Throughput on PostgreSQL is capped by the single "
-        'cluster-wide writer lock, whichever the number of processes (section "Serialized '
-        'writers": about 1,000-1,250 write transactions/s): at about '
-        f"{transactions:.0f} transactions a call, the writes among them leave room for a few "
-        "hundred calls/s at most, so a second replica adds little throughput and more cores "
-        "would not lift that cap. (On these 2 shared cores the CPU is nearly full too, so this run "
-        "alone does not tell the two limits apart; CPU per call is the figure that carries "
+        f"not met, by {ratio / TARGET:.2f}x. The second replica is not what costs: one process "
+        f"on PostgreSQL already spends {single:.2f}x the CPU per call of SQLite, and two spend "
+        f"{second:.2f}x what one does. The extra is the PostgreSQL store's round trips: each "
+        "suspends the request and resumes it through the driver and the event loop, where a "
+        "SQLite call returns without yielding; measured in the section below (round trips per "
+        f"call and CPU per round trip). About {transactions:.0f} PostgreSQL transactions a call "
+        "(the three write transactions, the key lookup and the background loops' share). "
+        "Throughput on PostgreSQL is capped by the single cluster-wide writer lock, whichever "
+        'the number of processes (section "Serialized writers"): every write transaction holds '
+        "it for its round trips, so a second replica adds little throughput and more cores "
+        "would not lift that cap. (On these 2 shared cores the CPU is nearly full too, so this "
+        "run alone does not tell the two limits apart; CPU per call is the figure that carries "
         "over.)"
     )
 
 
-def report(rows: list[Row], verdict: str, seconds: float) -> str:
+def report(rows: list[Row], verdict: str, seconds: float, load: tuple[float, float]) -> str:
     lines = [
         "## Scale: one and two processes, as users run them",
         "",
@@ -380,7 +380,8 @@ def report(rows: list[Row], verdict: str, seconds: float) -> str:
         "`POST /v1/chat/completions`, 16 tokens, closed loop; request limits off; PostgreSQL "
         "on loopback, fsync off). CPU is satrouter's own (all its processes, utime + stime from "
         "/proc) per 1,000 calls, including reconciling them; it does not depend on the number "
-        "of cores. The bare proxy's CPU is its own.",
+        "of cores. The bare proxy's CPU is its own. The machine is shared: its 1-minute load "
+        f"average was {load[0]:.1f} when the run began and {load[1]:.1f} when it ended.",
         "",
         "| configuration | concurrency | req/s | p50 | p99 | CPU s / 1,000 calls "
         "| PostgreSQL CPU s / 1,000 calls | PostgreSQL transactions / call |",
@@ -405,8 +406,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--write", type=Path, help="write the table into this Markdown file")
     args = parser.parse_args()
+    began = os.getloadavg()[0]
     rows, verdict = run(args.seconds)
-    text = report(rows, verdict, args.seconds)
+    text = report(rows, verdict, args.seconds, (began, os.getloadavg()[0]))
     print(text)
     if args.write:
         write_section(args.write, "bench-scale", text)
