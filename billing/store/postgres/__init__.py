@@ -12,7 +12,7 @@ an asyncio lock queues writers before they take a pool connection, so waiting wr
 hold every connection while a writer needs one for a read.
 
 Reads run in ``REPEATABLE READ READ ONLY`` transactions: one consistent snapshot of committed
-data, never blocked by writers.
+data, never blocked by writers. A lookup (one read statement) runs outside any transaction.
 
 Every round trip to the server costs satrouter CPU (the driver's and the event loop's work),
 so the store spends as few as it can: a write transaction's ``BEGIN`` and its lock go in one
