@@ -50,7 +50,14 @@ class AuditEntry:
 
 async def append(tx: AuditTx, kind: str, data: dict[str, Any], now: float) -> AuditEntry:
     """Add an entry at the end of the chain (inside the caller's write transaction)."""
-    last = await tx.audit_tail()
+    return await append_after(tx, await tx.audit_tail(), kind, data, now)
+
+
+async def append_after(
+    tx: AuditTx, last: tuple[int, str] | None, kind: str, data: dict[str, Any], now: float
+) -> AuditEntry:
+    """Add an entry after ``last``, the tail the caller read inside this same write
+    transaction (which keeps it the tail)."""
     seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
     text = _canonical(data)
     digest = entry_hash(prev, seq, now, kind, text)

@@ -166,21 +166,24 @@ async def post(tx: PostingTx, entry: Entry, *, now: float | None = None) -> bool
     """
     now = time.time() if now is None else now
     digest = entry.digest()
-    existing = await tx.journal_by_key(entry.idempotency_key)
-    if existing is not None:
-        if existing.digest != digest:
-            raise IdempotencyConflict(f"{entry.idempotency_key} was posted with other postings")
-        return False
     deltas: dict[Account, int] = defaultdict(int)
     for posting in entry.postings:
         deltas[posting.account] += posting.amount
-    await tx.ensure_accounts([(a.code, a.currency, a.type, a.no_overdraft) for a in deltas], now)
+    # One read for everything below: the key, the balances and the audit trail's tail.
+    start = await tx.start_entry(
+        entry.idempotency_key,
+        [(a.code, a.currency, a.type, a.no_overdraft) for a in deltas],
+        now,
+    )
+    if start.posted_digest is not None:
+        if start.posted_digest != digest:
+            raise IdempotencyConflict(f"{entry.idempotency_key} was posted with other postings")
+        return False
     for account, delta in deltas.items():
         normal_delta = -delta if account.type.credit_normal else delta
         if account.no_overdraft and normal_delta < 0:  # only a decrease can overdraw
-            row = await tx.account(account.code)
-            assert row is not None
-            current = -row.balance if account.type.credit_normal else row.balance
+            stored = start.balances[account.code]
+            current = -stored if account.type.credit_normal else stored
             if current + normal_delta < 0:
                 raise InsufficientFunds(account.code, current, -normal_delta)
     await tx.insert_journal(
@@ -192,8 +195,9 @@ async def post(tx: PostingTx, entry: Entry, *, now: float | None = None) -> bool
         [PostingRow(p.account.code, p.account.currency, p.amount) for p in entry.postings],
         now,
     )
-    await audit.append(
+    await audit.append_after(
         tx,
+        start.audit_tail,
         "money",
         {
             "entry": entry.kind,

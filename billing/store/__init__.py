@@ -38,6 +38,7 @@ from .contracts import (
 from .rows import (
     AccountRow,
     DeliveryRow,
+    EntryStart,
     EventRow,
     InvoiceRow,
     JournalRow,
@@ -58,6 +59,7 @@ __all__ = [
     "ClaimsTx",
     "DeliveriesTx",
     "DeliveryRow",
+    "EntryStart",
     "EventRow",
     "InvoiceRow",
     "InvoicesTx",

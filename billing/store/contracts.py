@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from .rows import (
     AccountRow,
     DeliveryRow,
+    EntryStart,
     EventRow,
     InvoiceRow,
     JournalRow,
@@ -55,6 +56,17 @@ class LedgerTx(Protocol):
 
     async def journal_by_key(self, idempotency_key: str) -> JournalRow | None:
         """The entry posted under this key, its postings in the order given, or None."""
+
+    async def start_entry(
+        self,
+        idempotency_key: str,
+        accounts: Sequence[tuple[str, str, str, bool]],
+        now: float,
+    ) -> EntryStart:
+        """All that posting an entry reads first, in one step (one round trip where the
+        engine has them): the digest of an entry already posted under the key; the
+        (code, currency, type, no_overdraft) accounts, created if missing, with their stored
+        balances; and the audit trail's tail, which the posting extends."""
 
     async def journal_by_ref(self, ref: str) -> list[JournalRow]:
         """Every entry about ``ref``, in the order they were posted."""
@@ -366,6 +378,13 @@ class Store(Protocol):
         the block started, in commit order. ``None`` in their stead means some may have been
         missed (the engine lost its connection and has it again, or the listener fell far
         behind): re-read whatever the notes were about."""
+        ...
+
+    def lookup(self) -> AbstractAsyncContextManager[Tx]:
+        """A read of one statement (a verb that runs one query): committed data as that
+        statement sees it, with no snapshot held for more. On a server it saves ``read()``'s
+        BEGIN and COMMIT round trips; a second statement in the block raises
+        :class:`StoreError` there."""
         ...
 
     async def close(self) -> None: ...

@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -221,6 +221,9 @@ class _InTransaction:
     async def listen(self, channel: str) -> AsyncIterator[AsyncIterator[str | None]]:
         raise StoreError("the copy's checks listen to nothing")
         yield  # unreachable: makes this a generator
+
+    def lookup(self) -> AbstractAsyncContextManager[PostgresTx]:
+        return self.read()
 
     async def close(self) -> None:
         return None

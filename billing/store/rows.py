@@ -38,6 +38,15 @@ class JournalRow:
 
 
 @dataclass(frozen=True, slots=True)
+class EntryStart:
+    """What posting an entry reads before it writes (:meth:`LedgerTx.start_entry`)."""
+
+    posted_digest: str | None  # the digest of the entry already posted under the key, if any
+    balances: dict[str, int]  # stored balance of each account named (0 for a new one)
+    audit_tail: tuple[int, str] | None  # (seq, hash) of the audit trail's last entry
+
+
+@dataclass(frozen=True, slots=True)
 class InvoiceRow:
     payment_hash: str
     bolt11: str

@@ -37,14 +37,14 @@ def bearer(request: web.Request) -> str | None:
 async def payer_of(store: Store, secret: str) -> str:
     """The payer a bearer secret stands for, or a 401 problem."""
     if secret.startswith(API_KEY_PREFIX):
-        async with store.read() as tx:
+        async with store.lookup() as tx:
             account = await tx.api_account_by_key_hash(key_hash(secret))
         if account is not None:
             logs.payer_id.set(account)
             return account
     elif secret.startswith(TASK_TOKEN_PREFIX) and "." in secret:
         task_id = secret[len(TASK_TOKEN_PREFIX) :].split(".", 1)[0]
-        async with store.read() as tx:
+        async with store.lookup() as tx:
             task = await tx.task(task_id)
         if task is not None and hmac.compare_digest(
             str(record_of(task).token_hash or ""), key_hash(secret)

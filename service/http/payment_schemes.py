@@ -53,8 +53,8 @@ MPP_SCHEME = register(
         id="mpp",
         name="MPP Payment (lightning, charge)",
         description=(
-            "The same 402 carries WWW-Authenticate: Payment method=\"lightning\" "
-            "intent=\"charge\" for the same invoice; pay it, retry with Authorization: "
+            'The same 402 carries WWW-Authenticate: Payment method="lightning" '
+            'intent="charge" for the same invoice; pay it, retry with Authorization: '
             "Payment <base64url credential>; the answer carries Payment-Receipt"
         ),
         security_scheme="mpp",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from billing.store import AccountRow, LedgerTx, PostingRow, Store, StoreError
+from billing.store import AccountRow, EntryStart, LedgerTx, PostingRow, Store, StoreError
 
 ACCOUNTS = [
     ("assets:lightning", "msat", "asset", False),
@@ -32,6 +32,27 @@ async def test_ensure_accounts_creates_the_missing_and_keeps_the_existing(store:
     async with store.read() as tx:
         assert await tx.account("assets:lightning") == AccountRow(
             "assets:lightning", "msat", "asset", False, 7
+        )
+        assert await tx.account("liabilities:agent:a") == AccountRow(
+            "liabilities:agent:a", "msat", "liability", True, -7
+        )
+
+
+async def test_start_entry_reads_the_key_the_balances_and_the_audit_tail(store: Store) -> None:
+    async with store.transaction() as tx:
+        assert await tx.start_entry("k1", ACCOUNTS[:2], 1.0) == EntryStart(
+            None, {"assets:lightning": 0, "liabilities:agent:a": 0}, None
+        )
+        await _post(tx, "k1", [("assets:lightning", 7), ("liabilities:agent:a", -7)])
+        await tx.insert_audit(1, 1.0, "money", "{}", "0" * 64, "h1")
+        # A key already used, an existing account with its balance and a new one, the tail.
+        started = await tx.start_entry("k1", [ACCOUNTS[1], ACCOUNTS[3]], 2.0)
+    assert started == EntryStart(
+        "digest:k1", {"liabilities:agent:a": -7, "income:revenue": 0}, (1, "h1")
+    )
+    async with store.read() as tx:  # the missing account was created, the others kept
+        assert await tx.account("income:revenue") == AccountRow(
+            "income:revenue", "msat", "income", False, 0
         )
         assert await tx.account("liabilities:agent:a") == AccountRow(
             "liabilities:agent:a", "msat", "liability", True, -7

@@ -99,6 +99,51 @@ async def test_a_value_the_server_cannot_store_is_a_store_error(postgres_url: st
 
 
 @postgresql
+async def test_a_transaction_a_refused_statement_aborted_raises_instead_of_committing(
+    postgres_url: str,
+) -> None:
+    """PostgreSQL aborts a transaction at its first failed statement and answers its COMMIT
+    with a rollback, without an error: a caller that caught the failure and went on must not
+    take the block for committed."""
+    store = await open_store(postgres_url)
+    try:
+        with pytest.raises(StoreError, match="rolled back"):
+            async with store.transaction() as tx:
+                await tx.set_value("before", "written")
+                with pytest.raises(StoreError):
+                    await tx.set_value("k", "NUL\x00inside")
+        async with store.read() as tx:
+            assert await tx.get_value("before") is None
+        async with store.transaction() as tx:  # the connection went back to the pool usable
+            await tx.set_value("after", "written")
+        async with store.read() as tx:
+            assert await tx.get_value("after") == "written"
+    finally:
+        await store.close()
+
+
+@postgresql
+async def test_a_lookup_runs_one_read_and_nothing_more(postgres_url: str) -> None:
+    """A lookup holds no snapshot: a second statement would see another moment, and a write
+    would commit outside the writers' lock. Both are refused, and the store stays usable."""
+    store = await open_store(postgres_url)
+    try:
+        async with store.transaction() as tx:
+            await tx.set_value("v", "1")
+        async with store.lookup() as tx:
+            assert await tx.get_value("v") == "1"
+            with pytest.raises(StoreError, match="one statement"):
+                await tx.get_value("v")
+        with pytest.raises(StoreError, match="only reads"):
+            async with store.lookup() as tx:
+                await tx.set_value("v", "2")
+        async with store.read() as tx:
+            assert await tx.get_value("v") == "1"
+    finally:
+        await store.close()
+
+
+@postgresql
 async def test_an_unreachable_server_is_a_store_error(postgres_url: str) -> None:
     with pytest.raises(StoreError, match="cannot connect"):
         await open_store(postgres_url.rsplit("/", 1)[0] + "/no_such_database")

@@ -114,3 +114,12 @@ async def test_a_store_reopened_keeps_what_was_committed(url: str) -> None:
 async def test_an_unknown_database_url_is_refused() -> None:
     with pytest.raises(StoreError, match="unsupported"):
         await open_store("mysql://x")
+
+
+async def test_a_lookup_reads_what_is_committed(store: Store) -> None:
+    async with store.lookup() as tx:
+        assert await tx.get_value("v") is None
+    async with store.transaction() as tx:
+        await tx.set_value("v", "1")
+    async with store.lookup() as tx:
+        assert await tx.get_value("v") == "1"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..rows import AccountRow, JournalRow, LedgerTotals, PostingRow
+from ..rows import AccountRow, EntryStart, JournalRow, LedgerTotals, PostingRow
 from .base import PostgresBase
 
 # Account types whose normal side is the credit side: their normal balance is -balance.
@@ -68,6 +68,38 @@ class PostgresLedger(PostgresBase):
     async def journal_by_ref(self, ref: str) -> list[JournalRow]:
         return await self._journal("ref = $1", ref)
 
+    async def start_entry(
+        self,
+        idempotency_key: str,
+        accounts: Sequence[tuple[str, str, str, bool]],
+        now: float,
+    ) -> EntryStart:
+        # One statement. An account the CTE creates is not in the statement's snapshot: it
+        # is missing from the balances, which is its balance, 0.
+        row = await self._one(
+            "WITH ensured AS (INSERT INTO accounts "
+            "(code, currency, type, no_overdraft, balance, created_at) "
+            "SELECT code, currency, type, flag, 0, $6 "
+            "FROM unnest($2::text[], $3::text[], $4::text[], $5::bool[]) "
+            "AS a(code, currency, type, flag) ON CONFLICT (code) DO NOTHING), "
+            "tail AS (SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1) "
+            "SELECT (SELECT digest FROM journal WHERE idempotency_key = $1), "
+            "ARRAY(SELECT code FROM accounts WHERE code = ANY($2::text[]) ORDER BY code), "
+            "ARRAY(SELECT balance FROM accounts WHERE code = ANY($2::text[]) ORDER BY code), "
+            "(SELECT seq FROM tail), (SELECT hash FROM tail)",
+            idempotency_key,
+            [a[0] for a in accounts],
+            [a[1] for a in accounts],
+            [a[2] for a in accounts],
+            [bool(a[3]) for a in accounts],
+            now,
+        )
+        assert row is not None
+        balances = {code: 0 for code, _, _, _ in accounts}
+        balances.update(zip(row[1], row[2], strict=True))
+        tail = (int(row[3]), str(row[4])) if row[3] is not None else None
+        return EntryStart(row[0], balances, tail)
+
     async def insert_journal(
         self,
         idempotency_key: str,
@@ -78,25 +110,31 @@ class PostgresLedger(PostgresBase):
         postings: Sequence[PostingRow],
         now: float,
     ) -> int:
+        # One statement, one round trip: the entry, its postings (in order) and the balances
+        # they move (summed per account first: a statement updates a row once).
         journal_id = int(
             await self._value(
-                "INSERT INTO journal (idempotency_key, kind, ref, memo, digest, created_at) "
-                "VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                "WITH j AS (INSERT INTO journal (idempotency_key, kind, ref, memo, digest, "
+                "created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING id), "
+                "p AS (INSERT INTO postings (journal_id, account, currency, amount) "
+                "SELECT j.id, x.account, x.currency, x.amount FROM j, "
+                "unnest($7::text[], $8::text[], $9::bigint[]) WITH ORDINALITY "
+                "AS x(account, currency, amount, n) ORDER BY x.n), "
+                "b AS (UPDATE accounts SET balance = accounts.balance + d.amount "
+                "FROM (SELECT account, SUM(amount)::bigint AS amount "
+                "FROM unnest($7::text[], $9::bigint[]) AS y(account, amount) GROUP BY account) d "
+                "WHERE accounts.code = d.account) "
+                "SELECT id FROM j",
                 idempotency_key,
                 kind,
                 ref,
                 memo,
                 digest,
                 now,
+                [p.account for p in postings],
+                [p.currency for p in postings],
+                [p.amount for p in postings],
             )
-        )
-        await self._many(
-            "INSERT INTO postings (journal_id, account, currency, amount) VALUES ($1, $2, $3, $4)",
-            [(journal_id, p.account, p.currency, p.amount) for p in postings],
-        )
-        await self._many(
-            "UPDATE accounts SET balance = balance + $1 WHERE code = $2",
-            [(p.amount, p.account) for p in postings],
         )
         return journal_id
 

@@ -197,6 +197,9 @@ class SqliteStore:
     def listen(self, channel: str) -> AbstractAsyncContextManager[AsyncIterator[str | None]]:
         return self._switchboard.listen(channel)
 
+    def lookup(self) -> AbstractAsyncContextManager[SqliteTx]:
+        return self.read()  # in this process: no round trips to save
+
     async def close(self) -> None:
         if self._checkpointer is not None:
             self._checkpointer.cancel()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..rows import AccountRow, JournalRow, LedgerTotals, PostingRow
+from ..rows import AccountRow, EntryStart, JournalRow, LedgerTotals, PostingRow
 from .base import SqliteBase
 
 # Account types whose normal side is the credit side: their normal balance is -balance.
@@ -70,6 +70,28 @@ class SqliteLedger(SqliteBase):
 
     async def journal_by_ref(self, ref: str) -> list[JournalRow]:
         return self._journal("ref = ?", (ref,))
+
+    async def start_entry(
+        self,
+        idempotency_key: str,
+        accounts: Sequence[tuple[str, str, str, bool]],
+        now: float,
+    ) -> EntryStart:
+        # Calls into the same process: no round trips to save.
+        posted = self._one(
+            "SELECT digest FROM journal WHERE idempotency_key = ?", (idempotency_key,)
+        )
+        await self.ensure_accounts(accounts, now)
+        balances: dict[str, int] = {}
+        for code, _, _, _ in accounts:
+            row = self._one("SELECT balance FROM accounts WHERE code = ?", (code,))
+            balances[code] = int(row[0]) if row else 0
+        tail = self._one("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1")
+        return EntryStart(
+            posted[0] if posted else None,
+            balances,
+            (int(tail[0]), str(tail[1])) if tail else None,
+        )
 
     async def insert_journal(
         self,
