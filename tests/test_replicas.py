@@ -135,7 +135,10 @@ async def test_calls_split_across_replicas_on_one_balance_and_one_cap(
     (the global daily cap bites). No overdraft, spend within the cap, the books balanced."""
     start, _, store = cluster
     cap = Decimal("0.0001")
-    env = {"SATROUTER_BUDGET_DAILY_USD": str(cap)}
+    # A long lease: with 400 calls in flight on a loaded machine a replica's heartbeat can lag
+    # past a short one, and a live call taken over is refunded after it answered (by design,
+    # tested below); here every call must be the replica's own to the end.
+    env = {"SATROUTER_BUDGET_DAILY_USD": str(cap), "SATROUTER_LEASE_SECONDS": "60"}
     replicas = [await start("one", **env), await start("two", **env)]
     limits = httpx.Limits(max_connections=400)
     chat = {"model": CHEAP, "messages": HELLO, "max_tokens": 10}
