@@ -1,0 +1,253 @@
+"""Cashu ecash (Routstr's RIP-01) against a real nutshell mint (fake Lightning backend) and
+nutshell's own wallet as the agent: a token pays a completion, the change comes back as a
+token the agent's wallet redeems, and every refusal leaves the token spendable (or, spent
+already, gets no work) and the books untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from billing import ledger
+from service.app import create_app as create_service
+from service.demo.lnbits import LnbitsServer
+from service.demo.loopback import serve
+from service.ecash.wallet import EcashWallet, mint_id
+from service.http.keys import STORE
+from service.tasks.engine import EngineConfig
+from tests.cashu_mint import PYTHON, AgentWallet, Mint, running_mint
+from tests.conftest import HELLO, Emulator, service_settings, start_emulator
+
+pytestmark = pytest.mark.lnbits
+BODY = {"model": "openai/gpt-4o", "messages": HELLO, "max_tokens": 2000}
+
+
+@pytest.fixture(scope="module")
+def mint() -> Iterator[Mint]:
+    with running_mint(input_fee_ppk=100) as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def other_mint() -> Iterator[Mint]:
+    with running_mint(input_fee_ppk=0) as m:
+        yield m
+
+
+@dataclass
+class CashuService:
+    http: httpx.AsyncClient
+    app: Any
+    emulator: Emulator
+    mint: Mint
+    wallet: AgentWallet
+    ecash: EcashWallet
+
+    async def journal_size(self) -> int:
+        async with self.app[STORE].read() as tx:
+            return (await tx.ledger_totals()).entries
+
+    async def check(self) -> None:
+        """The ledger check passes, and the ecash the books hold is the proofs the wallet
+        holds at the mint."""
+        async with self.app[STORE].read() as tx:
+            checked = await ledger.check(tx)
+            books = await ledger.balance(tx, ledger.ecash_account(mint_id(self.mint.url)))
+        assert checked.ok, checked.problems
+        assert books == await self.ecash.balance(self.mint.url) * 1000
+
+    def completions(self) -> int:
+        return int(self.emulator.state.counters["completions"])
+
+    async def token(self, sats: int) -> str:
+        return await asyncio.to_thread(self.wallet.token, sats)
+
+
+@pytest.fixture
+async def cashu(lnbits: LnbitsServer, mint: Mint, tmp_path: Path) -> AsyncIterator[CashuService]:
+    emulator, emulator_runner = await start_emulator()
+    settings = service_settings(
+        tmp_path,
+        emulator,
+        lnbits,
+        lnbits.create_wallet("satrouter"),
+        cashu_mints=mint.url,
+        cashu_python=str(PYTHON),
+        cashu_dir=tmp_path / "cashu",
+    )
+    app = create_service(settings, engine_config=EngineConfig(generation_deadline=3))
+    runner, url = await serve(app)
+    wallet = AgentWallet(mint, tmp_path / "agent-wallet")
+    await asyncio.to_thread(wallet.fund, 2000)
+    ecash = EcashWallet(str(PYTHON), tmp_path / "cashu", (mint.url,))
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        yield CashuService(http, app, emulator, mint, wallet, ecash)
+    await runner.cleanup()
+    await emulator_runner.cleanup()
+
+
+async def _price_sat(service: CashuService) -> int:
+    """The request's maximum, in sat, as a refusal of a 1-sat token names it."""
+    response = await service.http.post(
+        "/v1/chat/completions", json=BODY, headers={"X-Cashu": await service.token(1)}
+    )
+    assert response.status_code == 402, response.text
+    assert response.json()["type"].endswith("cashu_amount_too_low")
+    return int(response.json()["price_sat"])
+
+
+async def test_a_token_pays_and_its_change_comes_back_as_a_token(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    sent = price + 20
+    before = await asyncio.to_thread(cashu.wallet.balance)
+    response = await cashu.http.post(
+        "/v1/chat/completions", json=BODY, headers={"X-Cashu": await cashu.token(sent)}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"]
+    change = response.headers["X-Cashu"]
+    assert change.startswith("cashuB")
+    change_msat = int(response.headers["X-Cashu-Change-Msat"])
+    assert 20_000 <= change_msat < sent * 1000  # at least the excess; less than all
+    assert int(response.headers["X-Cashu-Fee-Msat"]) == 1000  # the mint's fee, shown
+    await asyncio.to_thread(cashu.wallet.receive, change)
+    after = await asyncio.to_thread(cashu.wallet.balance)
+    # The agent paid the token less its change (and the mint's own fee for its swaps).
+    assert before - after <= sent - change_msat // 1000 + 2
+    await cashu.check()
+
+
+async def test_a_double_spent_token_gets_no_work_and_books_nothing(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    token = await cashu.token(price + 5)
+    await asyncio.to_thread(cashu.wallet.receive, token)  # spent by its owner first
+    calls, entries = cashu.completions(), await cashu.journal_size()
+    response = await cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    assert response.status_code == 400, response.text
+    assert response.json()["type"].endswith("cashu_token_spent")
+    assert cashu.completions() == calls
+    assert await cashu.journal_size() == entries
+    await cashu.check()
+
+
+async def test_a_token_paid_once_cannot_pay_again(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    token = await cashu.token(price + 5)
+    first = await cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    assert first.status_code == 200, first.text
+    calls, entries = cashu.completions(), await cashu.journal_size()
+    again = await cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    assert again.status_code == 400
+    assert again.json()["type"].endswith("cashu_token_spent")
+    assert (cashu.completions(), await cashu.journal_size()) == (calls, entries)
+    await cashu.check()
+
+
+async def test_a_mint_off_the_allow_list_is_refused(
+    cashu: CashuService, other_mint: Mint, tmp_path: Path
+) -> None:
+    stranger = AgentWallet(other_mint, tmp_path / "stranger")
+    await asyncio.to_thread(stranger.fund, 500)
+    token = await asyncio.to_thread(stranger.token, 300)
+    entries = await cashu.journal_size()
+    response = await cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert problem["type"].endswith("cashu_mint_not_allowed")
+    assert problem["mints"] == [cashu.mint.url]
+    assert await cashu.journal_size() == entries
+    await asyncio.to_thread(stranger.receive, token)  # never redeemed: still its owner's
+    assert await asyncio.to_thread(stranger.balance) == 500
+
+
+async def test_a_token_short_of_the_price_is_refused_and_stays_spendable(
+    cashu: CashuService,
+) -> None:
+    price = await _price_sat(cashu)
+    assert price > 4
+    token = await cashu.token(4)  # one proof: its swap fee (1 sat) leaves something to keep
+    entries, calls = await cashu.journal_size(), cashu.completions()
+    response = await cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    assert response.status_code == 402
+    assert response.json()["price_sat"] == price
+    assert response.json()["price_msat"] > 4000
+    assert (await cashu.journal_size(), cashu.completions()) == (entries, calls)
+    await asyncio.to_thread(cashu.wallet.receive, token)
+
+
+async def test_a_lost_response_s_change_is_recovered_by_task_id(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    token = await cashu.token(price + 30)
+    response = await cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    assert response.status_code == 200
+    task_id = response.headers["X-Satrouter-Task"]
+    url = response.headers["X-Cashu-Change-Url"]
+    assert url == f"/v1/cashu/change/{task_id}"
+    # Only the holder of the token that paid may have the change.
+    other = await cashu.token(3)
+    stranger = await cashu.http.get(url, headers={"X-Cashu": other})
+    assert stranger.status_code == 404
+    assert (await cashu.http.get(url)).status_code == 401
+    recovered = await cashu.http.get(url, headers={"X-Cashu": token})
+    assert recovered.status_code == 200, recovered.text
+    assert recovered.json()["token"] == response.headers["X-Cashu"]
+    assert recovered.headers["X-Cashu"] == response.headers["X-Cashu"]
+    await asyncio.to_thread(cashu.wallet.receive, recovered.json()["token"])
+    await cashu.check()
+
+
+async def test_a_stream_s_change_is_fetched_after_it(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    token = await cashu.token(price + 10)
+    async with cashu.http.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={**BODY, "stream": True},
+        headers={"X-Cashu": token},
+    ) as response:
+        assert response.status_code == 200
+        assert "X-Cashu" not in response.headers  # sent before the cost was known
+        url = response.headers["X-Cashu-Change-Url"]
+        body = "".join([chunk async for chunk in response.aiter_text()])
+    assert "[DONE]" in body
+    for _ in range(100):
+        got = await cashu.http.get(url, headers={"X-Cashu": token})
+        if got.status_code != 409:
+            break
+        await asyncio.sleep(0.2)
+    assert got.status_code == 200, got.text
+    assert got.json()["amount_msat"] >= 10_000
+    await asyncio.to_thread(cashu.wallet.receive, got.json()["token"])
+    await cashu.check()
+
+
+async def test_a_bearer_token_opens_a_balance(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    token = await cashu.token(price * 3)
+    auth = {"Authorization": f"Bearer {token}"}
+    first = await cashu.http.post("/v1/chat/completions", json=BODY, headers=auth)
+    assert first.status_code == 200, first.text
+    second = await cashu.http.post("/v1/chat/completions", json=BODY, headers=auth)
+    assert second.status_code == 200, second.text  # the same token is the key now
+    me = (await cashu.http.get("/v1/accounts/me", headers=auth)).json()
+    assert 0 < me["balance_msat"] < price * 3 * 1000
+    await cashu.check()
+
+
+async def test_a_header_that_is_no_token_is_a_clear_400(cashu: CashuService) -> None:
+    entries = await cashu.journal_size()
+    for value in ("cashuBnot a token!", "cashuA" + "x" * 20, "sk-sat-nope"):
+        response = await cashu.http.post(
+            "/v1/chat/completions", json=BODY, headers={"X-Cashu": value}
+        )
+        assert response.status_code == 400, (value, response.text)
+        assert response.headers["Content-Type"].startswith("application/problem+json")
+        assert json.loads(response.text)["type"].endswith("cashu_invalid_token")
+    assert await cashu.journal_size() == entries
