@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,10 +22,10 @@ from service.app import create_app as create_service
 from service.demo.lnbits import LnbitsServer
 from service.demo.loopback import serve
 from service.ecash.wallet import EcashWallet, mint_id
-from service.http.keys import STORE
+from service.http.keys import SETTINGS, STORE
 from service.tasks.engine import EngineConfig
 from tests.cashu_mint import PYTHON, AgentWallet, Mint, running_mint
-from tests.conftest import HELLO, Emulator, service_settings, start_emulator
+from tests.conftest import HELLO, Emulator, service_settings, start_emulator, until
 
 pytestmark = pytest.mark.lnbits
 BODY = {"model": "openai/gpt-4o", "messages": HELLO, "max_tokens": 2000}
@@ -251,3 +253,81 @@ async def test_a_header_that_is_no_token_is_a_clear_400(cashu: CashuService) -> 
         assert response.headers["Content-Type"].startswith("application/problem+json")
         assert json.loads(response.text)["type"].endswith("cashu_invalid_token")
     assert await cashu.journal_size() == entries
+
+
+async def _satrouter(cashu: CashuService, *args: str) -> tuple[int, str]:
+    """``satrouter ARGS`` in its own process, on the service's database, wallet and mints."""
+    settings = cashu.app[SETTINGS]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SATROUTER_", "OPENROUTER_", "LNBITS_", "LND_"))
+    }
+    env |= {
+        "SATROUTER_DATABASE_URL": settings.database_url,
+        "SATROUTER_CASHU_MINTS": settings.cashu_mints,
+        "SATROUTER_CASHU_PYTHON": settings.cashu_python,
+        "SATROUTER_CASHU_DIR": str(settings.cashu_dir),
+        "LNBITS_URL": str(settings.lnbits_url),
+        "LNBITS_INVOICE_KEY": settings.lnbits_invoice_key.get_secret_value(),
+        "LNBITS_ADMIN_KEY": settings.lnbits_admin_key.get_secret_value(),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_cashu_balance_shows_books_against_proofs_held(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    paid = await cashu.http.post(
+        "/v1/chat/completions", json=BODY, headers={"X-Cashu": await cashu.token(price + 3)}
+    )
+    assert paid.status_code == 200, paid.text
+    code, out = await _satrouter(cashu, "cashu", "balance")
+    assert code == 0, out
+    held = await cashu.ecash.balance(cashu.mint.url) * 1000
+    assert f"{cashu.mint.url}: books {held} msat, proofs held {held} msat" in out
+
+
+async def test_a_melt_the_wallet_never_received_books_nothing(cashu: CashuService) -> None:
+    """The test mint's fake backend says it paid any invoice; satrouter's LNbits wallet never
+    sees the money, so nothing is booked and the balance check shows the proofs gone."""
+    price = await _price_sat(cashu)
+    opened = {"Authorization": f"Bearer {await cashu.token(price + 50)}"}  # held: a balance
+    paid = await cashu.http.post("/v1/chat/completions", json=BODY, headers=opened)
+    assert paid.status_code == 200, paid.text
+
+    async def reconciled() -> bool:
+        async with cashu.app[STORE].read() as tx:
+            task = await tx.task(paid.headers["X-Satrouter-Task"])
+        return task is not None and task.state == "reconciled"
+
+    await until(reconciled)
+    entries = await cashu.journal_size()
+    code, out = await _satrouter(
+        cashu, "cashu", "melt", "--mint", cashu.mint.url, "--amount-sat", "2", "--wait", "2"
+    )
+    assert code == 1, out
+    assert "the wallet has not received it: nothing is booked" in out
+    assert await cashu.journal_size() == entries
+    code, out = await _satrouter(cashu, "cashu", "balance")
+    assert code == 1, out  # the books hold more than the proofs now: said, not hidden
+    async with cashu.app[STORE].read() as tx:
+        assert (await ledger.check(tx)).ok
+
+
+async def test_melting_at_a_mint_not_allowed_is_refused(cashu: CashuService) -> None:
+    code, out = await _satrouter(
+        cashu, "cashu", "melt", "--mint", "http://127.0.0.1:9", "--amount-sat", "2"
+    )
+    assert code == 1
+    assert "is not an allowed mint" in out

@@ -88,6 +88,7 @@ class EcashWallet:
         env = {**os.environ, "CASHU_DIR": str(self.data_dir), "TOR": "false", "DEBUG": "false"}
         process = await asyncio.create_subprocess_exec(
             self.python,
+            "-I",  # isolated: the helper's folder (this package) must not shadow any module
             str(HELPER),
             command,
             stdin=asyncio.subprocess.PIPE,
