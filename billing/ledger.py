@@ -464,15 +464,16 @@ def topup_expired(topup_id: str, amount: Msat) -> Entry:
 
 
 def ecash_received(payer: str, mint_id: str, amount: Msat, fee: Msat, key: str) -> Entry:
-    """A Cashu token swapped at its mint: the payer is credited its face value; the proofs
-    kept are worth that less the mint's swap fee, which the operator bears as an expense."""
-    return _entry(
+    """A Cashu token swapped at its mint: the proofs kept (its face value ``amount`` less the
+    mint's swap ``fee``, which the token's own proofs paid) are the payer's credit."""
+    return _transfer(
         "ecash_received",
         f"ecash-in:{key}",
         payer,
-        _debit_if(ecash_account(mint_id), amount - fee),
-        _debit_if(ECASH_FEES, fee),
-        credit(agent_account(payer), amount),
+        amount - fee,
+        dr=ecash_account(mint_id),
+        cr=agent_account(payer),
+        memo=f"face value {amount.value} msat, the mint's fee {fee.value} msat",
     )
 
 

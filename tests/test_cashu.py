@@ -117,8 +117,9 @@ async def test_a_token_pays_and_its_change_comes_back_as_a_token(cashu: CashuSer
     change = response.headers["X-Cashu"]
     assert change.startswith("cashuB")
     change_msat = int(response.headers["X-Cashu-Change-Msat"])
-    assert 20_000 <= change_msat < sent * 1000  # at least the excess; less than all
-    assert int(response.headers["X-Cashu-Fee-Msat"]) == 1000  # the mint's fee, shown
+    fee_msat = int(response.headers["X-Cashu-Fee-Msat"])
+    assert fee_msat == 1000  # the mint's fee for swapping the token (100 ppk, 4 proofs), shown
+    assert 20_000 - fee_msat <= change_msat < sent * 1000 - fee_msat  # the excess, not all
     await asyncio.to_thread(cashu.wallet.receive, change)
     after = await asyncio.to_thread(cashu.wallet.balance)
     # The agent paid the token less its change (and the mint's own fee for its swaps).
@@ -331,3 +332,19 @@ async def test_melting_at_a_mint_not_allowed_is_refused(cashu: CashuService) -> 
     )
     assert code == 1
     assert "is not an allowed mint" in out
+
+
+async def test_a_failed_call_returns_the_whole_token_as_change(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    await cashu.emulator.control("POST", "/faults", {"model": BODY["model"], "kind": "bad_gateway"})
+    sent = price + 4
+    response = await cashu.http.post(
+        "/v1/chat/completions", json=BODY, headers={"X-Cashu": await cashu.token(sent)}
+    )
+    assert response.status_code == 502, response.text
+    assert response.json()["type"].endswith("upstream_failed")
+    fee_msat = int(response.headers["X-Cashu-Fee-Msat"])
+    # Nothing charged: all the token was worth once swapped comes back.
+    assert int(response.headers["X-Cashu-Change-Msat"]) == sent * 1000 - fee_msat
+    await asyncio.to_thread(cashu.wallet.receive, response.headers["X-Cashu"])
+    await cashu.check()

@@ -7,7 +7,8 @@ Usage: ``python nutshell_wallet.py COMMAND`` with a JSON object on stdin; one JS
 stdout: the result, or ``{"error": kind, "detail": ...}``. Commands:
 
 - ``redeem`` {token, mints, min_sat, max_proofs}: decode; refuse a mint not in ``mints``, a unit
-  other than sat, more than ``max_proofs`` proofs or less than ``min_sat``; else swap every
+  other than sat, more than ``max_proofs`` proofs or, less the mint's swap fee, less than
+  ``min_sat``; else swap every
   proof at the mint for fresh ones kept here (so a double spend fails now, before any work).
   -> {mint, amount, fee}
 - ``send`` {mint, amount}: a fresh token of ``amount`` sat from the proofs held.
@@ -79,18 +80,20 @@ async def redeem(args: dict[str, Any]) -> dict[str, Any]:
         raise Refused("unit_not_supported", f"the token is in {unit}; only sat is accepted")
     if len(proofs) > int(args["max_proofs"]):
         raise Refused("too_many_proofs", f"the token has {len(proofs)} proofs", mint=mint)
-    if amount < int(args["min_sat"]):
-        raise Refused("below_price", f"the token carries {amount} sat", amount=amount, mint=mint)
     try:
         wallet = await _wallet(mint)
         await wallet._expand_short_keyset_ids(proofs)
         fee = wallet.get_fees_for_proofs(proofs)
-        kept, _ = await wallet.redeem(proofs)
-    except Refused:
-        raise
     except Exception as exc:
         raise _classify(exc) from None
-    return {"mint": mint, "amount": amount, "fee": amount - sum_proofs(kept), "fee_quoted": fee}
+    if amount - fee < int(args["min_sat"]):
+        detail = f"the token carries {amount} sat, {amount - fee} sat after the mint's fee"
+        raise Refused("below_price", detail, amount=amount, fee=fee, mint=mint)
+    try:
+        kept, _ = await wallet.redeem(proofs)
+    except Exception as exc:
+        raise _classify(exc) from None
+    return {"mint": mint, "amount": amount, "fee": amount - sum_proofs(kept)}
 
 
 async def send(args: dict[str, Any]) -> dict[str, Any]:

@@ -3,11 +3,11 @@ prepaid balance.
 
 A token is redeemed (its proofs swapped for the operator's at the mint) before anything runs,
 so a double-spent token never gets work; only mints on the operator's allow list are taken.
-Its face value becomes credit of a per-request payer ``cashu_<task id>`` (the mint's swap fee
-is the operator's expense, shown to the payer), the request's maximum is reserved from it as
-for any prepaid call, and whatever that payer is owed once the call is settled goes back as a
-fresh token: the change. The change is kept by task id, for the holder of the token that paid,
-so a lost response loses nothing.
+What it is worth once swapped (its face value less the mint's swap fee, which its own proofs
+pay and the answer shows) becomes credit of a per-request payer ``cashu_<task id>``; the
+request's maximum is reserved from it as for any prepaid call, and whatever that payer is
+owed once the call is settled goes back as a fresh token: the change. The change is kept by
+task id, for the holder of the token that paid, so a lost response loses nothing.
 """
 
 from __future__ import annotations
