@@ -381,6 +381,7 @@ def create_app(
                 ),
                 metrics=metrics,
                 interval=settings.balance_interval,
+                ecash=engine.ecash,
             )
             app[BOOKS] = books
             secret = settings.alert_secret

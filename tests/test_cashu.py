@@ -348,3 +348,15 @@ async def test_a_failed_call_returns_the_whole_token_as_change(cashu: CashuServi
     assert int(response.headers["X-Cashu-Change-Msat"]) == sent * 1000 - fee_msat
     await asyncio.to_thread(cashu.wallet.receive, response.headers["X-Cashu"])
     await cashu.check()
+
+
+async def test_admin_status_holds_the_ecash_books_against_the_proofs(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    opened = {"Authorization": f"Bearer {await cashu.token(price + 20)}"}
+    assert (await cashu.http.post("/v1/chat/completions", json=BODY, headers=opened)).is_success
+    admin = {"Authorization": "Bearer admin-secret-for-tests"}
+    status = (await cashu.http.get("/admin/status", headers=admin)).json()
+    held = status["world"]["holdings"][f"ecash:{mint_id(cashu.mint.url)}"]
+    assert held["matches"] is True, held
+    assert held["books"] == held["world"] == await cashu.ecash.balance(cashu.mint.url) * 1000
+    assert held["books"] > 0

@@ -143,6 +143,7 @@ class Engine:
         outcomes = Outcomes(ctx, self._hub)
         self._runner = Runner(ctx, outcomes)
         self._reconciler = Reconciler(ctx, self._hub)
+        self._ecash = ecash
         self._cashu = Cashu(ctx, self._payments, ecash)
         self._workers = Workers(
             ctx, self._hub, self._payments, self._runner, outcomes, self._reconciler
@@ -191,6 +192,11 @@ class Engine:
     @property
     def store(self) -> Store:
         return self._ctx.store
+
+    @property
+    def ecash(self) -> EcashWallet | None:
+        """The operator's Cashu wallet (None: ecash is not taken)."""
+        return self._ecash
 
     # -- use cases ------------------------------------------------------------------------
 
