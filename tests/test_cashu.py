@@ -360,3 +360,34 @@ async def test_admin_status_holds_the_ecash_books_against_the_proofs(cashu: Cash
     assert held["matches"] is True, held
     assert held["books"] == held["world"] == await cashu.ecash.balance(cashu.mint.url) * 1000
     assert held["books"] > 0
+
+
+async def test_a_wallet_that_cannot_start_is_a_503_and_takes_nothing(
+    lnbits: LnbitsServer, mint: Mint, tmp_path: Path
+) -> None:
+    emulator, emulator_runner = await start_emulator()
+    settings = service_settings(
+        tmp_path,
+        emulator,
+        lnbits,
+        lnbits.create_wallet("satrouter"),
+        cashu_mints=mint.url,
+        cashu_python=str(tmp_path / "no-such-python"),
+        cashu_dir=tmp_path / "cashu",
+    )
+    runner, url = await serve(create_service(settings))
+    wallet = AgentWallet(mint, tmp_path / "agent-wallet")
+    await asyncio.to_thread(wallet.fund, 100)
+    token = await asyncio.to_thread(wallet.token, 60)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            response = await http.post(
+                "/v1/chat/completions", json=BODY, headers={"X-Cashu": token}
+            )
+    finally:
+        await runner.cleanup()
+        await emulator_runner.cleanup()
+    assert response.status_code == 503, response.text
+    assert response.json()["type"].endswith("cashu_wallet_unavailable")
+    await asyncio.to_thread(wallet.receive, token)  # still the agent's: it swaps it back
+    assert await asyncio.to_thread(wallet.balance) == 99  # less the mint's 1 sat for that swap

@@ -86,16 +86,20 @@ class EcashWallet:
     async def _run(self, command: str, args: dict[str, Any]) -> dict[str, Any]:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "CASHU_DIR": str(self.data_dir), "TOR": "false", "DEBUG": "false"}
-        process = await asyncio.create_subprocess_exec(
-            self.python,
-            "-I",  # isolated: the helper's folder (this package) must not shadow any module
-            str(HELPER),
-            command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                self.python,
+                "-I",  # isolated: the helper's folder (this package) must not shadow any module
+                str(HELPER),
+                command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+        except OSError as exc:  # it never started: nothing happened
+            detail = f"the ecash wallet cannot start ({self.python}): {exc.strerror or exc}"
+            raise EcashRefused("wallet_unavailable", detail, {}) from None
         try:
             out, err = await asyncio.wait_for(
                 process.communicate(json.dumps(args).encode()), self.timeout

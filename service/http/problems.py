@@ -91,6 +91,7 @@ STATUS_OF = {
     "cashu_change_not_ready": 409,
     "cashu_change_pending": 503,
     "cashu_mint_unavailable": 503,
+    "cashu_wallet_unavailable": 503,
     "cashu_outcome_unknown": 502,
     "not_found": 404,
 }

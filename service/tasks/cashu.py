@@ -41,7 +41,11 @@ _REFUSED = {
     "mint_unreachable": "cashu_mint_unavailable",
     "mint_refused": "cashu_token_refused",
     "wallet_error": "cashu_wallet_error",
+    "wallet_unavailable": "cashu_wallet_unavailable",
 }
+
+#: Refusals a retry may pass later.
+_LATER = frozenset({"cashu_mint_unavailable", "cashu_wallet_unavailable"})
 
 
 def payer_of(task_id: str) -> str:
@@ -102,8 +106,8 @@ class Cashu:
                 kind,
                 f"{exc.detail}" + (f"; this request needs {min_sat} sat" if min_sat else ""),
                 extra=extra,
-                retry_after=5 if kind == "cashu_mint_unavailable" else None,
-                should_retry=kind == "cashu_mint_unavailable",
+                retry_after=5 if kind in _LATER else None,
+                should_retry=kind in _LATER,
             ) from None
         except EcashUnknown as exc:
             raise Refusal(
