@@ -18,14 +18,24 @@ import httpx
 import pytest
 
 from billing import ledger
+from billing.store import open_store
 from service.app import create_app as create_service
-from service.demo.lnbits import LnbitsServer
+from service.demo.lnbits import LnbitsServer, Wallet
 from service.demo.loopback import serve
 from service.ecash.wallet import EcashWallet, mint_id
+from service.emulator.faults import Fault
 from service.http.keys import SETTINGS, STORE
+from service.tasks.cashu import payer_of
 from service.tasks.engine import EngineConfig
 from tests.cashu_mint import PYTHON, AgentWallet, Mint, running_mint
-from tests.conftest import HELLO, Emulator, service_settings, start_emulator, until
+from tests.conftest import (
+    HELLO,
+    Emulator,
+    ServiceProcess,
+    service_settings,
+    start_emulator,
+    until,
+)
 
 pytestmark = pytest.mark.lnbits
 BODY = {"model": "openai/gpt-4o", "messages": HELLO, "max_tokens": 2000}
@@ -391,3 +401,57 @@ async def test_a_wallet_that_cannot_start_is_a_503_and_takes_nothing(
     assert response.json()["type"].endswith("cashu_wallet_unavailable")
     await asyncio.to_thread(wallet.receive, token)  # still the agent's: it swaps it back
     assert await asyncio.to_thread(wallet.balance) == 99  # less the mint's 1 sat for that swap
+
+
+async def test_killed_mid_call_the_token_s_holder_gets_it_all_back(
+    service_process: tuple[ServiceProcess, Emulator, LnbitsServer, Wallet, Path],
+    mint: Mint,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL while the paid call runs: no answer, no task id reached the agent. After the
+    restart the call is refunded and the paying token alone fetches the change: all of it."""
+    server, emulator, _, _, db = service_process
+    server.env |= {
+        "SATROUTER_CASHU_MINTS": mint.url,
+        "SATROUTER_CASHU_PYTHON": str(PYTHON),
+        "SATROUTER_CASHU_DIR": str(tmp_path / "cashu"),
+    }
+    emulator.state.faults.set(BODY["model"], Fault(kind="slow", delay=60))
+    wallet = AgentWallet(mint, tmp_path / "agent-wallet")
+    await asyncio.to_thread(wallet.fund, 200)
+    token = await asyncio.to_thread(wallet.token, 60)
+    await server.start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+        call = asyncio.create_task(
+            http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+        )
+        await until(lambda: _asked(emulator))  # redeemed, reserved, and now running
+        await server.kill()
+        with pytest.raises(httpx.HTTPError):
+            await call
+        await server.start()
+        for _ in range(300):
+            got = await http.get("/v1/cashu/change", headers={"X-Cashu": token})
+            if got.status_code != 409:
+                break
+            await asyncio.sleep(0.2)
+    await server.kill()
+    assert got.status_code == 200, got.text
+    store = await open_store(f"sqlite:///{db}")
+    try:
+        async with store.read() as tx:
+            task = await tx.task(got.json()["task_id"])
+            assert task is not None and task.state == "refunded"
+            assert (await ledger.check(tx)).ok
+            received = await tx.journal_by_ref(payer_of(task.id))
+    finally:
+        await store.close()
+    assert [j.kind for j in received] == ["ecash_received"]
+    fee = 1000  # 100 ppk on the token's proofs (32, 16, 8, 4)
+    assert got.json()["amount_msat"] == 60_000 - fee
+    await asyncio.to_thread(wallet.receive, got.json()["token"])
+    assert emulator.state.counters["completions"] <= 1
+
+
+async def _asked(emulator: Emulator) -> bool:
+    return any(r["path"].endswith("/chat/completions") for r in emulator.state.requests)

@@ -6,9 +6,9 @@ and the mint's fee on the response, and the change kept by task id.
   ``X-Cashu-Fee-Msat`` (what the mint charged to swap the token: the operator's, shown) and
   ``X-Satrouter-Task``.
 - A stream cannot carry its change in a header (the headers leave before the cost is known):
-  the change of a stream, or of any response that was lost, is at
-  ``GET /v1/cashu/change/{task id}`` with the token that paid in ``X-Cashu`` (only its holder
-  can have the change).
+  the change of a stream, or of any response that was lost, is at ``GET /v1/cashu/change``
+  (or ``/v1/cashu/change/{task id}``) with the token that paid in ``X-Cashu``: only its holder
+  can have the change, and it needs nothing else.
 """
 
 from __future__ import annotations
@@ -60,14 +60,25 @@ def cashu_headers(outcome: Chat) -> dict[str, str]:
     return headers
 
 
+@routes.get("/v1/cashu/change")
+async def change_of_token(request: web.Request) -> web.Response:
+    """The change of whatever request the token in ``X-Cashu`` paid for: nothing else is
+    needed, so a response lost before its headers (the task id) arrived loses nothing."""
+    return await _change(request, None)
+
+
 @routes.get("/v1/cashu/change/{task_id}")
 async def change(request: web.Request) -> web.Response:
     task_id = request.match_info["task_id"]
     if not _TASK.fullmatch(task_id):
         raise Problem(404, "not_found", "no Cashu payment has that task id")
+    return await _change(request, task_id)
+
+
+async def _change(request: web.Request, task_id: str | None) -> web.Response:
     token = cashu_token(request)
     if token is None:
         raise Problem(401, "credentials_required", "send the token that paid in the X-Cashu header")
-    got = await request.app[ENGINE].cashu_change(task_id, token)
+    task_id, got = await request.app[ENGINE].cashu_change(task_id, token)
     body = {"task_id": task_id, "token": got.token, "amount_msat": got.amount_msat}
     return web.json_response(body, headers={"X-Cashu": got.token} if got.token else None)

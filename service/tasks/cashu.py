@@ -134,6 +134,8 @@ class Cashu:
             )
             meta = {"token_hash": token_hash(token), "mint": redeemed.mint}
             await tx.set_value(f"cashu:{task_id}", json.dumps(meta))
+            # The token is all its holder needs to find the change: no id has to survive.
+            await tx.set_value(f"cashu-paid:{token_hash(token)}", task_id)
         paid = Paid(task_id, redeemed.mint, amount.value, fee.value)
         extra = {
             "cashu": {"mint": redeemed.mint, "amount_msat": amount.value, "fee_msat": fee.value}
@@ -196,6 +198,14 @@ class Cashu:
                     await ledger.post(tx, ledger.ecash_fee(mint_id(mint), f"change:{task_id}", fee))
                 await tx.set_value(key, json.dumps(kept))
             return Change(sent_token.token, amount_msat, fee.value)
+
+    async def paid_by(self, token: str) -> str:
+        """The task ``token`` paid for (refused if it paid for none)."""
+        async with self._ctx.store.read() as tx:
+            task_id = await tx.get_value(f"cashu-paid:{token_hash(token)}")
+        if task_id is None:
+            raise Refusal("not_found", "that token paid for no request here")
+        return task_id
 
     async def owner(self, task_id: str, token: str) -> None:
         """Refused unless ``token`` is the one that paid for ``task_id``."""

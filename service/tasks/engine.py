@@ -302,9 +302,12 @@ class Engine:
         assert current is not None
         return current
 
-    async def cashu_change(self, task_id: str, token: str) -> Change:
-        """The change of a request paid with ``token`` (only its holder may have it): minted
-        now if it was not yet (a lost response, a stream); refused while the call runs."""
+    async def cashu_change(self, task_id: str | None, token: str) -> tuple[str, Change]:
+        """The change of the request ``token`` paid for (``task_id``, when given, must be
+        that request): only the token's holder may have it. Minted now if it was not yet (a
+        lost response, a stream); refused while the call runs."""
+        if task_id is None:
+            task_id = await self._cashu.paid_by(token)
         await self._cashu.owner(task_id, token)
         async with self._ctx.store.read() as tx:
             task = await tx.task(task_id)
@@ -316,7 +319,7 @@ class Engine:
                     f"the request is {task.state}; its change comes once it is settled",
                     retry_after=2,
                 )
-        return await self._cashu.change(task_id)
+        return task_id, await self._cashu.change(task_id)
 
     async def cashu_account(self, token: str) -> str:
         """The prepaid account a Cashu token opens (or opened): its balance is the token."""
