@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: $(STAMP)
+demo: $(STAMP) cashu
 	$(BIN)/satrouter demo
 
 test: lint typecheck unit

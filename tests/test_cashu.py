@@ -20,6 +20,7 @@ import pytest
 from billing import ledger
 from billing.store import open_store
 from service.app import create_app as create_service
+from service.demo.cashu import PYTHON, AgentWallet, Mint, running_mint
 from service.demo.lnbits import LnbitsServer, Wallet
 from service.demo.loopback import serve
 from service.ecash.wallet import EcashWallet, mint_id
@@ -27,7 +28,6 @@ from service.emulator.faults import Fault
 from service.http.keys import SETTINGS, STORE
 from service.tasks.cashu import payer_of
 from service.tasks.engine import EngineConfig
-from tests.cashu_mint import PYTHON, AgentWallet, Mint, running_mint
 from tests.conftest import (
     HELLO,
     Emulator,

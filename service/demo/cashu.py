@@ -1,13 +1,14 @@
-"""A real Cashu mint and wallet for the tests: the PyPI ``cashu`` package (nutshell) from
-``.venv-cashu`` (``make cashu``). The mint runs with a fake Lightning backend (its invoices pay
-themselves) on a free loopback port and a SQLite folder of its own; the agent's wallet is
-nutshell's ``cashu`` command line."""
+"""A real Cashu mint and an agent's Cashu wallet for the demo and the tests: the PyPI ``cashu``
+package (nutshell) from ``.venv-cashu`` (``make cashu``). The mint runs with a fake Lightning
+backend (its invoices pay themselves) on a free loopback port and a folder of its own; the
+agent's wallet is nutshell's ``cashu`` command line."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -17,16 +18,20 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks._report import free_port
-
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the project folder (an editable install)
 VENV = ROOT / ".venv-cashu"
 PYTHON = VENV / "bin" / "python"
 
 
 def _installed() -> None:
     if not (VENV / ".installed").exists():
-        raise RuntimeError("the Cashu tests need the cashu package: run `make cashu`")
+        raise RuntimeError("Cashu needs the cashu package in .venv-cashu: run `make cashu`")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 @dataclass
