@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser postgres js proto bench-pg-driver bench-pg-store bench-notes bench-upstream bench-pipeline bench-privacy bench-scale bench-mcp eval-routing eval-privacy serve emulator clean
+.PHONY: demo test lint typecheck unit browser postgres js cashu proto bench-pg-driver bench-pg-store bench-notes bench-upstream bench-pipeline bench-privacy bench-scale bench-mcp eval-routing eval-privacy serve emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "satrouter needs Python 3.11 or newer")'
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-demo: $(STAMP)
+demo: $(STAMP) cashu
 	$(BIN)/satrouter demo
 
 test: lint typecheck unit
@@ -25,8 +25,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) browser postgres js
+unit: $(STAMP) browser postgres js cashu
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The PyPI cashu package (nutshell: a Cashu mint for the tests, and the operator's ecash wallet)
+# in its own virtualenv: its pins conflict with satrouter's (tests/cashu-requirements.txt).
+CASHU_VENV  := .venv-cashu
+CASHU_STAMP := $(CASHU_VENV)/.installed
+
+cashu: $(CASHU_STAMP)
+
+$(CASHU_STAMP): tests/cashu-requirements.txt
+	test -x $(CASHU_VENV)/bin/python || $(PYTHON) -m venv $(CASHU_VENV)
+	$(CASHU_VENV)/bin/python -m pip install --quiet -r tests/cashu-requirements.txt
+	$(CASHU_VENV)/bin/python -m pip install --quiet --no-deps cashu==0.21.0
+	touch $@
 
 # The dashboard test drives Debian's chromium (a test tool's own browser download cannot work
 # offline). Installed here when missing; that needs root, as on CI.
@@ -72,7 +85,7 @@ emulator: $(STAMP)
 	$(BIN)/satrouter emulator
 
 clean:
-	rm -rf $(VENV) .venv-lnbits .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules
+	rm -rf $(VENV) .venv-lnbits .venv-cashu .mypy_cache .ruff_cache .pytest_cache tests/js/node_modules
 
 bench-pipeline: $(STAMP)
 	$(BIN)/python -m benchmarks.pipeline --write docs/benchmarks.md

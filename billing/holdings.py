@@ -1,5 +1,6 @@
 """The books against the world: what the ledger says satrouter holds outside itself (the
-Lightning wallet, the OpenRouter credits) beside what the wallet and OpenRouter report.
+Lightning wallet, the OpenRouter credits, the Cashu proofs held at each mint) beside what the
+wallet, OpenRouter and the ecash wallet report.
 
 The ledger check proves the books agree with themselves; this proves they agree with the world.
 Some money is legitimately between the two, and is allowed for:
@@ -41,7 +42,7 @@ UNRECONCILED = ("running", "completed")
 
 @dataclass(frozen=True, slots=True)
 class Holding:
-    name: str  # "lightning" or "openrouter"
+    name: str  # "lightning", "openrouter" or "ecash:<mint>"
     unit: str  # "msat" or "nusd"
     books: int
     world: int | None  # None: the backend could not tell
@@ -128,6 +129,20 @@ async def openrouter(
     )
 
 
+async def ecash(
+    tx: Tx, mint_id: str, world: Msat | None, tolerance: Msat, error: str | None = None
+) -> Holding:
+    """The ecash held at one mint against the proofs the operator's wallet holds there."""
+    return Holding(
+        f"ecash:{mint_id}",
+        "msat",
+        await ledger.balance(tx, ledger.ecash_account(mint_id)),
+        world.value if world is not None else None,
+        tolerance.value,
+        error=error,
+    )
+
+
 def opened_key(holding: Holding) -> str:
     """The store key marking that ``holding`` was opened."""
     return f"holdings:opened:{holding.name}"
@@ -137,8 +152,8 @@ def opening(holding: Holding) -> ledger.Entry | None:
     """The entry that opens ``holding``: what the world holds beyond the books, as the owner's
     money (None when there is nothing to book, or the world is unknown)."""
     gap = holding.difference
-    if gap is None or gap <= 0:
-        return None
+    if gap is None or gap <= 0 or holding.name.startswith("ecash:"):
+        return None  # the ecash wallet is satrouter's own from its first proof: nothing to open
     if holding.name == "lightning":
         return ledger.wallet_funded(Msat(gap), "opening", memo="the wallet when books opened")
     return ledger.credits_funded(NanoUsd(gap), "opening", memo="credits when books opened")

@@ -71,11 +71,20 @@ TOPUP_LOSSES = Account("expenses:topup_unconfirmed", Currency.MSAT, AccountType.
 #: What the operator's own provider keys (OpenRouter BYOK) were billed: owed to those
 #: providers, never paid from OpenRouter credits.
 BYOK_PAYABLE = Account("liabilities:byok_providers", Currency.NUSD, AccountType.LIABILITY)
+#: What Cashu mints charged to swap or melt proofs (NUT-02 ``input_fee_ppk``, melt fees).
+ECASH_FEES = Account("expenses:ecash_fees", Currency.MSAT, AccountType.EXPENSE)
+#: Change owed in msat below a whole sat: ecash moves in sats, so that part stays here.
+ECASH_ROUNDING = Account("income:ecash_rounding", Currency.MSAT, AccountType.INCOME)
 
 
 def agent_account(agent_id: str) -> Account:
     """What satrouter owes an agent: its spendable credit."""
     return Account(f"liabilities:agent:{agent_id}", Currency.MSAT, AccountType.LIABILITY, True)
+
+
+def ecash_account(mint_id: str) -> Account:
+    """The Cashu proofs held at one mint (``mint_id`` names it; see the ecash wallet)."""
+    return Account(f"assets:ecash:{mint_id}", Currency.MSAT, AccountType.ASSET)
 
 
 def escrow_account(ref: str) -> Account:
@@ -455,4 +464,53 @@ def topup_expired(topup_id: str, amount: Msat) -> Entry:
         amount,
         dr=TOPUP_LOSSES,
         cr=TOPUPS_PENDING,
+    )
+
+
+def ecash_received(payer: str, mint_id: str, amount: Msat, fee: Msat, key: str) -> Entry:
+    """A Cashu token swapped at its mint: the proofs kept (its face value ``amount`` less the
+    mint's swap ``fee``, which the token's own proofs paid) are the payer's credit."""
+    return _transfer(
+        "ecash_received",
+        f"ecash-in:{key}",
+        payer,
+        amount - fee,
+        dr=ecash_account(mint_id),
+        cr=agent_account(payer),
+        memo=f"face value {amount.value} msat, the mint's fee {fee.value} msat",
+    )
+
+
+def ecash_change(payer: str, mint_id: str, ref: str, owed: Msat, sent: Msat) -> Entry:
+    """A payer's credit paid back as a fresh token of ``sent`` (whole sats); the msat below a
+    sat stay as rounding income."""
+    if sent > owed:
+        raise UnbalancedEntry(f"change {sent} exceeds what is owed ({owed})")
+    return _entry(
+        "ecash_change",
+        f"ecash-change:{ref}",
+        ref,
+        debit(agent_account(payer), owed),
+        _credit_if(ecash_account(mint_id), sent),
+        _credit_if(ECASH_ROUNDING, owed - sent),
+    )
+
+
+def ecash_fee(mint_id: str, key: str, fee: Msat) -> Entry:
+    """A mint's fee for a swap the operator made (minting change): proofs spent on it."""
+    return _transfer(
+        "ecash_fee", f"ecash-fee:{key}", None, fee, dr=ECASH_FEES, cr=ecash_account(mint_id)
+    )
+
+
+def ecash_melted(mint_id: str, ref: str, amount: Msat, fee: Msat) -> Entry:
+    """Proofs melted into a payment of the operator's own Lightning invoice: the wallet grows
+    by ``amount``; the mint's fee is an expense."""
+    return _entry(
+        "ecash_melted",
+        f"ecash-melt:{ref}",
+        ref,
+        debit(LIGHTNING, amount),
+        _debit_if(ECASH_FEES, fee),
+        credit(ecash_account(mint_id), amount + fee),
     )

@@ -47,7 +47,8 @@ from .alerts import AlertWorker
 from .balance import BalanceWatcher
 from .books import BooksWatcher
 from .config import ConfigError, Settings
-from .http import accounts, admin, agents, chat, discovery, health, mcp_server
+from .ecash.wallet import EcashWallet
+from .http import accounts, admin, agents, cashu, chat, discovery, health, mcp_server
 from .http.keys import BALANCE, BOOKS, ENGINE, L402, LIMITER, SETTINGS, STORE
 from .http.limits import Limiter, Rates, networks
 from .http.problems import problem_middleware, quiet_unparseable_requests
@@ -137,6 +138,16 @@ def _reload_on_sighup(holder: PolicyHolder) -> None:
     # Only the main thread may install signal handlers (tests run the app elsewhere).
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, on_signal)
+
+
+def ecash_wallet(settings: Settings) -> EcashWallet | None:
+    """The operator's Cashu wallet, if any mint is allowed."""
+    mints = settings.cashu_mint_list
+    if not mints:
+        return None
+    return EcashWallet(
+        settings.cashu_python, settings.cashu_dir, mints, timeout=settings.cashu_timeout
+    )
 
 
 def budgets_of(settings: Settings) -> Budgets:
@@ -259,7 +270,7 @@ def create_app(
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     if metrics_token is not None:  # without a token, only the separate listener serves them
         app.router.add_get("/metrics", metrics.guarded(metrics_token))
-    for module in (agents, chat, accounts, admin, health, mcp_server, discovery):
+    for module in (agents, chat, cashu, accounts, admin, health, mcp_server, discovery):
         app.router.add_routes(module.routes)
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -352,6 +363,7 @@ def create_app(
                 ),
                 l402=authority,
                 hooks=engine_hooks,
+                ecash=ecash_wallet(settings),
             )
             app[STORE] = store
             app[ENGINE] = engine
@@ -374,6 +386,7 @@ def create_app(
                 ),
                 metrics=metrics,
                 interval=settings.balance_interval,
+                ecash=engine.ecash,
             )
             app[BOOKS] = books
             secret = settings.alert_secret

@@ -16,6 +16,7 @@ from billing.money import Msat, NanoUsd
 from billing.store import Store, Tx
 
 from .balance import BalanceWatcher
+from .ecash.wallet import EcashRefused, EcashUnknown, EcashWallet, mint_id
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class BooksWatcher:
         credits_tolerance: NanoUsd,
         metrics: Metrics | None = None,
         interval: float = 60.0,
+        ecash: EcashWallet | None = None,
     ) -> None:
         self._store = store
         self._lightning = lightning
@@ -40,6 +42,7 @@ class BooksWatcher:
         self._credits_tolerance = credits_tolerance
         self._metrics = metrics
         self._interval = interval
+        self._ecash = ecash
         self._opened: set[str] = set()
         self.latest: tuple[Holding, ...] = ()
 
@@ -57,6 +60,7 @@ class BooksWatcher:
         credits_error = None
         if credits is None:
             credits_error = self._balance.error or "no /credits reading (needs a management key)"
+        proofs = await self._proofs_held()
         async with self._store.transaction() as tx:
             found = (
                 await self._opened_first(
@@ -67,6 +71,10 @@ class BooksWatcher:
                     tx,
                     await holdings.openrouter(tx, credits, self._credits_tolerance, credits_error),
                 ),
+                *[
+                    await holdings.ecash(tx, mint_id(mint), held, self._wallet_tolerance, error)
+                    for mint, (held, error) in proofs.items()
+                ],
             )
         self.latest = found
         for holding in found:
@@ -75,6 +83,18 @@ class BooksWatcher:
             if self._metrics is not None and holding.difference is not None:
                 self._metrics.books_difference.labels(holding.name).set(holding.difference)
                 self._metrics.books_match.labels(holding.name).set(1 if holding.matches else 0)
+        return found
+
+    async def _proofs_held(self) -> dict[str, tuple[Msat | None, str | None]]:
+        """The proofs the ecash wallet holds at each allowed mint (or why it cannot say)."""
+        found: dict[str, tuple[Msat | None, str | None]] = {}
+        for mint in self._ecash.mints if self._ecash is not None else ():
+            assert self._ecash is not None
+            try:
+                async with self._ecash.lock(""):
+                    found[mint] = (Msat.from_sat(await self._ecash.balance(mint)), None)
+            except (EcashRefused, EcashUnknown) as exc:
+                found[mint] = (None, str(exc) or type(exc).__name__)
         return found
 
     async def _opened_first(self, tx: Tx, holding: Holding) -> Holding:

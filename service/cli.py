@@ -294,6 +294,52 @@ def _bench_models(args: argparse.Namespace) -> int:
     return asyncio.run(main())
 
 
+def _cashu(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from billing.store import open_store
+
+    from .app import _lightning, ecash_wallet
+    from .ecash.treasury import MeltFailed, holdings, melt
+
+    settings = load_settings()
+    wallet = ecash_wallet(settings)
+    if wallet is None:
+        print("satrouter cashu: no mint is allowed (SATROUTER_CASHU_MINTS)", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        store = await open_store(settings.database_url)
+        try:
+            if args.action == "balance":
+                mismatched = 0
+                for held in await holdings(store, wallet):
+                    world = "unknown" if held.wallet_msat is None else f"{held.wallet_msat}"
+                    print(f"{held.mint}: books {held.books_msat} msat, proofs held {world} msat")
+                    mismatched += not held.matches
+                return 1 if mismatched else 0
+            async with aiohttp.ClientSession() as session:
+                backend = _lightning(settings, session, store)
+                try:
+                    done = await melt(
+                        store, backend, wallet, args.mint, args.amount_sat, settle_wait=args.wait
+                    )
+                except MeltFailed as exc:
+                    print(f"satrouter cashu melt: {exc}", file=sys.stderr)
+                    return 1
+                finally:
+                    await backend.close()
+            print(
+                f"melted {done.amount_msat} msat into the wallet (payment {done.payment_hash}); "
+                f"the mint's fee: {done.fee_msat} msat"
+            )
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
@@ -391,6 +437,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--suite", help="a suite JSON file (default: the shipped suite)")
     bench.add_argument("--out", default="build/bench", help="where the report goes")
     bench.set_defaults(run=_bench_models)
+
+    cashu = commands.add_parser("cashu", help="the operator's Cashu ecash")
+    cashu_actions = cashu.add_subparsers(dest="action", required=True)
+    cashu_actions.add_parser("balance", help="ecash in the books against the proofs held")
+    cashu_melt = cashu_actions.add_parser(
+        "melt", help="pay the operator's own Lightning wallet from the proofs held at a mint"
+    )
+    cashu_melt.add_argument("--mint", required=True, help="the mint's URL")
+    cashu_melt.add_argument("--amount-sat", type=int, required=True)
+    cashu_melt.add_argument(
+        "--wait", type=float, default=30.0, help="seconds to wait for the wallet to be paid"
+    )
+    cashu.set_defaults(run=_cashu)
 
     demo = commands.add_parser("demo", help="run the scripted demo on embedded defaults")
     demo.set_defaults(run=_demo)

@@ -251,6 +251,26 @@ class Settings(BaseSettings):
             ipaddress.ip_network(part, strict=False)  # a ValueError names the bad one
         return value
 
+    # Cashu ecash (RIP-01). The mints whose tokens are taken (comma-separated URLs, exactly as
+    # tokens name them); none: ecash is refused. The wallet runs in the interpreter that has
+    # the PyPI ``cashu`` package (see docs/dependencies.md); its proofs are kept under the dir.
+    cashu_mints: str = _env("SATROUTER_CASHU_MINTS", "")
+    cashu_python: str = _env("SATROUTER_CASHU_PYTHON", ".venv-cashu/bin/python")
+    cashu_dir: Path = _env("SATROUTER_CASHU_DIR", Path("var/cashu"))
+    cashu_timeout: float = _env("SATROUTER_CASHU_TIMEOUT", 60.0, gt=0)
+
+    @field_validator("cashu_mints")
+    @classmethod
+    def _mint_urls(cls, value: str) -> str:
+        for part in filter(None, (p.strip() for p in value.split(","))):
+            if not part.startswith(("https://", "http://")):
+                raise ValueError(f"{part!r} is not a mint URL")
+        return value
+
+    @property
+    def cashu_mint_list(self) -> tuple[str, ...]:
+        return tuple(filter(None, (p.strip() for p in self.cashu_mints.split(","))))
+
     # Top-ups from earnings
     topup_executor: Literal["off", "manual", "command", "lightning-invoice"] = _env(
         "SATROUTER_TOPUP_EXECUTOR", "off"

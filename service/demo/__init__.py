@@ -5,7 +5,8 @@ OpenRouter emulator (or uses the real OpenRouter when ``OPENROUTER_API_KEY`` is 
 satrouter itself on a fresh SQLite file; creates two agent wallets and funds them; then runs an
 L402 chat completion (and one answering the same 402's MPP offer, one its x402 offer), a task
 with a signed callback, a prepaid key used through the ``openai`` SDK with streaming, a task
-whose first model is rate limited, and one whose models all fail.
+whose first model is rate limited, one whose models all fail, routing, and a request paid
+with a Cashu token (a nutshell mint from ``.venv-cashu``) whose change comes back as a token.
 Prints what each paid, cost, got back and earned, then the ledger check, and stops everything.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +37,8 @@ from ..emulator.faults import Fault
 from ..http.keys import STORE
 from ..tasks.callbacks import verify
 from ..tasks.engine import EngineConfig
+from .cashu import PYTHON as CASHU_PYTHON
+from .cashu import AgentWallet, Mint, running_mint
 from .lnbits import LnbitsServer, Wallet
 from .loopback import serve
 
@@ -285,6 +289,31 @@ class Demo:
         )
         self.account(task)
 
+    async def cashu(self, mint: Mint, workdir: Path) -> None:
+        _say("\n7. Cashu ecash (RIP-01): a token in X-Cashu pays, the change comes back as a token")
+        carol = AgentWallet(mint, workdir / "carol-ecash")
+        await asyncio.to_thread(carol.fund, 500)
+        token = await asyncio.to_thread(carol.token, 100)
+        _say(f"   carol minted 500 sat of ecash at {mint.url}; sends a 100 sat token")
+        response = await self.http.post(
+            "/v1/chat/completions",
+            json={"model": CHEAP, "messages": QUESTION, "max_tokens": 60},
+            headers={"X-Cashu": token},
+        )
+        response.raise_for_status()
+        headers = response.headers
+        _say(
+            f"   the mint's fee for the swap: {int(headers['X-Cashu-Fee-Msat']) / 1000:g} sat; "
+            f"change {int(headers['X-Cashu-Change-Msat']) / 1000:g} sat as a fresh token"
+        )
+        await asyncio.to_thread(carol.receive, headers["X-Cashu"])
+        held = await asyncio.to_thread(carol.balance)
+        _say(f"   carol redeemed her change: her wallet holds {held} sat")
+        async with self.app[STORE].read() as tx:
+            task = await tx.task(headers["X-Satrouter-Task"])
+        assert task is not None
+        self.account(task)
+
     async def books(self) -> bool:
         async with self.app[STORE].read() as tx:
             check = await ledger.check(tx)
@@ -320,7 +349,10 @@ async def run_demo() -> int:
     await asyncio.to_thread(lnbits.start)
     runners: list[web.AppRunner] = []
     demo: Demo | None = None
+    stack = contextlib.ExitStack()
     try:
+        _say("   starting a Cashu mint (nutshell, fake Lightning backend; .venv-cashu)")
+        mint = await asyncio.to_thread(stack.enter_context, running_mint())
         emulator = None
         if real_key:
             base_url = os.environ.get("OPENROUTER_BASE_URL", "https://openrouter.ai/api/v1")
@@ -347,6 +379,9 @@ async def run_demo() -> int:
             catalog_cache=workdir / "models.json",
             callback_allow_private=True,  # the demo's callback receiver is on loopback
             metrics_port=None,  # the demo scrapes nothing
+            cashu_mints=mint.url,
+            cashu_dir=workdir / "cashu",
+            cashu_python=str(CASHU_PYTHON),
         )
         app = create_app(settings, engine_config=EngineConfig(generation_deadline=20))
         runner, url = await serve(app)
@@ -359,6 +394,7 @@ async def run_demo() -> int:
         await demo.prepaid(alice)
         await demo.fallback_and_refund(bob)
         await demo.routing(bob)
+        await demo.cashu(mint, workdir)
         ok = await demo.books()
     finally:
         if demo is not None:
@@ -366,5 +402,6 @@ async def run_demo() -> int:
         for runner in reversed(runners):
             await runner.cleanup()
         await asyncio.to_thread(lnbits.stop)
+        await asyncio.to_thread(stack.close)
     _say("\ndemo finished: everything stopped")
     return 0 if ok else 1

@@ -36,7 +36,7 @@ def bearer(request: web.Request) -> str | None:
 
 async def payer_of(store: Store, secret: str) -> str:
     """The payer a bearer secret stands for, or a 401 problem."""
-    if secret.startswith(API_KEY_PREFIX):
+    if secret.startswith((API_KEY_PREFIX, "cashu")):  # a Cashu token is the key it opened
         async with store.lookup() as tx:
             account = await tx.api_account_by_key_hash(key_hash(secret))
         if account is not None:

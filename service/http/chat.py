@@ -4,6 +4,9 @@
   credit, the call runs, and the reconciler settles the actual cost later.
 - No credential: HTTP 402 with ``WWW-Authenticate: L402 macaroon=..., invoice=...`` (and the
   ``LSAT`` form) for this exact request's maximum price.
+- ``X-Cashu: cashuB...`` (Routstr's RIP-01): the token pays this request; change comes back in
+  the ``X-Cashu`` response header (see :mod:`.cashu`). ``Authorization: Bearer cashuB...``
+  opens a prepaid balance with the token, which is its key from then on.
 - ``Authorization: L402 <macaroon>:<preimage>``: the paid request runs once; repeating it returns
   the same answer without running it again. The token's change is credit for later requests
   with the same credential (which run only if that credit covers their maximum price) and can be
@@ -33,6 +36,7 @@ from ..tasks.record import record_of
 from ..tasks.refusals import Refusal
 from . import offers, sse
 from .auth import l402_refusal, payer_of
+from .cashu import cashu_checked, cashu_headers, cashu_token, is_cashu
 from .keys import ENGINE, L402, STORE
 from .problems import Problem, parse_json, problem_of
 from .schemas import ChatRequest, parse
@@ -50,12 +54,19 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     scheme = scheme.upper()
     answered: dict[str, str] = {}  # what a paid form adds to the answer (receipts)
+    token = cashu_token(request)
     try:
-        if scheme in ("L402", "LSAT"):
+        if token is not None:  # RIP-01: the token pays this request; its change comes back
+            outcome = await engine.chat(None, chat, stream=chat.stream, cashu=token)
+        elif scheme in ("L402", "LSAT"):
             paid = await _l402(request, engine, chat, raw)
             outcome = await engine.chat(None, chat, stream=chat.stream, l402=paid)
         elif scheme == "BEARER" and credential.strip():
-            payer = await payer_of(request.app[STORE], credential.strip())
+            secret = credential.strip()
+            if is_cashu(secret):  # RIP-01: the token opens a balance and is its key
+                payer = await engine.cashu_account(cashu_checked(secret))
+            else:
+                payer = await payer_of(request.app[STORE], secret)
             outcome = await engine.chat(payer, chat, stream=chat.stream)
         elif scheme == "PAYMENT" or "PAYMENT-SIGNATURE" in request.headers:
             pay = offers.mpp_payment if scheme == "PAYMENT" else offers.x402_payment
@@ -98,6 +109,7 @@ async def _render(
         "X-Satrouter-Task": outcome.task.id,
         "X-Satrouter-Max-Price-Msat": str(outcome.max_price_msat),
     }
+    headers.update(cashu_headers(outcome))
     if outcome.tier:
         headers["X-Satrouter-Tier"] = outcome.tier
     if outcome.task_class:

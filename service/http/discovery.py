@@ -107,6 +107,7 @@ def skills() -> list[dict[str, Any]]:
 
 async def payments(request: web.Request) -> dict[str, Any]:
     """The payment extension's parameters: schemes, unit, and prices per model."""
+    settings = request.app[SETTINGS]
     params: dict[str, Any] = {
         "schemes": [
             {
@@ -116,8 +117,10 @@ async def payments(request: web.Request) -> dict[str, Any]:
                 "unit": s.unit,
                 "operations": list(s.operations),
                 **({"securityScheme": s.security_scheme} if s.security_scheme else {}),
+                **({"mints": list(settings.cashu_mint_list)} if s.id == "cashu" else {}),
             }
             for s in PAYMENT_SCHEMES.values()
+            if s.enabled_by is None or getattr(settings, s.enabled_by)
         ],
         "unit": "msat",
         "priceFields": {

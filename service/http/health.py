@@ -86,7 +86,7 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
         "/v1/chat/completions",
         schemas.ChatRequest,
         None,
-        "OpenAI-compatible chat completion, paid by API key, L402, MPP or x402",
+        "OpenAI-compatible chat completion, paid by API key, L402, MPP, x402 or a Cashu token",
     ),
     (
         "post",
@@ -127,6 +127,20 @@ OPERATIONS: list[tuple[str, str, type[BaseModel] | None, type[BaseModel] | None,
         None,
         "MCP over streamable HTTP (JSON-RPC, stateless): models, quotes, chat completions, "
         "tasks and the balance as tools (bearer API key)",
+    ),
+    (
+        "get",
+        "/v1/cashu/change",
+        None,
+        None,
+        "The change of the request the Cashu token in X-Cashu paid for",
+    ),
+    (
+        "get",
+        "/v1/cashu/change/{task_id}",
+        None,
+        None,
+        "The change of a request paid with the Cashu token in X-Cashu",
     ),
     ("get", "/healthz", None, None, "Liveness"),
     ("get", "/readyz", None, None, "Readiness"),
@@ -225,6 +239,12 @@ SECURITY_SCHEMES = {
         "in": "header",
         "name": "PAYMENT-SIGNATURE",
         "description": "x402 v2 payment payload (base64 JSON) naming the 402's invoice, paid",
+    },
+    "cashu": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Cashu",
+        "description": "A Cashu token (cashuB...) from a mint the operator allows (RIP-01)",
     },
 }
 

@@ -23,6 +23,8 @@ class PaymentScheme:
     #: The operations (``"POST /v1/tasks"``) that take this scheme.
     operations: tuple[str, ...]
     unit: str = "msat"
+    #: The setting that turns the scheme on (``None``: always on), e.g. the allowed mints.
+    enabled_by: str | None = None
 
 
 #: In the order a client should prefer them. Extend with :func:`register`.
@@ -96,5 +98,19 @@ PREPAID_SCHEME = register(
         ),
         security_scheme="bearer",
         operations=("POST /v1/chat/completions", "POST /v1/tasks"),
+    )
+)
+CASHU_SCHEME = register(
+    PaymentScheme(
+        id="cashu",
+        name="Cashu ecash (Routstr RIP-01)",
+        description=(
+            "X-Cashu: cashuB... (a token from an allowed mint, worth the price after the "
+            "mint's fee) pays one request, its change comes back in X-Cashu and stays at GET "
+            "/v1/cashu/change; Authorization: Bearer cashuB... opens a balance"
+        ),
+        security_scheme="cashu",
+        operations=("POST /v1/chat/completions",),
+        enabled_by="cashu_mint_list",
     )
 )

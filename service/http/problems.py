@@ -87,6 +87,14 @@ STATUS_OF = {
     "rate_unavailable": 503,
     "tier_unavailable": 503,
     "lightning_unavailable": 503,
+    # Cashu ecash (service/tasks/cashu.py)
+    "cashu_amount_too_low": 402,
+    "cashu_change_not_ready": 409,
+    "cashu_change_pending": 503,
+    "cashu_mint_unavailable": 503,
+    "cashu_wallet_unavailable": 503,
+    "cashu_outcome_unknown": 502,
+    "not_found": 404,
 }
 
 

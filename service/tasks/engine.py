@@ -28,6 +28,7 @@ from billing.pricing import PricingPolicy
 from billing.rates import Rate, RateProvider
 from billing.store import PayoutRow, Store, TaskRow
 
+from ..ecash.wallet import EcashWallet
 from ..metrics import Metrics
 from ..routing.breaker import Breakers
 from ..routing.fallback import FallbackRunner
@@ -36,6 +37,7 @@ from ..routing.privacy import PrivacyMode
 from ..upstream.catalog import Catalog, CatalogCache
 from ..upstream.openrouter import OpenRouterClient
 from .callbacks import CallbackSender
+from .cashu import Cashu, Change, Paid
 from .context import Context, EngineConfig, Hooks
 from .intake import Created, Intake
 from .l402 import Challenger, L402Payment
@@ -79,6 +81,9 @@ class Chat:
     events: AsyncIterator[str] | None = None
     #: a repeat of a paid L402 request: ``task`` holds the answer, nothing ran
     replay: bool = False
+    #: paid with a Cashu token: what it was (its mint's fee) and, once settled, the change
+    cashu: Paid | None = None
+    cashu_change: Change | None = None
 
     @property
     def failed(self) -> bool:
@@ -110,6 +115,7 @@ class Engine:
         payouts: Payouts | None = None,
         l402: L402Authority | None = None,
         hooks: Hooks | None = None,
+        ecash: EcashWallet | None = None,
     ) -> None:
         ctx = self._ctx = Context(
             store=store,
@@ -137,6 +143,8 @@ class Engine:
         outcomes = Outcomes(ctx, self._hub)
         self._runner = Runner(ctx, outcomes)
         self._reconciler = Reconciler(ctx, self._hub)
+        self._ecash = ecash
+        self._cashu = Cashu(ctx, self._payments, ecash)
         self._workers = Workers(
             ctx, self._hub, self._payments, self._runner, outcomes, self._reconciler
         )
@@ -185,6 +193,11 @@ class Engine:
     def store(self) -> Store:
         return self._ctx.store
 
+    @property
+    def ecash(self) -> EcashWallet | None:
+        """The operator's Cashu wallet (None: ecash is not taken)."""
+        return self._ecash
+
     # -- use cases ------------------------------------------------------------------------
 
     async def market(self) -> tuple[Catalog, Rate]:
@@ -202,6 +215,7 @@ class Engine:
         *,
         stream: bool = False,
         l402: L402Payment | None = None,
+        cashu: str | None = None,
     ) -> Chat:
         """A chat completion paid from ``payer``'s credit (an API key's account or a task
         token's), or by an L402 payment: priced, its maximum reserved, run, recorded. A
@@ -213,7 +227,10 @@ class Engine:
             if earlier is not None:
                 return Chat(_same_scheme(earlier, l402), replay=True)
         priced = await self._quoter.price(request)
-        if l402 is None:
+        paid: Paid | None = None
+        if cashu is not None:
+            task, paid = await self._cashu.pay(cashu, priced)
+        elif l402 is None:
             assert payer is not None
             task = await self._payments.reserve(payer, priced, kind="prepaid")
         elif not l402.bound:
@@ -261,6 +278,7 @@ class Engine:
             max_price_msat=priced.quote.total.value,
             tier=priced.tier,
             task_class=priced.task_class.name if priced.task_class else None,
+            cashu=paid,
         )
         several = record_of(task).several
         if stream and not several:
@@ -269,10 +287,48 @@ class Engine:
                 async with self._ctx.store.read() as tx:
                     refunded = await tx.task(task.id)
                 assert refunded is not None
+                if paid is not None:  # refunded before it streamed: the token goes back whole
+                    return shown(refunded, cashu_change=await self._cashu.change(task.id))
                 return shown(refunded)
             return shown(task, events=events)
         ran = await self._runner.run(task)
-        return shown(ran.task, answer=ran.answer)
+        if paid is None:
+            return shown(ran.task, answer=ran.answer)
+        # Change is what the payer is owed once the call is settled: settle it now.
+        settled = await self._settled(ran.task)
+        return shown(settled, answer=ran.answer, cashu_change=await self._cashu.change(task.id))
+
+    async def _settled(self, task: TaskRow) -> TaskRow:
+        """``task`` reconciled now if it completed (else as it is: refunded, failed)."""
+        if task.state == State.COMPLETED:
+            await self._reconciler.reconcile(task)
+        async with self._ctx.store.read() as tx:
+            current = await tx.task(task.id)
+        assert current is not None
+        return current
+
+    async def cashu_change(self, task_id: str | None, token: str) -> tuple[str, Change]:
+        """The change of the request ``token`` paid for (``task_id``, when given, must be
+        that request): only the token's holder may have it. Minted now if it was not yet (a
+        lost response, a stream); refused while the call runs."""
+        if task_id is None:
+            task_id = await self._cashu.paid_by(token)
+        await self._cashu.owner(task_id, token)
+        async with self._ctx.store.read() as tx:
+            task = await tx.task(task_id)
+        if task is not None:
+            task = await self._settled(task)
+            if task.state not in TERMINAL:
+                raise Refusal(
+                    "cashu_change_not_ready",
+                    f"the request is {task.state}; its change comes once it is settled",
+                    retry_after=2,
+                )
+        return task_id, await self._cashu.change(task_id)
+
+    async def cashu_account(self, token: str) -> str:
+        """The prepaid account a Cashu token opens (or opened): its balance is the token."""
+        return await self._cashu.open_account(token)
 
     async def challenge(
         self,

@@ -1,0 +1,163 @@
+"""The operator's Cashu wallet, one command per run, run by the interpreter that has the PyPI
+``cashu`` package (nutshell) installed: its pins (httpx<0.26, bitstring<4, mnemonic<0.21) rule
+it out of satrouter's own environment, so satrouter calls it as a separate process
+(:mod:`service.ecash.wallet`). It imports nothing from satrouter.
+
+Usage: ``python nutshell_wallet.py COMMAND`` with a JSON object on stdin; one JSON object on
+stdout: the result, or ``{"error": kind, "detail": ...}``. Commands:
+
+- ``redeem`` {token, mints, min_sat, max_proofs}: decode; refuse a mint not in ``mints``, a unit
+  other than sat, more than ``max_proofs`` proofs or, less the mint's swap fee, less than
+  ``min_sat``; else swap every
+  proof at the mint for fresh ones kept here (so a double spend fails now, before any work).
+  -> {mint, amount, fee}
+- ``send`` {mint, amount}: a fresh token of ``amount`` sat from the proofs held.
+  -> {token, fee}
+- ``melt`` {mint, bolt11}: pay an invoice from the proofs held. -> {paid, amount, fee, preimage}
+- ``balance`` {mint}: -> {amount} (the proofs held, in sat, not reserved for a token sent)
+
+Wallet data: ``$CASHU_DIR/<sha256(mint)[:16]>``. The caller runs one command per mint at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from typing import Any
+
+
+class Refused(Exception):
+    def __init__(self, kind: str, detail: str, **extra: Any) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.extra = extra
+
+
+def _classify(exc: Exception) -> Refused:
+    text = str(exc)
+    lowered = text.lower()
+    if "already spent" in lowered or "(code: 11001)" in lowered:
+        return Refused("spent", "the token's proofs were already spent")
+    if "pending" in lowered and "code: 11002" in lowered:
+        return Refused("pending", "the token's proofs are pending at the mint")
+    if type(exc).__name__ in ("ConnectError", "ConnectTimeout", "ReadTimeout", "ReadError"):
+        return Refused("mint_unreachable", f"the mint did not answer: {type(exc).__name__}")
+    if text.startswith("Mint Error"):
+        return Refused("mint_refused", text[:300])
+    return Refused("wallet_error", f"{type(exc).__name__}: {text[:300]}")
+
+
+async def _wallet(mint: str) -> Any:
+    from cashu.wallet.helpers import init_wallet
+    from cashu.wallet.wallet import Wallet
+
+    root = os.environ["CASHU_DIR"]
+    name = hashlib.sha256(mint.encode()).hexdigest()[:16]
+    wallet = await Wallet.with_db(mint, db=os.path.join(root, name), name=name)
+    await init_wallet(wallet, load_proofs=True)
+    await wallet.load_mint()
+    return wallet
+
+
+async def redeem(args: dict[str, Any]) -> dict[str, Any]:
+    from cashu.core.helpers import sum_proofs
+    from cashu.wallet.helpers import deserialize_token_from_string
+
+    try:
+        token = deserialize_token_from_string(str(args["token"]))
+        proofs = token.proofs
+        mint, unit, amount = token.mint, token.unit, token.amount
+    except Exception as exc:
+        raise Refused("invalid_token", f"not a Cashu token: {type(exc).__name__}") from None
+    if mint not in args["mints"]:
+        raise Refused("mint_not_allowed", f"{mint} is not a mint this service accepts", mint=mint)
+    if unit != "sat":
+        raise Refused("unit_not_supported", f"the token is in {unit}; only sat is accepted")
+    if len(proofs) > int(args["max_proofs"]):
+        raise Refused("too_many_proofs", f"the token has {len(proofs)} proofs", mint=mint)
+    try:
+        wallet = await _wallet(mint)
+        await wallet._expand_short_keyset_ids(proofs)
+        fee = wallet.get_fees_for_proofs(proofs)
+    except Exception as exc:
+        raise _classify(exc) from None
+    if amount - fee < int(args["min_sat"]):
+        detail = f"the token carries {amount} sat, {amount - fee} sat after the mint's fee"
+        raise Refused("below_price", detail, amount=amount, fee=fee, mint=mint)
+    try:
+        kept, _ = await wallet.redeem(proofs)
+    except Exception as exc:
+        raise _classify(exc) from None
+    return {"mint": mint, "amount": amount, "fee": amount - sum_proofs(kept)}
+
+
+async def send(args: dict[str, Any]) -> dict[str, Any]:
+    amount = int(args["amount"])
+    try:
+        wallet = await _wallet(str(args["mint"]))
+        before = wallet.available_balance.amount
+        proofs, _ = await wallet.select_to_send(wallet.proofs, amount, set_reserved=True)
+        token = await wallet.serialize_proofs(proofs)
+        await wallet.load_proofs(reload=True)
+        after = wallet.available_balance.amount
+    except Exception as exc:
+        raise _classify(exc) from None
+    return {"token": token, "amount": amount, "fee": before - after - amount}
+
+
+async def melt(args: dict[str, Any]) -> dict[str, Any]:
+    try:
+        wallet = await _wallet(str(args["mint"]))
+        before = wallet.available_balance.amount
+        quote = await wallet.melt_quote(str(args["bolt11"]))
+        total = quote.amount + quote.fee_reserve
+        proofs, _ = await wallet.select_to_send(wallet.proofs, total, include_fees=True)
+        result = await wallet.melt(proofs, str(args["bolt11"]), quote.fee_reserve, quote.quote)
+        await wallet.load_proofs(reload=True)
+        after = wallet.available_balance.amount
+    except Exception as exc:
+        raise _classify(exc) from None
+    paid = str(getattr(result, "state", "")).upper().endswith("PAID") or bool(
+        getattr(result, "paid", False)
+    )
+    spent = before - after
+    return {
+        "paid": paid,
+        "amount": quote.amount,
+        "fee": spent - quote.amount if paid else 0,
+        "spent": spent,
+        "preimage": getattr(result, "payment_preimage", None),
+    }
+
+
+async def balance(args: dict[str, Any]) -> dict[str, Any]:
+    try:
+        wallet = await _wallet(str(args["mint"]))
+    except Exception as exc:
+        raise _classify(exc) from None
+    return {"amount": wallet.available_balance.amount}
+
+
+COMMANDS = {"redeem": redeem, "send": send, "melt": melt, "balance": balance}
+
+
+def main() -> int:
+    command = COMMANDS[sys.argv[1]]
+    args = json.loads(sys.stdin.read())
+    out = sys.stdout
+    try:
+        with contextlib.redirect_stdout(sys.stderr):  # nutshell prints as it goes
+            result = asyncio.run(command(args))
+    except Refused as refused:
+        result = {"error": refused.kind, "detail": refused.detail, **refused.extra}
+    out.write(json.dumps(result) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

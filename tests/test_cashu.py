@@ -1,0 +1,457 @@
+"""Cashu ecash (Routstr's RIP-01) against a real nutshell mint (fake Lightning backend) and
+nutshell's own wallet as the agent: a token pays a completion, the change comes back as a
+token the agent's wallet redeems, and every refusal leaves the token spendable (or, spent
+already, gets no work) and the books untouched."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from billing import ledger
+from billing.store import open_store
+from service.app import create_app as create_service
+from service.demo.cashu import PYTHON, AgentWallet, Mint, running_mint
+from service.demo.lnbits import LnbitsServer, Wallet
+from service.demo.loopback import serve
+from service.ecash.wallet import EcashWallet, mint_id
+from service.emulator.faults import Fault
+from service.http.keys import SETTINGS, STORE
+from service.tasks.cashu import payer_of
+from service.tasks.engine import EngineConfig
+from tests.conftest import (
+    HELLO,
+    Emulator,
+    ServiceProcess,
+    service_settings,
+    start_emulator,
+    until,
+)
+
+pytestmark = pytest.mark.lnbits
+BODY = {"model": "openai/gpt-4o", "messages": HELLO, "max_tokens": 2000}
+
+
+@pytest.fixture(scope="module")
+def mint() -> Iterator[Mint]:
+    with running_mint(input_fee_ppk=100) as m:
+        yield m
+
+
+@pytest.fixture(scope="module")
+def other_mint() -> Iterator[Mint]:
+    with running_mint(input_fee_ppk=0) as m:
+        yield m
+
+
+@dataclass
+class CashuService:
+    http: httpx.AsyncClient
+    app: Any
+    emulator: Emulator
+    mint: Mint
+    wallet: AgentWallet
+    ecash: EcashWallet
+
+    async def journal_size(self) -> int:
+        async with self.app[STORE].read() as tx:
+            return (await tx.ledger_totals()).entries
+
+    async def check(self) -> None:
+        """The ledger check passes, and the ecash the books hold is the proofs the wallet
+        holds at the mint."""
+        async with self.app[STORE].read() as tx:
+            checked = await ledger.check(tx)
+            books = await ledger.balance(tx, ledger.ecash_account(mint_id(self.mint.url)))
+        assert checked.ok, checked.problems
+        assert books == await self.ecash.balance(self.mint.url) * 1000
+
+    def completions(self) -> int:
+        return int(self.emulator.state.counters["completions"])
+
+    async def token(self, sats: int) -> str:
+        return await asyncio.to_thread(self.wallet.token, sats)
+
+
+@pytest.fixture
+async def cashu(lnbits: LnbitsServer, mint: Mint, tmp_path: Path) -> AsyncIterator[CashuService]:
+    emulator, emulator_runner = await start_emulator()
+    settings = service_settings(
+        tmp_path,
+        emulator,
+        lnbits,
+        lnbits.create_wallet("satrouter"),
+        cashu_mints=mint.url,
+        cashu_python=str(PYTHON),
+        cashu_dir=tmp_path / "cashu",
+    )
+    app = create_service(settings, engine_config=EngineConfig(generation_deadline=3))
+    runner, url = await serve(app)
+    wallet = AgentWallet(mint, tmp_path / "agent-wallet")
+    await asyncio.to_thread(wallet.fund, 2000)
+    ecash = EcashWallet(str(PYTHON), tmp_path / "cashu", (mint.url,))
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+        yield CashuService(http, app, emulator, mint, wallet, ecash)
+    await runner.cleanup()
+    await emulator_runner.cleanup()
+
+
+async def _price_sat(service: CashuService) -> int:
+    """The request's maximum, in sat, as a refusal of a 1-sat token names it."""
+    response = await service.http.post(
+        "/v1/chat/completions", json=BODY, headers={"X-Cashu": await service.token(1)}
+    )
+    assert response.status_code == 402, response.text
+    assert response.json()["type"].endswith("cashu_amount_too_low")
+    return int(response.json()["price_sat"])
+
+
+async def test_a_token_pays_and_its_change_comes_back_as_a_token(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    sent = price + 20
+    before = await asyncio.to_thread(cashu.wallet.balance)
+    response = await cashu.http.post(
+        "/v1/chat/completions", json=BODY, headers={"X-Cashu": await cashu.token(sent)}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["choices"][0]["message"]["content"]
+    change = response.headers["X-Cashu"]
+    assert change.startswith("cashuB")
+    change_msat = int(response.headers["X-Cashu-Change-Msat"])
+    fee_msat = int(response.headers["X-Cashu-Fee-Msat"])
+    assert fee_msat == 1000  # the mint's fee for swapping the token (100 ppk, 4 proofs), shown
+    assert 20_000 - fee_msat <= change_msat < sent * 1000 - fee_msat  # the excess, not all
+    await asyncio.to_thread(cashu.wallet.receive, change)
+    after = await asyncio.to_thread(cashu.wallet.balance)
+    # The agent paid the token less its change (and the mint's own fee for its swaps).
+    assert before - after <= sent - change_msat // 1000 + 2
+    await cashu.check()
+
+
+async def test_a_double_spent_token_gets_no_work_and_books_nothing(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    token = await cashu.token(price + 5)
+    await asyncio.to_thread(cashu.wallet.receive, token)  # spent by its owner first
+    calls, entries = cashu.completions(), await cashu.journal_size()
+    response = await cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    assert response.status_code == 400, response.text
+    assert response.json()["type"].endswith("cashu_token_spent")
+    assert cashu.completions() == calls
+    assert await cashu.journal_size() == entries
+    await cashu.check()
+
+
+async def test_a_token_paid_once_cannot_pay_again(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    token = await cashu.token(price + 5)
+    first = await cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    assert first.status_code == 200, first.text
+    calls, entries = cashu.completions(), await cashu.journal_size()
+    again = await cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    assert again.status_code == 400
+    assert again.json()["type"].endswith("cashu_token_spent")
+    assert (cashu.completions(), await cashu.journal_size()) == (calls, entries)
+    await cashu.check()
+
+
+async def test_a_mint_off_the_allow_list_is_refused(
+    cashu: CashuService, other_mint: Mint, tmp_path: Path
+) -> None:
+    stranger = AgentWallet(other_mint, tmp_path / "stranger")
+    await asyncio.to_thread(stranger.fund, 500)
+    token = await asyncio.to_thread(stranger.token, 300)
+    entries = await cashu.journal_size()
+    response = await cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    assert response.status_code == 400, response.text
+    problem = response.json()
+    assert problem["type"].endswith("cashu_mint_not_allowed")
+    assert problem["mints"] == [cashu.mint.url]
+    assert await cashu.journal_size() == entries
+    await asyncio.to_thread(stranger.receive, token)  # never redeemed: still its owner's
+    assert await asyncio.to_thread(stranger.balance) == 500
+
+
+async def test_a_token_short_of_the_price_is_refused_and_stays_spendable(
+    cashu: CashuService,
+) -> None:
+    price = await _price_sat(cashu)
+    assert price > 4
+    token = await cashu.token(4)  # one proof: its swap fee (1 sat) leaves something to keep
+    entries, calls = await cashu.journal_size(), cashu.completions()
+    response = await cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    assert response.status_code == 402
+    assert response.json()["price_sat"] == price
+    assert response.json()["price_msat"] > 4000
+    assert (await cashu.journal_size(), cashu.completions()) == (entries, calls)
+    await asyncio.to_thread(cashu.wallet.receive, token)
+
+
+async def test_a_lost_response_s_change_is_recovered_by_task_id(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    token = await cashu.token(price + 30)
+    response = await cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    assert response.status_code == 200
+    task_id = response.headers["X-Satrouter-Task"]
+    url = response.headers["X-Cashu-Change-Url"]
+    assert url == f"/v1/cashu/change/{task_id}"
+    # Only the holder of the token that paid may have the change.
+    other = await cashu.token(3)
+    stranger = await cashu.http.get(url, headers={"X-Cashu": other})
+    assert stranger.status_code == 404
+    assert (await cashu.http.get(url)).status_code == 401
+    recovered = await cashu.http.get(url, headers={"X-Cashu": token})
+    assert recovered.status_code == 200, recovered.text
+    assert recovered.json()["token"] == response.headers["X-Cashu"]
+    assert recovered.headers["X-Cashu"] == response.headers["X-Cashu"]
+    await asyncio.to_thread(cashu.wallet.receive, recovered.json()["token"])
+    await cashu.check()
+
+
+async def test_a_stream_s_change_is_fetched_after_it(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    token = await cashu.token(price + 10)
+    async with cashu.http.stream(
+        "POST",
+        "/v1/chat/completions",
+        json={**BODY, "stream": True},
+        headers={"X-Cashu": token},
+    ) as response:
+        assert response.status_code == 200
+        assert "X-Cashu" not in response.headers  # sent before the cost was known
+        url = response.headers["X-Cashu-Change-Url"]
+        body = "".join([chunk async for chunk in response.aiter_text()])
+    assert "[DONE]" in body
+    for _ in range(100):
+        got = await cashu.http.get(url, headers={"X-Cashu": token})
+        if got.status_code != 409:
+            break
+        await asyncio.sleep(0.2)
+    assert got.status_code == 200, got.text
+    assert got.json()["amount_msat"] >= 10_000
+    await asyncio.to_thread(cashu.wallet.receive, got.json()["token"])
+    await cashu.check()
+
+
+async def test_a_bearer_token_opens_a_balance(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    token = await cashu.token(price * 3)
+    auth = {"Authorization": f"Bearer {token}"}
+    first = await cashu.http.post("/v1/chat/completions", json=BODY, headers=auth)
+    assert first.status_code == 200, first.text
+    second = await cashu.http.post("/v1/chat/completions", json=BODY, headers=auth)
+    assert second.status_code == 200, second.text  # the same token is the key now
+    me = (await cashu.http.get("/v1/accounts/me", headers=auth)).json()
+    assert 0 < me["balance_msat"] < price * 3 * 1000
+    await cashu.check()
+
+
+async def test_a_header_that_is_no_token_is_a_clear_400(cashu: CashuService) -> None:
+    entries = await cashu.journal_size()
+    for value in ("cashuBnot a token!", "cashuA" + "x" * 20, "sk-sat-nope"):
+        response = await cashu.http.post(
+            "/v1/chat/completions", json=BODY, headers={"X-Cashu": value}
+        )
+        assert response.status_code == 400, (value, response.text)
+        assert response.headers["Content-Type"].startswith("application/problem+json")
+        assert json.loads(response.text)["type"].endswith("cashu_invalid_token")
+    assert await cashu.journal_size() == entries
+
+
+async def _satrouter(cashu: CashuService, *args: str) -> tuple[int, str]:
+    """``satrouter ARGS`` in its own process, on the service's database, wallet and mints."""
+    settings = cashu.app[SETTINGS]
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SATROUTER_", "OPENROUTER_", "LNBITS_", "LND_"))
+    }
+    env |= {
+        "SATROUTER_DATABASE_URL": settings.database_url,
+        "SATROUTER_CASHU_MINTS": settings.cashu_mints,
+        "SATROUTER_CASHU_PYTHON": settings.cashu_python,
+        "SATROUTER_CASHU_DIR": str(settings.cashu_dir),
+        "LNBITS_URL": str(settings.lnbits_url),
+        "LNBITS_INVOICE_KEY": settings.lnbits_invoice_key.get_secret_value(),
+        "LNBITS_ADMIN_KEY": settings.lnbits_admin_key.get_secret_value(),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode()
+
+
+async def test_cashu_balance_shows_books_against_proofs_held(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    paid = await cashu.http.post(
+        "/v1/chat/completions", json=BODY, headers={"X-Cashu": await cashu.token(price + 3)}
+    )
+    assert paid.status_code == 200, paid.text
+    code, out = await _satrouter(cashu, "cashu", "balance")
+    assert code == 0, out
+    held = await cashu.ecash.balance(cashu.mint.url) * 1000
+    assert f"{cashu.mint.url}: books {held} msat, proofs held {held} msat" in out
+
+
+async def test_a_melt_the_wallet_never_received_books_nothing(cashu: CashuService) -> None:
+    """The test mint's fake backend says it paid any invoice; satrouter's LNbits wallet never
+    sees the money, so nothing is booked and the balance check shows the proofs gone."""
+    price = await _price_sat(cashu)
+    opened = {"Authorization": f"Bearer {await cashu.token(price + 50)}"}  # held: a balance
+    paid = await cashu.http.post("/v1/chat/completions", json=BODY, headers=opened)
+    assert paid.status_code == 200, paid.text
+
+    async def reconciled() -> bool:
+        async with cashu.app[STORE].read() as tx:
+            task = await tx.task(paid.headers["X-Satrouter-Task"])
+        return task is not None and task.state == "reconciled"
+
+    await until(reconciled)
+    entries = await cashu.journal_size()
+    code, out = await _satrouter(
+        cashu, "cashu", "melt", "--mint", cashu.mint.url, "--amount-sat", "2", "--wait", "2"
+    )
+    assert code == 1, out
+    assert "the wallet has not received it: nothing is booked" in out
+    assert await cashu.journal_size() == entries
+    code, out = await _satrouter(cashu, "cashu", "balance")
+    assert code == 1, out  # the books hold more than the proofs now: said, not hidden
+    async with cashu.app[STORE].read() as tx:
+        assert (await ledger.check(tx)).ok
+
+
+async def test_melting_at_a_mint_not_allowed_is_refused(cashu: CashuService) -> None:
+    code, out = await _satrouter(
+        cashu, "cashu", "melt", "--mint", "http://127.0.0.1:9", "--amount-sat", "2"
+    )
+    assert code == 1
+    assert "is not an allowed mint" in out
+
+
+async def test_a_failed_call_returns_the_whole_token_as_change(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    await cashu.emulator.control("POST", "/faults", {"model": BODY["model"], "kind": "bad_gateway"})
+    sent = price + 4
+    response = await cashu.http.post(
+        "/v1/chat/completions", json=BODY, headers={"X-Cashu": await cashu.token(sent)}
+    )
+    assert response.status_code == 502, response.text
+    assert response.json()["type"].endswith("upstream_failed")
+    fee_msat = int(response.headers["X-Cashu-Fee-Msat"])
+    # Nothing charged: all the token was worth once swapped comes back.
+    assert int(response.headers["X-Cashu-Change-Msat"]) == sent * 1000 - fee_msat
+    await asyncio.to_thread(cashu.wallet.receive, response.headers["X-Cashu"])
+    await cashu.check()
+
+
+async def test_admin_status_holds_the_ecash_books_against_the_proofs(cashu: CashuService) -> None:
+    price = await _price_sat(cashu)
+    opened = {"Authorization": f"Bearer {await cashu.token(price + 20)}"}
+    assert (await cashu.http.post("/v1/chat/completions", json=BODY, headers=opened)).is_success
+    admin = {"Authorization": "Bearer admin-secret-for-tests"}
+    status = (await cashu.http.get("/admin/status", headers=admin)).json()
+    held = status["world"]["holdings"][f"ecash:{mint_id(cashu.mint.url)}"]
+    assert held["matches"] is True, held
+    assert held["books"] == held["world"] == await cashu.ecash.balance(cashu.mint.url) * 1000
+    assert held["books"] > 0
+
+
+async def test_a_wallet_that_cannot_start_is_a_503_and_takes_nothing(
+    lnbits: LnbitsServer, mint: Mint, tmp_path: Path
+) -> None:
+    emulator, emulator_runner = await start_emulator()
+    settings = service_settings(
+        tmp_path,
+        emulator,
+        lnbits,
+        lnbits.create_wallet("satrouter"),
+        cashu_mints=mint.url,
+        cashu_python=str(tmp_path / "no-such-python"),
+        cashu_dir=tmp_path / "cashu",
+    )
+    runner, url = await serve(create_service(settings))
+    wallet = AgentWallet(mint, tmp_path / "agent-wallet")
+    await asyncio.to_thread(wallet.fund, 100)
+    token = await asyncio.to_thread(wallet.token, 60)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+            response = await http.post(
+                "/v1/chat/completions", json=BODY, headers={"X-Cashu": token}
+            )
+    finally:
+        await runner.cleanup()
+        await emulator_runner.cleanup()
+    assert response.status_code == 503, response.text
+    assert response.json()["type"].endswith("cashu_wallet_unavailable")
+    await asyncio.to_thread(wallet.receive, token)  # still the agent's: it swaps it back
+    assert await asyncio.to_thread(wallet.balance) == 99  # less the mint's 1 sat for that swap
+
+
+async def test_killed_mid_call_the_token_s_holder_gets_it_all_back(
+    service_process: tuple[ServiceProcess, Emulator, LnbitsServer, Wallet, Path],
+    mint: Mint,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL while the paid call runs: no answer, no task id reached the agent. After the
+    restart the call is refunded and the paying token alone fetches the change: all of it."""
+    server, emulator, _, _, db = service_process
+    server.env |= {
+        "SATROUTER_CASHU_MINTS": mint.url,
+        "SATROUTER_CASHU_PYTHON": str(PYTHON),
+        "SATROUTER_CASHU_DIR": str(tmp_path / "cashu"),
+    }
+    emulator.state.faults.set(BODY["model"], Fault(kind="slow", delay=60))
+    wallet = AgentWallet(mint, tmp_path / "agent-wallet")
+    await asyncio.to_thread(wallet.fund, 200)
+    token = await asyncio.to_thread(wallet.token, 60)
+    await server.start()
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+        call = asyncio.create_task(
+            http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+        )
+        await until(lambda: _asked(emulator))  # redeemed, reserved, and now running
+        await server.kill()
+        with pytest.raises(httpx.HTTPError):
+            await call
+        await server.start()
+        for _ in range(300):
+            got = await http.get("/v1/cashu/change", headers={"X-Cashu": token})
+            if got.status_code != 409:
+                break
+            await asyncio.sleep(0.2)
+    await server.kill()
+    assert got.status_code == 200, got.text
+    store = await open_store(f"sqlite:///{db}")
+    try:
+        async with store.read() as tx:
+            task = await tx.task(got.json()["task_id"])
+            assert task is not None and task.state == "refunded"
+            assert (await ledger.check(tx)).ok
+            received = await tx.journal_by_ref(payer_of(task.id))
+    finally:
+        await store.close()
+    assert [j.kind for j in received] == ["ecash_received"]
+    fee = 1000  # 100 ppk on the token's proofs (32, 16, 8, 4)
+    assert got.json()["amount_msat"] == 60_000 - fee
+    await asyncio.to_thread(wallet.receive, got.json()["token"])
+    assert emulator.state.counters["completions"] <= 1
+
+
+async def _asked(emulator: Emulator) -> bool:
+    return any(r["path"].endswith("/chat/completions") for r in emulator.state.requests)
