@@ -103,10 +103,11 @@ async def announce(
 def command(args: argparse.Namespace, settings: Settings) -> int:
     """``satrouter announce``: print the signed event, or send it to each ``--relay``."""
     url = args.url or settings.public_url
+    mints = args.mint or list(settings.cashu_mint_list)  # the mints satrouter takes
     if not url:
         print("satrouter announce: give --url or set SATROUTER_PUBLIC_URL", file=sys.stderr)
         return 2
-    for given in (url, *args.also_url, *args.mint, *([args.card_from] if args.card_from else [])):
+    for given in (url, *args.also_url, *mints, *([args.card_from] if args.card_from else [])):
         if not re.fullmatch(HTTP_URL, given):
             print(f"satrouter announce: {given!r} is not an http(s) URL", file=sys.stderr)
             return 2
@@ -125,7 +126,7 @@ def command(args: argparse.Namespace, settings: Settings) -> int:
                 url=url.rstrip("/"),
                 card_url=args.card_from,
                 extra_urls=args.also_url,
-                mints=args.mint,
+                mints=mints,
                 d=args.id,
                 relays=args.relay,
             )

@@ -460,7 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
     announce.add_argument("--url", help="the public URL (default: SATROUTER_PUBLIC_URL)")
     announce.add_argument("--card-from", help="read the agent card here instead of at --url")
     announce.add_argument("--also-url", action="append", default=[], help="another URL (u tag)")
-    announce.add_argument("--mint", action="append", default=[], help="a Cashu mint URL taken")
+    announce.add_argument(
+        "--mint",
+        action="append",
+        default=[],
+        help="a Cashu mint URL taken (default: SATROUTER_CASHU_MINTS)",
+    )
     announce.add_argument("--id", help="the d tag (default: the URL's host)")
     announce.add_argument(
         "--relay", action="append", default=[], help="wss://... to publish to (none: print)"
