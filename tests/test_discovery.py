@@ -114,6 +114,18 @@ def _payments(card: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+async def test_cashu_is_offered_with_its_mints_only_where_the_operator_allows_mints(
+    tmp_path: Path,
+) -> None:
+    mints = "https://mint.example/,https://other.example/cashu"
+    async with offline_service(tmp_path, cashu_mints=mints) as http:
+        schemes = _payments((await http.get(CARD)).json())["schemes"]
+    cashu = next(s for s in schemes if s["id"] == "cashu")
+    assert cashu["mints"] == mints.split(",")
+    assert cashu["securityScheme"] == "cashu"
+    assert [s["id"] for s in schemes] == list(PAYMENT_SCHEMES)
+
+
 async def test_card_lists_the_registered_payment_schemes(tmp_path: Path) -> None:
     extra = PaymentScheme(
         id="test-scheme",
@@ -129,9 +141,10 @@ async def test_card_lists_the_registered_payment_schemes(tmp_path: Path) -> None
             after = (await http.get(CARD)).json()
         finally:
             del PAYMENT_SCHEMES[extra.id]
-    assert [s["id"] for s in before["schemes"]] == list(PAYMENT_SCHEMES)
-    assert "l402" in PAYMENT_SCHEMES
-    assert [s["id"] for s in _payments(after)["schemes"]] == [*PAYMENT_SCHEMES, "test-scheme"]
+    always = [s.id for s in PAYMENT_SCHEMES.values() if s.enabled_by is None]
+    assert [s["id"] for s in before["schemes"]] == always
+    assert "l402" in PAYMENT_SCHEMES and "cashu" not in always
+    assert [s["id"] for s in _payments(after)["schemes"]] == [*always, "test-scheme"]
     chat = next(s for s in after["skills"] if s["id"] == "post-v1-chat-completions")
     assert "payment:test-scheme" in chat["tags"]
     with pytest.raises(ValueError, match="twice"):
