@@ -18,6 +18,7 @@ is short for another request (``insufficient_balance``) and when a token has exp
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from typing import Any
@@ -28,12 +29,13 @@ from billing.l402 import L402Error, request_digest
 from billing.store import TaskRow
 
 from ..tasks.engine import Chat, Engine, L402Payment
+from ..tasks.offers import mint_gate
 from ..tasks.quotes import StoredQuote
 from ..tasks.record import record_of
 from ..tasks.refusals import Refusal
 from . import offers, sse
 from .auth import l402_refusal, payer_of
-from .keys import ENGINE, L402, STORE
+from .keys import ENGINE, L402, LIMITER, STORE
 from .problems import Problem, parse_json, problem_of
 from .schemas import ChatRequest, parse
 from .views import price_view
@@ -49,7 +51,12 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat = parse(ChatRequest, parse_json(raw))
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     scheme = scheme.upper()
-    answered: dict[str, str] = {}  # what a paid form adds to the answer (receipts)
+    answered: dict[str, str] = {}  # what a paid form adds to a 2xx answer (receipts)
+    credit: str | None = None  # the macaroon of a paid form's token, for its error answers
+    paid_form = scheme in ("L402", "LSAT", "PAYMENT") or "PAYMENT-SIGNATURE" in request.headers
+    if paid_form and LIMITER in request.app:
+        # admitted as a paid form: a fresh offer it ends in still counts as an invoice
+        mint_gate.set(functools.partial(request.app[LIMITER].admit_invoice, request))
     try:
         if scheme in ("L402", "LSAT"):
             paid = await _l402(request, engine, chat, raw)
@@ -57,18 +64,24 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         elif scheme == "BEARER" and credential.strip():
             payer = await payer_of(request.app[STORE], credential.strip())
             outcome = await engine.chat(payer, chat, stream=chat.stream)
-        elif scheme == "PAYMENT" or "PAYMENT-SIGNATURE" in request.headers:
+        elif paid_form:
             pay = offers.mpp_payment if scheme == "PAYMENT" else offers.x402_payment
             try:
-                paid, answered = await pay(request, engine, raw)
-            except Refusal as refused:  # expired, or not a payment for this: a fresh offer
+                presented = await pay(request, engine, raw)
+            except Refusal as refused:  # not a payment it can take: a fresh offer
                 raise await engine.challenge(chat, request_digest(raw), refused=refused) from None
-            outcome = await engine.chat(None, chat, stream=chat.stream, l402=paid)
+            answered, credit = presented.headers, presented.macaroon
+            try:
+                outcome = await engine.chat(None, chat, stream=chat.stream, l402=presented.paid)
+            except Refusal as refusal:
+                if refusal.kind == "price_changed":  # the payment is credit on this token
+                    refusal.extra["credit_macaroon"] = credit
+                raise
         else:
             raise await engine.challenge(chat, request_digest(raw))
     except Refusal as refusal:
         raise await _shown(request, refusal, raw) from None
-    return await _render(request, engine, outcome, chat.stream, began, answered)
+    return await _render(request, engine, outcome, chat.stream, began, answered, credit)
 
 
 async def _shown(request: web.Request, refusal: Refusal, raw: bytes) -> Problem:
@@ -90,11 +103,11 @@ async def _render(
     stream: bool,
     began: float,
     answered: dict[str, str],
+    credit: str | None,
 ) -> web.StreamResponse:
     if outcome.replay:
         return _replay_paid(outcome.task, answered)
     headers = {
-        **answered,
         "X-Satrouter-Task": outcome.task.id,
         "X-Satrouter-Max-Price-Msat": str(outcome.max_price_msat),
     }
@@ -103,12 +116,16 @@ async def _render(
     if outcome.task_class:
         headers["X-Satrouter-Class"] = outcome.task_class
     if outcome.events is not None:
-        return await _stream(request, outcome.events, headers)
+        return await _stream(request, outcome.events, headers | answered)
     if outcome.failed:
         detail = "every model failed; nothing was charged"
         if not stream or record_of(outcome.task).several:
             detail += f" ({outcome.error})"
-        raise Problem(502, "upstream_failed", detail, headers=headers)
+        # No receipt on an error; the refund is credit on the token this macaroon reads, and
+        # the same paid request may be repeated (it runs again on that credit).
+        extra = {"credit_macaroon": credit} if credit else None
+        raise Problem(502, "upstream_failed", detail, headers=headers, extra=extra)
+    headers |= answered
     assert outcome.answer is not None
     upstream = record_of(outcome.task).upstream_seconds
     if engine.metrics is not None and upstream is not None:
