@@ -421,6 +421,7 @@ async def test_no_payment_receipt_on_an_error_answer(service: Service) -> None:
         )
     assert answer.status_code >= 400, answer.text[:200]
     assert "Payment-Receipt" not in answer.headers, (answer.status_code, dict(answer.headers))
+    assert answer.json()["credit_macaroon"]  # the refund's token, which the receipt named
 
 
 async def test_the_payer_with_the_preimage_gets_the_answer_after_an_x402_presentation(
@@ -500,3 +501,57 @@ async def test_a_paid_request_that_failed_upstream_can_be_repeated(service: Serv
         service.emulator.state.faults.clear(None)
         again = await http.post(URL, content=body, headers=credential)
     assert again.status_code == 200, (again.status_code, again.text[:200])
+
+
+async def test_an_x402_payment_that_failed_upstream_shows_its_credit_and_repeats_run_once(
+    service: Service,
+) -> None:
+    """After 502 the x402 payer, which holds no macaroon, is shown the token's (its preimage
+    reads the refund with it) and gets no PAYMENT-RESPONSE; repeats sent at once run once."""
+    body = _body("x402, upstream down, then back")
+    async with httpx.AsyncClient(base_url=service.url, timeout=60) as http:
+        offered = await _offered(http, body)
+        problem = offered["problem"]
+        paid = await service.pay(problem["invoice"])
+        signature = {
+            **JSON,
+            "PAYMENT-SIGNATURE": _x402_signature(offered["x402"], problem["invoice"]),
+        }
+        service.emulator.state.faults.set(CHEAP, Fault(kind="bad_gateway"))
+        failed = await http.post(URL, content=body, headers=signature)
+        assert failed.status_code == 502, failed.text[:200]
+        assert "PAYMENT-RESPONSE" not in failed.headers
+        l402 = {"Authorization": f"L402 {failed.json()['credit_macaroon']}:{paid['preimage']}"}
+        me = await http.get("/v1/accounts/me", headers=l402)
+        assert me.status_code == 200, me.text
+        assert me.json()["balance_msat"] == int(offered["x402"]["accepts"][0]["amount"])
+        service.emulator.state.faults.clear(None)
+        before = service.emulator.state.counters["completions"]
+        repeats = await asyncio.gather(
+            *(http.post(URL, content=body, headers=signature) for _ in range(3))
+        )
+        assert sorted(r.status_code for r in repeats)[0] == 200, [r.text for r in repeats]
+        assert {r.status_code for r in repeats} <= {200, 409}
+        again = await http.post(URL, content=body, headers=signature)
+        assert again.status_code == 200 and again.headers["X-Satrouter-Replay"] == "true"
+    assert service.emulator.state.counters["completions"] == before + 1
+    assert (await service.check_ledger()).ok
+
+
+async def test_refused_mpp_credentials_are_held_to_the_global_invoice_limit(
+    lnbits: Any, emulator: Emulator, tmp_path: Path
+) -> None:
+    """A refused MPP credential gets a fresh offer; its invoice counts as an unpaid one."""
+    wallet = lnbits.create_wallet("satrouter")
+    settings = service_settings(tmp_path, emulator, lnbits, wallet, limit_invoices_total="2/minute")
+    app = create_app(settings, engine_config=EngineConfig(sweep_interval=0.1))
+    runner, url = await serve(app)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            body = _body("mpp flood")
+            offered = await _offered(http, body)  # one invoice minted (1 of 2)
+            wrong = {**JSON, "Authorization": _mpp_credential(offered["mpp"], "00" * 32)}
+            answers = [await http.post(URL, content=body, headers=wrong) for _ in range(4)]
+    finally:
+        await runner.cleanup()
+    assert [a.status_code for a in answers] == [402, 429, 429, 429], [a.text for a in answers]
