@@ -19,10 +19,13 @@ import httpx
 import pytest
 
 from billing import mpp, x402
+from billing.lightning import decode_invoice
+from billing.money import Msat
+from billing.pricing import PricingPolicy
 from service.app import create_app
 from service.demo.loopback import serve
 from service.emulator.faults import Fault
-from service.http.keys import STORE
+from service.http.keys import ENGINE, STORE
 from service.tasks.engine import EngineConfig
 
 from .conftest import CHEAP, Emulator, Service, service_settings
@@ -555,3 +558,66 @@ async def test_refused_mpp_credentials_are_held_to_the_global_invoice_limit(
     finally:
         await runner.cleanup()
     assert [a.status_code for a in answers] == [402, 429, 429, 429], [a.text for a in answers]
+
+
+async def test_an_mpp_payment_a_risen_price_left_shows_its_credit(service: Service) -> None:
+    """price_changed to an MPP payment: no receipt, and the token's macaroon in the body, with
+    which the preimage reads the payment now credit."""
+    engine = service.app[ENGINE]
+    body = _body("mpp, then the price rises")
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        offered = await _offered(http, body)
+        paid = await service.pay(offered["problem"]["invoice"])
+        engine.reconfigure(
+            policy=PricingPolicy(engine.policy.markup_bps, engine.policy.fee + Msat(5000))
+        )
+        moved = await http.post(
+            URL,
+            content=body,
+            headers={**JSON, "Authorization": _mpp_credential(offered["mpp"], paid["preimage"])},
+        )
+        assert moved.status_code == 402, moved.text
+        assert moved.json()["type"].endswith("price_changed")
+        assert "Payment-Receipt" not in moved.headers
+        credit = {"Authorization": f"L402 {moved.json()['credit_macaroon']}:{paid['preimage']}"}
+        me = await http.get("/v1/accounts/me", headers=credit)
+    assert me.status_code == 200, me.text
+    assert me.json()["balance_msat"] == int(offered["x402"]["accepts"][0]["amount"])
+
+
+async def test_x402_refuses_an_expired_invoice(service: Service) -> None:
+    """The scheme's step 7: an expired invoice is refused (a fresh offer), not looked up."""
+    body = _body("x402, too late")
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        offered = await _offered(http, body)
+        made = await asyncio.to_thread(
+            httpx.post,
+            f"{service.lnbits.url}/api/v1/payments",
+            json={"out": False, "amount": 5, "memo": "soon gone", "expiry": 1},
+            headers={"X-Api-Key": service.agent.inkey},
+        )
+        made.raise_for_status()
+        invoice = made.json()["bolt11"]
+        while not decode_invoice(invoice).expired():
+            await asyncio.sleep(0.2)
+        headers = {**JSON, "PAYMENT-SIGNATURE": _x402_signature(offered["x402"], invoice)}
+        refused = await http.post(URL, content=body, headers=headers)
+    assert refused.status_code == 402, refused.text
+    assert refused.json()["type"] == "urn:satrouter:problem:x402_expired"
+
+
+def test_x402_names_the_network_of_the_invoice() -> None:
+    """The scheme's network ids: mainnet's genesis, and its testnet id for any other network."""
+    offered = x402.requirements(
+        amount_msat=1000, invoice="lntb1", payment_hash="00" * 32, network="testnet", timeout=60
+    )
+    assert offered["network"] == "bip122:000000000933ea01ad0ee984209779ba"
+    assert offered["payTo"] == "anonymous"
+    main = x402.requirements(
+        amount_msat=1000, invoice="lnbc1", payment_hash="00" * 32, network="mainnet", timeout=60
+    )
+    assert main["network"] == "bip122:000000000019d6689c085ae165831e93"
+    signature = {"x402Version": 2, "scheme": "exact", "network": offered["network"]}
+    signature |= {"payload": {"invoice": "lntb1"}, "accepted": offered}
+    encoded = base64.b64encode(json.dumps(signature).encode()).decode()
+    assert x402.parse_signature(encoded) == x402.Signature("lntb1", offered["network"])
