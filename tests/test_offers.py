@@ -226,6 +226,10 @@ async def test_forged_expired_and_other_request_mpp_credentials_change_nothing(
         paid = await service.pay(offered["problem"]["invoice"])
         preimage = paid["preimage"]
         challenge = offered["mpp"]
+        # the settlement recorded now, not by a push landing among the refusals below
+        assert await service.app[ENGINE].confirm(
+            offered["x402"]["accepts"][0]["extra"]["paymentHash"]
+        )
         before = await _state(service)
         secret = await mpp.server_secret(service.app[STORE])
         forged_request = dict(_b64url_json(challenge["request"]), amount="1")
@@ -274,6 +278,10 @@ async def test_x402_refuses_an_unpaid_invoice_and_one_issued_for_another_request
         offered = await _offered(http, body)
         elsewhere = await _offered(http, _body("another x402 question"))
         await service.pay(elsewhere["problem"]["invoice"])
+        # the settlement recorded now, not by a push landing among the refusals below
+        assert await service.app[ENGINE].confirm(
+            elsewhere["x402"]["accepts"][0]["extra"]["paymentHash"]
+        )
         foreign = await service.agent_invoice(5)  # a real invoice, not issued here
         before = await _state(service)
         cases = [

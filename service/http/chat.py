@@ -36,6 +36,7 @@ from ..tasks.refusals import Refusal
 from . import offers, sse
 from .auth import l402_refusal, payer_of
 from .keys import ENGINE, L402, LIMITER, STORE
+from .limits import Kind, kind_of
 from .problems import Problem, parse_json, problem_of
 from .schemas import ChatRequest, parse
 from .views import price_view
@@ -51,12 +52,30 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat = parse(ChatRequest, parse_json(raw))
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     scheme = scheme.upper()
+    paid_form = scheme in ("L402", "LSAT", "PAYMENT") or "PAYMENT-SIGNATURE" in request.headers
+    # Admitted as a paid form, not as asking for an invoice: a fresh offer it ends in is
+    # counted as one then (and only for this request).
+    gated = kind_of(request) is Kind.L402 and LIMITER in request.app
+    gate = functools.partial(request.app[LIMITER].admit_invoice, request) if gated else None
+    reset = mint_gate.set(gate)
+    try:
+        return await _answer(request, engine, chat, raw, scheme, credential, paid_form, began)
+    finally:
+        mint_gate.reset(reset)
+
+
+async def _answer(
+    request: web.Request,
+    engine: Engine,
+    chat: ChatRequest,
+    raw: bytes,
+    scheme: str,
+    credential: str,
+    paid_form: bool,
+    began: float,
+) -> web.StreamResponse:
     answered: dict[str, str] = {}  # what a paid form adds to a 2xx answer (receipts)
     credit: str | None = None  # the macaroon of a paid form's token, for its error answers
-    paid_form = scheme in ("L402", "LSAT", "PAYMENT") or "PAYMENT-SIGNATURE" in request.headers
-    if paid_form and LIMITER in request.app:
-        # admitted as a paid form: a fresh offer it ends in still counts as an invoice
-        mint_gate.set(functools.partial(request.app[LIMITER].admit_invoice, request))
     try:
         if scheme in ("L402", "LSAT"):
             paid = await _l402(request, engine, chat, raw)
