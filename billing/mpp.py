@@ -230,10 +230,12 @@ def verify(secret: bytes, credential: Credential, *, body: bytes, now: float | N
         expires = datetime.fromisoformat(echo.expires.replace("Z", "+00:00")).timestamp()
     except ValueError:
         raise MppError("malformed", "the challenge's expiry is not an RFC 3339 time") from None
-    if (time.time() if now is None else now) > expires:
-        raise MppError("expired", "the challenge has expired")
+    # The preimage first: only a payer of this invoice learns that its challenge expired
+    # (and is offered a new one).
     if hashlib.sha256(bytes.fromhex(credential.preimage)).hexdigest() != credential.payment_hash:
         raise MppError("wrong_preimage", "the preimage does not pay the challenge's invoice")
+    if (time.time() if now is None else now) > expires:
+        raise MppError("expired", "the challenge has expired")
 
 
 def receipt(reference: str, challenge_id: str, extra: Mapping[str, str]) -> str:

@@ -1,12 +1,14 @@
 """x402 version 2 with the ``exact`` scheme on Lightning: the headers and their JSON.
 
 - ``PAYMENT-REQUIRED`` (with the 402): base64 JSON ``{x402Version: 2, error, resource,
-  accepts: [requirements]}``; the Lightning entry has network
-  ``bip122:000000000019d6689c085ae165831e93``, ``amount`` in msat (as the invoice says it),
+  accepts: [requirements]}``; the Lightning entry has the network of its invoice
+  (``bip122:000000000019d6689c085ae165831e93`` on mainnet, the testnet id otherwise), ``payTo``
+  ``"anonymous"``, ``amount`` in msat (as the invoice says it),
   ``extra: {paymentMethod: "lightning", invoice, paymentHash}``.
 - ``PAYMENT-SIGNATURE`` (the client's retry): base64 JSON ``{x402Version: 2, scheme, network,
   payload: {invoice}, accepted}``. The payload names the invoice that was paid, not a proof:
-  the server confirms with its own Lightning backend that it is settled.
+  the server confirms with its own Lightning backend that it is settled, and
+  ``accepted.extra.invoice`` must be that same invoice (no substitution).
 - ``PAYMENT-RESPONSE`` (with the answer): base64 JSON ``{success, transaction, network}``.
 """
 
@@ -24,6 +26,10 @@ VERSION = 2
 SCHEME = "exact"
 #: CAIP-2 id of Bitcoin (its genesis block), as the Lightning variant of ``exact`` names it.
 NETWORK = "bip122:000000000019d6689c085ae165831e93"
+#: The id the scheme gives Bitcoin's testnet: what an invoice of any other network is offered on.
+TESTNET = "bip122:000000000933ea01ad0ee984209779ba"
+#: The scheme's ``payTo``: a Lightning invoice names its own payee.
+PAY_TO = "anonymous"
 #: A payment header longer than this is refused before it is decoded.
 MAX_HEADER = 16_384
 
@@ -38,22 +44,28 @@ class X402Error(Exception):
 @dataclass(frozen=True, slots=True)
 class Signature:
     invoice: str
+    network: str
 
 
 def _encode(value: Any) -> str:
     return base64.b64encode(json.dumps(value, separators=(",", ":")).encode()).decode()
 
 
+def network_id(invoice_network: str) -> str:
+    """The scheme's network id of an invoice's network (``mainnet``, ``testnet``, ...)."""
+    return NETWORK if invoice_network == "mainnet" else TESTNET
+
+
 def requirements(
-    *, amount_msat: int, invoice: str, payment_hash: str, pay_to: str, timeout: int
+    *, amount_msat: int, invoice: str, payment_hash: str, network: str, timeout: int
 ) -> dict[str, Any]:
-    """The ``accepts`` entry for one invoice."""
+    """The ``accepts`` entry for one invoice (``network``: the invoice's, as decoded)."""
     return {
         "scheme": SCHEME,
-        "network": NETWORK,
+        "network": network_id(network),
         "amount": str(amount_msat),
         "asset": "BTC",
-        "payTo": pay_to,
+        "payTo": PAY_TO,
         "maxTimeoutSeconds": timeout,
         "extra": {"paymentMethod": "lightning", "invoice": invoice, "paymentHash": payment_hash},
     }
@@ -91,15 +103,20 @@ def parse_signature(header: str) -> Signature:
     network = data.get("network") or (
         accepted.get("network") if isinstance(accepted, dict) else None
     )
-    if scheme != SCHEME or network != NETWORK:
-        raise X402Error("malformed", f"only scheme {SCHEME!r} on {NETWORK} (Lightning) is taken")
+    if scheme != SCHEME or network not in (NETWORK, TESTNET):
+        raise X402Error("malformed", f"only scheme {SCHEME!r} on Bitcoin (Lightning) is taken")
     payload = data.get("payload")
     invoice = payload.get("invoice") if isinstance(payload, dict) else None
     if not isinstance(invoice, str) or not invoice:
         raise X402Error("malformed", "payload.invoice (the BOLT11 invoice paid) is missing")
-    return Signature(invoice.strip())
+    extra = accepted.get("extra") if isinstance(accepted, dict) else None
+    if not isinstance(extra, dict) or extra.get("invoice") != invoice:
+        # the scheme's step 4: the requirements accepted must name the invoice presented
+        raise X402Error("malformed", "payload.invoice is not accepted.extra.invoice")
+    return Signature(invoice.strip(), network)
 
 
-def payment_response(payment_hash: str) -> str:
-    """The ``PAYMENT-RESPONSE`` value of a request paid by ``payment_hash``'s invoice."""
-    return _encode({"success": True, "transaction": payment_hash, "network": NETWORK})
+def payment_response(payment_hash: str, network: str) -> str:
+    """The ``PAYMENT-RESPONSE`` value of a request paid by ``payment_hash``'s invoice
+    (``network``: the invoice's, as decoded)."""
+    return _encode({"success": True, "transaction": payment_hash, "network": network_id(network)})

@@ -295,6 +295,7 @@ async def test_mpp_and_x402_payments_are_not_held_to_the_anonymous_invoice_limit
                         "x402Version": 2,
                         "scheme": "exact",
                         "network": accepted["network"],
+                        "accepted": accepted,
                     }
                     signature["payload"] = {"invoice": problem["invoice"]}
                     encoded = base64.b64encode(json.dumps(signature).encode()).decode()

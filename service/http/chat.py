@@ -21,6 +21,7 @@ is short for another request (``insufficient_balance``) and when a token has exp
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import time
 from typing import Any
@@ -31,13 +32,15 @@ from billing.l402 import L402Error, request_digest
 from billing.store import TaskRow
 
 from ..tasks.engine import Chat, Engine, L402Payment
+from ..tasks.offers import mint_gate
 from ..tasks.quotes import StoredQuote
 from ..tasks.record import record_of
 from ..tasks.refusals import Refusal
 from . import offers, sse
 from .auth import l402_refusal, payer_of
 from .cashu import cashu_checked, cashu_headers, cashu_token, is_cashu
-from .keys import ENGINE, L402, STORE
+from .keys import ENGINE, L402, LIMITER, STORE
+from .limits import Kind, kind_of
 from .problems import Problem, parse_json, problem_of
 from .schemas import ChatRequest, parse
 from .views import price_view
@@ -53,7 +56,30 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     chat = parse(ChatRequest, parse_json(raw))
     scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
     scheme = scheme.upper()
-    answered: dict[str, str] = {}  # what a paid form adds to the answer (receipts)
+    paid_form = scheme in ("L402", "LSAT", "PAYMENT") or "PAYMENT-SIGNATURE" in request.headers
+    # Admitted as a paid form, not as asking for an invoice: a fresh offer it ends in is
+    # counted as one then (and only for this request).
+    gated = kind_of(request) is Kind.L402 and LIMITER in request.app
+    gate = functools.partial(request.app[LIMITER].admit_invoice, request) if gated else None
+    reset = mint_gate.set(gate)
+    try:
+        return await _answer(request, engine, chat, raw, scheme, credential, paid_form, began)
+    finally:
+        mint_gate.reset(reset)
+
+
+async def _answer(
+    request: web.Request,
+    engine: Engine,
+    chat: ChatRequest,
+    raw: bytes,
+    scheme: str,
+    credential: str,
+    paid_form: bool,
+    began: float,
+) -> web.StreamResponse:
+    answered: dict[str, str] = {}  # what a paid form adds to a 2xx answer (receipts)
+    credit: str | None = None  # the macaroon of a paid form's token, for its error answers
     token = cashu_token(request)
     try:
         if token is not None:  # RIP-01: the token pays this request; its change comes back
@@ -68,18 +94,24 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
             else:
                 payer = await payer_of(request.app[STORE], secret)
             outcome = await engine.chat(payer, chat, stream=chat.stream)
-        elif scheme == "PAYMENT" or "PAYMENT-SIGNATURE" in request.headers:
+        elif paid_form:
             pay = offers.mpp_payment if scheme == "PAYMENT" else offers.x402_payment
             try:
-                paid, answered = await pay(request, engine, raw)
-            except Refusal as refused:  # expired, or not a payment for this: a fresh offer
+                presented = await pay(request, engine, raw)
+            except Refusal as refused:  # not a payment it can take: a fresh offer
                 raise await engine.challenge(chat, request_digest(raw), refused=refused) from None
-            outcome = await engine.chat(None, chat, stream=chat.stream, l402=paid)
+            answered, credit = presented.headers, presented.macaroon
+            try:
+                outcome = await engine.chat(None, chat, stream=chat.stream, l402=presented.paid)
+            except Refusal as refusal:
+                if refusal.kind == "price_changed":  # the payment is credit on this token
+                    refusal.extra["credit_macaroon"] = credit
+                raise
         else:
             raise await engine.challenge(chat, request_digest(raw))
     except Refusal as refusal:
         raise await _shown(request, refusal, raw) from None
-    return await _render(request, engine, outcome, chat.stream, began, answered)
+    return await _render(request, engine, outcome, chat.stream, began, answered, credit)
 
 
 async def _shown(request: web.Request, refusal: Refusal, raw: bytes) -> Problem:
@@ -101,11 +133,11 @@ async def _render(
     stream: bool,
     began: float,
     answered: dict[str, str],
+    credit: str | None,
 ) -> web.StreamResponse:
     if outcome.replay:
         return _replay_paid(outcome.task, answered)
     headers = {
-        **answered,
         "X-Satrouter-Task": outcome.task.id,
         "X-Satrouter-Max-Price-Msat": str(outcome.max_price_msat),
     }
@@ -115,12 +147,16 @@ async def _render(
     if outcome.task_class:
         headers["X-Satrouter-Class"] = outcome.task_class
     if outcome.events is not None:
-        return await _stream(request, outcome.events, headers)
+        return await _stream(request, outcome.events, headers | answered)
     if outcome.failed:
         detail = "every model failed; nothing was charged"
         if not stream or record_of(outcome.task).several:
             detail += f" ({outcome.error})"
-        raise Problem(502, "upstream_failed", detail, headers=headers)
+        # No receipt on an error; the refund is credit on the token this macaroon reads, and
+        # the same paid request may be repeated (it runs again on that credit).
+        extra = {"credit_macaroon": credit} if credit else None
+        raise Problem(502, "upstream_failed", detail, headers=headers, extra=extra)
+    headers |= answered
     assert outcome.answer is not None
     upstream = record_of(outcome.task).upstream_seconds
     if engine.metrics is not None and upstream is not None:

@@ -44,7 +44,8 @@ class Kind(enum.Enum):
     INVOICE = "invoice"  # may mint a Lightning invoice (and write its row)
     ACCOUNT = "account"  # creates an account
     WRITE = "write"  # a request with a key or task token: writes rows (reservations, tasks)
-    L402 = "l402"  # L402, MPP or x402: writes rows, and may get a fresh challenge (an invoice)
+    # L402, MPP or x402: writes rows; a fresh offer it ends in is counted as INVOICE then
+    L402 = "l402"
     PAYOUT = "payout"  # a withdrawal
 
 
@@ -160,6 +161,17 @@ class Limiter:
         ]
         async with self._lock:  # tested and counted as one step: concurrent requests queue
             await self._count(kind, keyed)
+
+    async def admit_invoice(self, request: web.Request) -> None:
+        """Count an invoice about to be minted for ``request``, which was admitted as another
+        kind (a paid form ending in a fresh offer), against the invoice limits: per address
+        and of all callers; a 429 problem if over."""
+        keyed = [
+            (item, Kind.INVOICE.value, per, self._who(request, per))
+            for item, per in self._rules[Kind.INVOICE]
+        ]
+        async with self._lock:
+            await self._count(Kind.INVOICE, keyed)
 
     async def _count(self, kind: Kind, keyed: list[tuple[RateLimitItem, str, str, str]]) -> None:
         for item, *ids in keyed:

@@ -12,18 +12,28 @@ The problem body lists the same ``offers`` beside the ``price``. Whichever is pa
 runs as the token's bound payment, exactly once: an MPP credential (``Authorization: Payment``)
 or an x402 ``PAYMENT-SIGNATURE`` becomes the same ``L402Payment`` an L402 credential does, and
 the change is credit on that token (payer ``l402_<token>``), read and withdrawn with
-``Authorization: L402 <macaroon>:<preimage>``; MPP's ``Payment-Receipt`` carries the macaroon.
+``Authorization: L402 <macaroon>:<preimage>``; MPP's ``Payment-Receipt`` carries the macaroon,
+and so does the problem body of an error answer to a paid form (``credit_macaroon``: a refund,
+or a payment a risen price left unspent). Receipts go only with a 2xx.
+
+A paid form the service cannot take gets a fresh offer, as any 402; the invoice it mints is
+counted against the invoice limits of anonymous requests (see :data:`..tasks.offers.mint_gate`).
+
+x402 on Lightning names the paid invoice, which is no secret (it is in the 402 and with every
+wallet that paid it): whoever presents a paid invoice first gets its answer, as the scheme has
+it. The preimage is the stronger proof: L402 or MPP with it always gets the stored answer.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from billing import mpp, x402
-from billing.l402 import request_digest
+from billing.l402 import L402Error, request_digest
 from billing.lightning import InvalidInvoice, decode_invoice
 from billing.money import Msat
 from billing.mpp import MppError
@@ -55,7 +65,7 @@ async def show(request: web.Request, problem: Problem, offer: Offer, raw: bytes)
         amount_msat=offer.amount.value,
         invoice=offer.bolt11,
         payment_hash=offer.payment_hash,
-        pay_to=offer.payee or offer.payment_hash,
+        network=offer.network,
         timeout=max(1, int(offer.expires_at - time.time())),
     )
     required, required_json = x402.payment_required(
@@ -95,12 +105,35 @@ def _paid(row: InvoiceRow, digest: str, scheme: str) -> L402Payment:
     return L402Payment(token_id, Msat(row.amount_msat), digest, bound=True, scheme=scheme)
 
 
-async def mpp_payment(
-    request: web.Request, engine: Engine, raw: bytes
-) -> tuple[L402Payment, dict[str, str]]:
+@dataclass(frozen=True, slots=True)
+class Presented:
+    """A paid form that verified: the bound payment, the headers of its answer (sent only
+    with a 2xx: receipts), and the token's L402 macaroon, which with the invoice's preimage
+    reads and withdraws its credit (change, a refund, a payment a risen price left)."""
+
+    paid: L402Payment
+    headers: dict[str, str]
+    macaroon: str
+
+
+async def _macaroon(request: web.Request, paid: L402Payment, row: InvoiceRow) -> str | None:
+    """The L402 macaroon of the token an offer minted, or None if the token is gone."""
+    try:
+        return await request.app[L402].reissue(
+            row.payment_hash,
+            paid.token_id,
+            digest=paid.digest,
+            max_price=paid.max_price,
+            valid_until=int(row.expires_at) + TOKEN_GRACE,
+        )
+    except L402Error:
+        return None
+
+
+async def mpp_payment(request: web.Request, engine: Engine, raw: bytes) -> Presented:
     """A verified ``Authorization: Payment`` credential as the bound payment it is, and the
-    headers of its answer (``Payment-Receipt``). 401 if it is wrong; a fresh offer if it
-    expired."""
+    headers of its answer (``Payment-Receipt``). Refused (a fresh offer, as any 402) if it is
+    malformed, not issued here for this request, expired, or unpaid."""
     digest = request_digest(raw)
     try:
         credential = mpp.parse_credential(request.headers["Authorization"])
@@ -111,33 +144,23 @@ async def mpp_payment(
             raise MppError("invalid_challenge", "no such offer")
         if not await engine.confirm(credential.payment_hash):
             raise MppError("unpaid", "the invoice of this challenge is not settled")
+        paid = _paid(row, digest, "mpp")
+        macaroon = await _macaroon(request, paid, row)
+        if macaroon is None:
+            raise MppError("invalid_challenge", "the token of this offer is gone")
     except MppError as exc:
-        if exc.reason == "expired":
-            raise Refusal("mpp_expired", exc.detail) from None
         if exc.reason == "unpaid":
-            raise Problem(
-                401,
+            raise Refusal(
                 "mpp_unpaid",
                 f"{exc.detail}; its settlement may not be confirmed yet: retry shortly",
                 retry_after=1,
             ) from None
-        raise Problem(401, f"mpp_{exc.reason}", exc.detail) from None
-    paid = _paid(row, digest, "mpp")
-    # What reads and withdraws the change: Authorization: L402 <macaroon>:<preimage>
-    macaroon = await request.app[L402].reissue(
-        row.payment_hash,
-        paid.token_id,
-        digest=digest,
-        max_price=paid.max_price,
-        valid_until=int(row.expires_at) + TOKEN_GRACE,
-    )
+        raise Refusal(f"mpp_{exc.reason}", exc.detail) from None
     receipt = mpp.receipt(row.payment_hash, credential.challenge.id, {"macaroon": macaroon})
-    return paid, {"Payment-Receipt": receipt}
+    return Presented(paid, {"Payment-Receipt": receipt}, macaroon)
 
 
-async def x402_payment(
-    request: web.Request, engine: Engine, raw: bytes
-) -> tuple[L402Payment, dict[str, str]]:
+async def x402_payment(request: web.Request, engine: Engine, raw: bytes) -> Presented:
     """A ``PAYMENT-SIGNATURE`` naming an invoice offered here for this request and settled,
     as the bound payment it is, and the headers of its answer (``PAYMENT-RESPONSE``)."""
     digest = request_digest(raw)
@@ -147,6 +170,10 @@ async def x402_payment(
             decoded = decode_invoice(signature.invoice)
         except InvalidInvoice as exc:
             raise X402Error("malformed", str(exc)) from None
+        if x402.network_id(decoded.network) != signature.network:
+            raise X402Error("malformed", "the network named is not the invoice's")
+        if decoded.expired():  # the scheme's step 7
+            raise X402Error("expired", "this invoice has expired")
         row = await _offered(request, decoded.payment_hash, signature.invoice)
         if row is None:
             raise X402Error("unknown_invoice", "this invoice was not offered here")
@@ -154,10 +181,14 @@ async def x402_payment(
             raise X402Error("wrong_request", "this invoice was issued for another request")
         if not await engine.confirm(row.payment_hash):
             raise X402Error("unpaid", "this invoice is not settled")
+        paid = _paid(row, digest, "x402")
+        macaroon = await _macaroon(request, paid, row)
+        if macaroon is None:
+            raise X402Error("unknown_invoice", "the token of this offer is gone")
     except X402Error as exc:
         if exc.reason == "malformed":
             raise Problem(400, "x402_malformed", exc.detail) from None
         # x402 answers a payment it cannot take with a fresh PAYMENT-REQUIRED
         raise Refusal(f"x402_{exc.reason}", exc.detail) from None
-    paid = _paid(row, digest, "x402")
-    return paid, {"PAYMENT-RESPONSE": x402.payment_response(row.payment_hash)}
+    answer = x402.payment_response(row.payment_hash, decoded.network)
+    return Presented(paid, {"PAYMENT-RESPONSE": answer}, macaroon)

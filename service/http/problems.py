@@ -125,6 +125,8 @@ class Problem(Exception):
             self.headers["Retry-After"] = str(max(1, retry_after))
         if kind in _FINAL_KINDS:
             self.headers["x-should-retry"] = "false"
+        if status == 402:  # its offer is a single-use invoice (draft-lightning-charge-00)
+            self.headers["Cache-Control"] = "no-store"
 
     def openai_error(self) -> dict[str, Any]:
         """OpenAI's error object for this problem."""

@@ -224,7 +224,8 @@ class Engine:
             async with self._ctx.store.read() as tx:
                 task_id = await tx.get_value(l402.served)
                 earlier = await tx.task(task_id) if task_id else None
-            if earlier is not None:
+            # A refunded run (every model failed) is no answer: the payment runs again.
+            if earlier is not None and earlier.state != State.REFUNDED:
                 return Chat(_same_scheme(earlier, l402), replay=True)
         priced = await self._quoter.price(request)
         paid: Paid | None = None
@@ -270,6 +271,7 @@ class Engine:
                 task_id=task_id,
                 extra={"paid_by": l402.scheme},
                 remember=(l402.served, task_id),
+                rerun_refunded=True,
             )
             if task.id != task_id:
                 return Chat(_same_scheme(task, l402), replay=True)
@@ -421,11 +423,12 @@ class Engine:
 
 
 def _same_scheme(earlier: TaskRow, paid: L402Payment) -> TaskRow:
-    """The task a bound payment already ran, if it is presented as it was then: a repeat
-    replays the answer. The same payment presented under another scheme (L402, MPP, x402)
-    is refused, so that one payment is never taken as two."""
+    """The task a bound payment already ran: a repeat replays the answer. A preimage (L402,
+    MPP) proves the payment, so it gets the answer whichever scheme ran it; an x402
+    presentation names only the invoice, which is no secret, so it gets the answer only of a
+    run it started (one payment is never taken as two)."""
     before = earlier.data.get("paid_by", "l402")
-    if before != paid.scheme:
+    if before != paid.scheme and paid.scheme == "x402":
         raise Refusal(
             "payment_already_used",
             f"this payment was already presented as {before} for this request; "

@@ -11,7 +11,7 @@ from billing.lightning import decode_invoice
 from billing.money import Msat
 
 from .context import Context
-from .offers import TOKEN_GRACE, Offer, memo
+from .offers import TOKEN_GRACE, Offer, memo, mint_gate
 from .payments import Payments
 from .quotes import Priced, Quoter, StoredQuote
 from .refusals import Refusal
@@ -65,6 +65,8 @@ class Challenger:
         assert authority is not None, "L402 needs the engine built with its authority"
         priced = priced or await self._quoter.price(request)
         total = priced.quote.total
+        if (gate := mint_gate.get()) is not None:
+            await gate()
         invoice = await self._payments.invoice(total, memo(digest))
         macaroon, token_id = await authority.mint(
             invoice.payment_hash,

@@ -10,9 +10,16 @@ against)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 from billing.money import Msat
+
+#: Awaited before an offer's invoice is minted, when set: the HTTP layer sets it for a request
+#: presenting a paid form (L402, MPP, x402), which was not counted as asking for an invoice,
+#: so that one ending in a fresh offer is held to the invoice limits (it raises to refuse).
+mint_gate: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar("mint_gate", default=None)
 
 #: How long a token outlives its invoice: its change can be spent or withdrawn meanwhile.
 TOKEN_GRACE = 86_400

@@ -75,11 +75,13 @@ class Payments:
         task_id: str | None = None,
         extra: dict[str, Any] | None = None,
         remember: tuple[str, str] | None = None,
+        rerun_refunded: bool = False,
     ) -> TaskRow:
         """A call paid from ``payer``'s credit: its maximum price moves into escrow now. A chat
         completion runs at once (``running``); a task (kind ``account``) is ``paid`` and waits
         for a worker. With ``remember`` (a key and its entry) a key already taken returns the
-        task it stands for and reserves nothing."""
+        task it stands for and reserves nothing; with ``rerun_refunded`` a key whose task was
+        refunded is taken over (the refund is the credit reserved again)."""
         ctx = self._ctx
         task_id = task_id or "task_" + secrets.token_hex(12)
         now = time.time()
@@ -100,7 +102,8 @@ class Payments:
         logs.task_id.set(task_id)
         try:
             async with ctx.store.transaction() as tx:
-                if remember and (earlier := await idempotency.taken(tx, remember[0])):
+                earlier = await idempotency.taken(tx, remember[0]) if remember else None
+                if earlier and not (rerun_refunded and earlier.state == State.REFUNDED):
                     return earlier
                 task = await insert(tx, task, lease=ctx.config.lease)
                 await budget.commit(tx, ctx.config.budgets, payer, total, cost_max, now)
