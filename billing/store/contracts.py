@@ -38,6 +38,8 @@ BenchRecord = tuple[Any, ...]
 #: The kinds of row a sweep claims (``ClaimsTx``); the key is the row's payment hash.
 INVOICE_CLAIM = "invoice"
 PAYOUT_CLAIM = "payout"
+#: The states of a payout still open (``billing.payouts.OPEN``): the ones a claim is kept on.
+OPEN_PAYOUTS = ("reserved", "in_flight")
 
 
 class StoreError(Exception):
@@ -253,8 +255,10 @@ class ClaimsTx(Protocol):
         """As :meth:`claim_expired_invoices`, for payouts in ``states``, oldest first."""
 
     async def renew_claims(self, owner: str, expires_at: float, now: float) -> int:
-        """Extend every claim ``owner`` holds to ``expires_at`` and forget every claim that
-        expired before ``now`` (free already); how many ``owner`` holds."""
+        """Extend every claim ``owner`` holds to ``expires_at``; forget every claim that
+        expired before ``now`` (free already) and every claim on a row no longer open (an
+        invoice settled or expired, a payout final: nothing left to do); how many ``owner``
+        still holds."""
 
     async def drop_claim(self, kind: str, key: str, owner: str) -> None:
         """Give up ``owner``'s claim on ``key`` of ``kind`` (:data:`INVOICE_CLAIM`,

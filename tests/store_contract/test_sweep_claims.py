@@ -4,6 +4,7 @@ time, taken again once the claim expires, given up by their holder only."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 from billing.store import INVOICE_CLAIM, PAYOUT_CLAIM, InvoiceRow, PayoutRow, Store, open_store
 
@@ -127,3 +128,16 @@ async def test_renewing_extends_the_owners_claims_and_forgets_expired_ones(store
     assert await _claim_invoices(store, "r3", 35.0) == ["h3"]  # r1's run until 40
     async with store.transaction() as tx:
         assert await tx.renew_claims("r2", 50.0, 36.0) == 0
+
+
+async def test_renewing_forgets_claims_on_rows_no_longer_open(store: Store) -> None:
+    await _invoices(store, ("h1", "open", 1.0), ("h2", "open", 2.0))
+    await _payouts(store, ("p1", "in_flight"), ("p2", "reserved"))
+    assert await _claim_invoices(store, "r1", 10.0) == ["h1", "h2"]
+    assert await _claim_payouts(store, "r1", 10.0) == ["p1", "p2"]
+    async with store.transaction() as tx:
+        assert await tx.set_invoice_status("h1", "settled", 11.0)
+        p1 = await tx.payout("p1")
+        assert p1 is not None
+        assert await tx.update_payout(replace(p1, state="succeeded"), expected_state="in_flight")
+        assert await tx.renew_claims("r1", 40.0, 12.0) == 2  # h2 and p2 only

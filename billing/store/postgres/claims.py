@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..contracts import INVOICE_CLAIM, PAYOUT_CLAIM
+from ..contracts import INVOICE_CLAIM, OPEN_PAYOUTS, PAYOUT_CLAIM
 from ..rows import InvoiceRow, PayoutRow, TaskRow
 from .base import PostgresBase
 from .invoices import _COLUMNS as _INVOICE_COLUMNS
@@ -93,7 +93,18 @@ class PostgresClaims(PostgresBase):
         return [PayoutRow(*r) for r in rows]
 
     async def renew_claims(self, owner: str, expires_at: float, now: float) -> int:
-        await self._run("DELETE FROM claims WHERE expires_at < $1 AND owner <> $2", now, owner)
+        await self._run(
+            "DELETE FROM claims c WHERE (c.expires_at < $1 AND c.owner <> $2)"
+            " OR (c.kind = $3 AND NOT EXISTS (SELECT 1 FROM invoices i"
+            "  WHERE i.payment_hash = c.key AND i.status = 'open'))"
+            " OR (c.kind = $4 AND NOT EXISTS (SELECT 1 FROM payouts p"
+            "  WHERE p.payment_hash = c.key AND p.state = ANY($5::text[])))",
+            now,
+            owner,
+            INVOICE_CLAIM,
+            PAYOUT_CLAIM,
+            list(OPEN_PAYOUTS),
+        )
         return await self._run(
             "UPDATE claims SET expires_at = $1 WHERE owner = $2", expires_at, owner
         )

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from ..contracts import INVOICE_CLAIM, PAYOUT_CLAIM
+from ..contracts import INVOICE_CLAIM, OPEN_PAYOUTS, PAYOUT_CLAIM
 from ..rows import InvoiceRow, PayoutRow, TaskRow
 from .base import SqliteBase
 from .invoices import SqliteInvoices
 from .payouts import SqlitePayouts
 
 # Unclaimed, claimed by the claimant itself (renewed), or under a claim that expired.
+_OPEN_MARKS = ",".join("?" * len(OPEN_PAYOUTS))
 _FREE = "(c.key IS NULL OR c.owner = ? OR c.expires_at < ?)"
 
 
@@ -65,7 +66,14 @@ class SqliteClaims(SqliteBase):
         return [PayoutRow(*r) for r in rows]
 
     async def renew_claims(self, owner: str, expires_at: float, now: float) -> int:
-        self._run("DELETE FROM claims WHERE expires_at < ? AND owner <> ?", (now, owner))
+        self._run(
+            "DELETE FROM claims WHERE (expires_at < ? AND owner <> ?)"
+            " OR (kind = ? AND NOT EXISTS (SELECT 1 FROM invoices i"
+            "  WHERE i.payment_hash = claims.key AND i.status = 'open'))"
+            " OR (kind = ? AND NOT EXISTS (SELECT 1 FROM payouts p"
+            f"  WHERE p.payment_hash = claims.key AND p.state IN ({_OPEN_MARKS})))",
+            (now, owner, INVOICE_CLAIM, PAYOUT_CLAIM, *OPEN_PAYOUTS),
+        )
         return self._run("UPDATE claims SET expires_at = ? WHERE owner = ?", (expires_at, owner))
 
     async def drop_claim(self, kind: str, key: str, owner: str) -> None:
