@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import secrets
 import time
 from dataclasses import replace
 
@@ -37,13 +38,15 @@ from .lightning import (
     decode_invoice,
 )
 from .money import Msat, Rounding
-from .store import PayoutRow, Store
+from .store import PAYOUT_CLAIM, PayoutRow, Store
 
 log = logging.getLogger(__name__)
 
 #: Routing fee limit when the agent does not name one: 1 % of the amount, at least 10 sat.
 DEFAULT_FEE_PPM = 10_000
 MIN_FEE_LIMIT = Msat(10_000)
+#: Open payouts one sweep claims at most (the rest wait for the next, or another replica).
+SWEEP_BATCH = 1000
 
 
 class State(enum.StrEnum):
@@ -87,6 +90,8 @@ class Payouts:
         absent_after: float = 120.0,
         give_up_after: int = 60,
         reserved_grace: float = 30.0,
+        owner: str | None = None,
+        claim_for: float = 60.0,
     ) -> None:
         self._store = store
         self._lightning = lightning
@@ -102,6 +107,11 @@ class Payouts:
         self._reserved_grace = reserved_grace
         #: Payouts a task of this process is sending: the sweep leaves them alone.
         self._in_hand: set[str] = set()
+        #: Who this process's sweep claims open payouts as, and for how long each time (a
+        #: claim this sweep does not finish is its own again at the next, and another
+        #: replica's once it runs out).
+        self._owner = owner or f"payouts-{secrets.token_hex(6)}"
+        self._claim_for = claim_for
         self._jobs: set[asyncio.Task[PayoutRow]] = set()
 
     # -- a withdrawal ------------------------------------------------------------------------
@@ -242,11 +252,20 @@ class Payouts:
         """Resolve every open payout nobody in this process is sending: a ``reserved`` one
         was never sent (a crash before the hand-over) and is refunded (on a database replicas
         share, once it is older than the grace: until then another may be sending it); an
-        ``in_flight`` one is asked about. The number that became final."""
+        ``in_flight`` one is asked about. The number that became final.
+
+        The payouts are claimed first (``ClaimsTx``): replicas sweeping at once never both ask
+        the backend about one. A claim changes no outcome (each move stays a compare-and-set);
+        it is dropped once the payout is final and runs out if this process dies."""
         async with self._store.read() as tx:
-            open_payouts = await tx.payouts_in_states(OPEN)
-        done = 0
+            if not await tx.payouts_in_states(OPEN):
+                return 0  # the usual case: no write transaction
         now = time.time()
+        async with self._store.transaction() as tx:
+            open_payouts = await tx.claim_payouts(
+                OPEN, self._owner, now + self._claim_for, now, SWEEP_BATCH
+            )
+        done = 0
         for payout in open_payouts:
             if payout.payment_hash in self._in_hand:
                 continue
@@ -263,7 +282,10 @@ class Payouts:
                 )
             else:
                 after = await self._check(payout)
-            done += after.state in (State.SUCCEEDED, State.FAILED)
+            if after.state in (State.SUCCEEDED, State.FAILED):
+                done += 1
+                async with self._store.transaction() as tx:
+                    await tx.drop_claim(PAYOUT_CLAIM, payout.payment_hash, self._owner)
         return done
 
     async def run(self, interval: float) -> None:

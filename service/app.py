@@ -360,6 +360,8 @@ def create_app(
                     backend,
                     patience=settings.payout_patience,
                     absent_after=settings.payout_absent_after,
+                    owner=config.lease.owner,  # its claims renewed with the leases
+                    claim_for=config.lease.seconds,
                 ),
                 l402=authority,
                 hooks=engine_hooks,

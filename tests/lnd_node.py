@@ -114,6 +114,8 @@ class FakeLnd(ln_grpc.LightningServicer, router_grpc.RouterServicer):
     #: "end": SendPaymentV2 ends after an IN_FLIGHT update; "drop": it fails UNAVAILABLE.
     send_stream_cut: str | None = None
     routing_fee_msat: int = ROUTING_FEE_MSAT
+    #: The payment hashes TrackPaymentV2 was asked about, one entry per call.
+    tracked: list[str] = field(default_factory=list)
     #: False: pay whatever the route costs, over the limit too (as LNbits' API does).
     enforce_fee_limit: bool = True
     #: The node's own msat in its channels before any invoice or payment.
@@ -248,6 +250,7 @@ class FakeLnd(ln_grpc.LightningServicer, router_grpc.RouterServicer):
 
     async def TrackPaymentV2(self, request: Any, context: Any) -> AsyncIterator[ln.Payment]:
         await self._auth(context)
+        self.tracked.append(bytes(request.payment_hash).hex())
         payment = self.outgoing.get(bytes(request.payment_hash).hex())
         if payment is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, "payment isn't initiated")

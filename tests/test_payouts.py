@@ -500,3 +500,54 @@ async def test_another_replicas_sweep_leaves_a_payout_it_is_about_to_send(
         await backend.close()
         await store.close()
         await node.server.stop(None)
+
+
+@pytest.mark.postgresql
+async def test_replicas_sweeping_at_once_ask_about_each_open_payout_once(
+    postgres_url: str,
+) -> None:
+    """Three replicas' sweeps at once over payouts left in flight: each payout is claimed by
+    one of them, so the node is asked about each once, not three times. A claim whose replica
+    stops short (it died) is taken by another sweep once it runs out."""
+    node, address, cert = await start_node(MACAROON)
+    backend = LndBackend(
+        lnd_channel(address, cert, MACAROON, server_name="localhost"), _NoIndex(), max_backoff=0.2
+    )
+    stores = [await open_store(postgres_url) for _ in range(3)]
+    try:
+        async with stores[0].transaction() as tx:
+            await ledger.post(tx, ledger.deposit("agent", Msat(10_000_000), "d" * 64))
+        node.hold_payments = True
+        sending = Payouts(stores[0], backend, patience=0.2, poll=0.05)
+        held = [
+            await sending.withdraw("agent", node.external_invoice(10_000 + n), Msat(2_000))
+            for n in range(12)
+        ]
+        assert {p.state for p in held} == {State.IN_FLIGHT}
+        node.tracked.clear()
+        # Claims that run out soon: the replicas stop sweeping after this once (they died).
+        sweeps = [Payouts(store, backend, claim_for=0.5) for store in stores]
+        assert await asyncio.gather(*(s.sweep() for s in sweeps)) == [0, 0, 0]
+        assert sorted(node.tracked) == sorted(p.payment_hash for p in held)  # each once
+        survivor = Payouts(stores[1], backend)
+        assert await survivor.sweep() == 0  # all claimed: not asked about meanwhile
+        assert len(node.tracked) == len(held)
+        hashes = {p.payment_hash for p in held}
+
+        async def taken_over() -> bool:
+            await survivor.sweep()
+            return set(node.tracked[len(held) :]) == hashes
+
+        await _until(taken_over)  # once the dead replicas' claims ran out
+        for payout in held:
+            node.finish(payout.payment_hash, succeed=True)
+        await asyncio.wait_for(asyncio.gather(*sending._jobs), 30)  # a bound, not a target
+        assert await survivor.sweep() == 0
+        async with stores[0].read() as tx:
+            assert await tx.payouts_in_states(["reserved", "in_flight"]) == []
+            assert (await ledger.check(tx)).ok
+    finally:
+        for store in stores:
+            await store.close()
+        await backend.close()
+        await node.server.stop(None)

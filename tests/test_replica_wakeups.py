@@ -43,6 +43,22 @@ class DeafProxy(LnbitsProxy):
         raise web.HTTPNotFound()
 
 
+class LookupProxy(LnbitsProxy):
+    """LNbits, with the invoice status lookups one replica makes recorded (by payment hash)
+    and each slowed a little, so that two sweeps at once would overlap."""
+
+    def __init__(self, upstream: str) -> None:
+        super().__init__(upstream)
+        self.looked_up: list[str] = []
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        tail = request.path.removeprefix("/api/v1/payments/")
+        if request.method == "GET" and tail != request.path and len(tail) == 64:
+            self.looked_up.append(tail)
+            await asyncio.sleep(0.2)
+        return await super()._handle(request)
+
+
 class Tap:
     """A loopback proxy in front of the OpenRouter emulator for one replica: the generation
     ids that replica looked up."""
@@ -295,3 +311,42 @@ async def test_each_completed_task_is_reconciled_by_one_replica(
 
 async def _is(state: Any, *wanted: str) -> bool:
     return await state in wanted
+
+
+async def test_each_expired_invoice_is_looked_up_by_one_replica(
+    cluster: tuple[StartReplica, Emulator, Store], lnbits: LnbitsServer, postgres_url: str
+) -> None:
+    """Sweeps every tenth of a second on both replicas, each status lookup slow: every invoice
+    that ran out unpaid is asked about by the one replica that claimed it, then expired."""
+    start, _, store = cluster
+    proxies = [await LookupProxy(lnbits.url).start() for _ in range(2)]
+    try:
+        fast = {"SATROUTER_SWEEP_SECONDS": "0.1"}
+        one = await start("one", LNBITS_URL=proxies[0].url, **fast)
+        await start("two", LNBITS_URL=proxies[1].url, **fast)
+        async with httpx.AsyncClient(timeout=60) as http:
+            body = {"messages": HELLO, "model": CHEAP, "max_tokens": 10}
+            ids = [
+                (await http.post(one.url + "/v1/tasks", json=body)).json()["id"] for _ in "123456"
+            ]
+        conn = await asyncpg.connect(postgres_url)
+        try:
+            for proxy in proxies:
+                proxy.looked_up.clear()
+            # Run out now rather than after the ten minutes an invoice is valid.
+            ran_out = await conn.fetch(
+                "UPDATE invoices SET expires_at = 1 WHERE status = 'open' RETURNING payment_hash"
+            )
+        finally:
+            await conn.close()
+        assert len(ran_out) == len(ids)
+
+        async def expired() -> bool:
+            return all([await _is(_state(store, i), "expired") for i in ids])
+
+        await until(expired, timeout=BOUND)
+        looked_up = proxies[0].looked_up + proxies[1].looked_up
+        assert sorted(looked_up) == sorted(r["payment_hash"] for r in ran_out)  # each once
+    finally:
+        for proxy in proxies:
+            await proxy.close()

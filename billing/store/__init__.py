@@ -15,6 +15,8 @@ the engines stand side by side without the callers knowing which one they use.
 from __future__ import annotations
 
 from .contracts import (
+    INVOICE_CLAIM,
+    PAYOUT_CLAIM,
     AuditRecord,
     AuditTx,
     BenchRecord,
@@ -50,6 +52,8 @@ from .rows import (
 )
 
 __all__ = [
+    "INVOICE_CLAIM",
+    "PAYOUT_CLAIM",
     "AccountRow",
     "AuditRecord",
     "AuditTx",

@@ -35,6 +35,13 @@ AuditRecord = tuple[int, float, str, str, str, str]
 BenchRecord = tuple[Any, ...]
 
 
+#: The kinds of row a sweep claims (``ClaimsTx``); the key is the row's payment hash.
+INVOICE_CLAIM = "invoice"
+PAYOUT_CLAIM = "payout"
+#: The states of a payout still open (``billing.payouts.OPEN``): the ones a claim is kept on.
+OPEN_PAYOUTS = ("reserved", "in_flight")
+
+
 class StoreError(Exception):
     """The database refused an operation (constraint, unknown engine, bad URL)."""
 
@@ -232,6 +239,30 @@ class ClaimsTx(Protocol):
         nobody holds (no lease, or one expired before ``now``), oldest first; the tasks
         claimed. Two transactions claiming at once never both get a task (PostgreSQL: the
         rows are picked ``FOR UPDATE SKIP LOCKED``)."""
+
+    async def claim_expired_invoices(
+        self, owner: str, expires_at: float, now: float, limit: int
+    ) -> list[InvoiceRow]:
+        """Claim for ``owner`` until ``expires_at`` at most ``limit`` open invoices past their
+        expiry at ``now`` that no other claimant holds (no claim, an expired one, or
+        ``owner``'s own, which is renewed), soonest expired first; the invoices claimed. Two
+        transactions claiming at once never both get an invoice (PostgreSQL: ``FOR UPDATE
+        SKIP LOCKED``). The claim lasts until :meth:`drop_claim` or ``expires_at``."""
+
+    async def claim_payouts(
+        self, states: Sequence[str], owner: str, expires_at: float, now: float, limit: int
+    ) -> list[PayoutRow]:
+        """As :meth:`claim_expired_invoices`, for payouts in ``states``, oldest first."""
+
+    async def renew_claims(self, owner: str, expires_at: float, now: float) -> int:
+        """Extend every claim ``owner`` holds to ``expires_at``; forget every claim that
+        expired before ``now`` (free already) and every claim on a row no longer open (an
+        invoice settled or expired, a payout final: nothing left to do); how many ``owner``
+        still holds."""
+
+    async def drop_claim(self, kind: str, key: str, owner: str) -> None:
+        """Give up ``owner``'s claim on ``key`` of ``kind`` (:data:`INVOICE_CLAIM`,
+        :data:`PAYOUT_CLAIM`); nothing if another holds it or nobody does."""
 
 
 class BudgetsTx(Protocol):

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from billing.l402 import root_key_id
 from billing.lightning.settlement import confirmed_settlements
-from billing.store import InvoiceRow, TaskRow
+from billing.store import INVOICE_CLAIM, InvoiceRow, TaskRow
 
 from .. import logs
 from ..singletons import run_alone
@@ -80,14 +80,17 @@ class Workers:
         return taken
 
     async def heartbeat(self) -> None:
-        """Every third of a lease: renew this replica's leases, then take over the work of
-        replicas whose leases ran out."""
+        """Every third of a lease: renew this replica's leases and claims (a batch of expired
+        invoices may take longer than a lease), then take over the work of replicas whose
+        leases ran out."""
         lease = self._ctx.config.lease
         while True:
             await asyncio.sleep(lease.heartbeat)
             try:
                 async with self._ctx.store.transaction() as tx:
-                    await tx.renew_leases(lease.owner, lease.until(time.time()))
+                    now = time.time()
+                    await tx.renew_leases(lease.owner, lease.until(now))
+                    await tx.renew_claims(lease.owner, lease.until(now), now)
                 await self.recover()
             except Exception:
                 log.exception("renewing or taking over leases failed")
@@ -161,6 +164,17 @@ class Workers:
                 [State.COMPLETED], lease.owner, lease.until(time.time()), now, SWEEP_BATCH
             )
 
+    async def _claim_expired(self, now: float) -> list[InvoiceRow]:
+        """Expired open invoices claimed for this replica (``ClaimsTx``): two replicas
+        sweeping at once never both ask the backend about one. A claim this replica does not
+        finish (it died, or the sweep failed midway) is taken by the next sweep once it runs
+        out: its own at once, another replica's after a lease."""
+        lease = self._ctx.config.lease
+        async with self._ctx.store.transaction() as tx:
+            return await tx.claim_expired_invoices(
+                lease.owner, lease.until(time.time()), now, SWEEP_BATCH
+            )
+
     def _pushed(self, payment_hash: str | None) -> None:
         hook = self._ctx.hooks.pushed
         if payment_hash is not None and hook is not None:
@@ -186,7 +200,7 @@ class Workers:
             now = time.time()
             async with ctx.store.read() as tx:
                 ready = await tx.tasks_in_states([State.PAID])
-                expiring = await tx.expired_open_invoices(now, SWEEP_BATCH)
+                expiring = await tx.expired_open_invoices(now, 1)  # any to claim?
                 waiting = await tx.count_open_invoices()
             ready += await self._claim_completed(
                 math.inf if starting and not ctx.store.shared else now
@@ -196,8 +210,11 @@ class Workers:
                 self.spawn(task)
             if ctx.metrics is not None:
                 ctx.metrics.open_invoices.set(waiting)
-            for invoice in expiring:
-                await self._expire(invoice)
+            for invoice in await self._claim_expired(now) if expiring else []:
+                try:
+                    await self._expire(invoice)
+                except Exception:  # its claim stays this replica's: the next sweep retries
+                    log.exception("expiring %s failed", invoice.payment_hash[:16])
             retention = ctx.config.unpaid_retention
             if now - pruned_at >= min(60.0, max(retention, 1.0)):
                 await self._prune(now - retention)
@@ -207,10 +224,14 @@ class Workers:
     async def _expire(self, invoice: InvoiceRow) -> None:
         """An invoice past its expiry: paid at the last moment after all, or expired (with
         its task, if it was a task's)."""
+        owner = self._ctx.config.lease.owner
         if await self._payments.confirm(invoice.payment_hash):
+            async with self._ctx.store.transaction() as tx:
+                await tx.drop_claim(INVOICE_CLAIM, invoice.payment_hash, owner)
             return
         moved: TaskRow | None = None
         async with self._ctx.store.transaction() as tx:
+            await tx.drop_claim(INVOICE_CLAIM, invoice.payment_hash, owner)
             if not await tx.set_invoice_status(invoice.payment_hash, "expired", None):
                 return
             task = await tx.task(invoice.ref) if invoice.purpose == "task" else None
@@ -238,6 +259,10 @@ class Workers:
     async def running(self) -> AsyncIterator[None]:
         """Recover, then run the workers until the block exits."""
         ctx = self._ctx
+        if not ctx.store.shared:  # no other process uses it: every claim is a dead one's
+            lease = ctx.config.lease
+            async with ctx.store.transaction() as tx:
+                await tx.renew_claims(lease.owner, lease.until(time.time()), math.inf)
         await self.recover(starting=True)
         workers = [
             asyncio.create_task(self.settlements()),
