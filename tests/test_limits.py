@@ -118,14 +118,19 @@ async def test_an_anonymous_flood_is_bounded_and_paying_agents_go_on(
         if int(began // 60) != int(ended // 60):
             allowed += math.ceil(60 * (ended % 60) / 60) + 1
         challenged = statuses.count(402)
-        assert 59 <= challenged <= allowed, (challenged, began, ended)
-        assert statuses.count(429) == 2000 - challenged, collections.Counter(statuses)
+        # An admitted request whose invoice LNbits was too slow to make (a loaded machine) is
+        # a 503 lightning_unavailable: it used its place under the limit all the same.
+        slow = [r for r in flood if r.status_code == 503]
+        assert all(r.json()["type"].endswith("lightning_unavailable") for r in slow)
+        admitted = challenged + len(slow)
+        assert 59 <= admitted <= allowed, (challenged, len(slow), began, ended)
+        assert statuses.count(429) == 2000 - admitted, collections.Counter(statuses)
         refused = next(r for r in flood if r.status_code == 429)
         assert refused.headers["Content-Type"].startswith("application/problem+json")
         assert refused.json()["type"].endswith("rate_limited")
         assert 1 <= int(refused.headers["Retry-After"]) <= 60
         # LNbits was asked for those invoices and no more: the deposit and the challenges.
-        assert await _lnbits_invoices(guarded) == 1 + challenged
+        assert 1 + challenged <= await _lnbits_invoices(guarded) <= 1 + admitted
         assert _count(database, "invoices") == 1 + challenged
         # A paying agent with a key is not held back by the flood from its address.
         paid = await http.post("/v1/chat/completions", json=BODY, headers=account["auth"])
