@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from billing import ledger
 from billing.store import open_store
@@ -455,3 +457,109 @@ async def test_killed_mid_call_the_token_s_holder_gets_it_all_back(
 
 async def _asked(emulator: Emulator) -> bool:
     return any(r["path"].endswith("/chat/completions") for r in emulator.state.requests)
+
+
+class HoldingMint:
+    """The mint behind a loopback proxy; once ``armed``, a swap reaches the mint, its answer
+    is held (``swapped`` set) and, on ``release``, the connection is dropped unanswered."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.armed = False
+        self.swapped = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        return app
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+        async with httpx.AsyncClient(timeout=60) as http:
+            answer = await http.request(
+                request.method, self.upstream + request.path_qs, content=body, headers=headers
+            )
+        if self.armed and request.path == "/v1/swap":
+            self.swapped.set()  # done at the mint; the wallet has not heard
+            await self.release.wait()
+            assert request.transport is not None
+            request.transport.close()
+        return web.Response(
+            status=answer.status_code,
+            body=answer.content,
+            content_type=answer.headers.get("content-type", "application/json").split(";")[0],
+        )
+
+
+async def test_killed_between_the_swap_and_its_booking_the_holder_is_refunded(
+    service_process: tuple[ServiceProcess, Emulator, LnbitsServer, Wallet, Path],
+    mint: Mint,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL after the mint swapped the token and before satrouter booked it: the proofs
+    are gone from the agent and the wallet never stored the swap's outputs. After the restart
+    the token's intent is resolved from the wallet's record and the mint: the outputs are
+    restored, the token's worth is booked once as a refund, and the token fetches it all."""
+    server, emulator, _, _, db = service_process
+    holding = HoldingMint(mint.url)
+    proxy_runner, proxy_url = await serve(holding.app())
+    proxied = Mint(proxy_url, mint.folder)
+    server.env |= {
+        "SATROUTER_CASHU_MINTS": proxy_url,
+        "SATROUTER_CASHU_PYTHON": str(PYTHON),
+        "SATROUTER_CASHU_DIR": str(tmp_path / "cashu"),
+    }
+    wallet = AgentWallet(proxied, tmp_path / "agent-wallet")
+    # Minted without the wallet's websocket (which the proxy does not carry): ask, then mint.
+    asked = await asyncio.to_thread(wallet._run, "invoice", "200", "--no-check")
+    quote = re.search(r"--id (\S+)", asked)
+    assert quote, asked
+    await asyncio.to_thread(wallet._run, "invoice", "200", "--id", quote[1])
+    token = await asyncio.to_thread(wallet.token, 60)
+    await server.start()
+    holding.armed = True
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+            call = asyncio.create_task(
+                http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+            )
+
+            async def swapped() -> bool:
+                return holding.swapped.is_set()
+
+            await until(swapped, timeout=60)
+            await server.kill()
+            holding.release.set()
+            with pytest.raises(httpx.HTTPError):
+                await call
+            holding.armed = False
+            await server.start()
+            got = await http.get("/v1/cashu/change", headers={"X-Cashu": token})
+            again = await http.get("/v1/cashu/change", headers={"X-Cashu": token})
+            replay = await http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+        await server.kill()
+        assert got.status_code == 200, got.text
+        # the agent's wallet takes the change (through the proxy: its token names it)
+        await asyncio.to_thread(wallet.receive, got.json()["token"])
+        ecash = EcashWallet(str(PYTHON), tmp_path / "cashu", (proxy_url,))
+        held = await ecash.balance(proxy_url)
+    finally:
+        await proxy_runner.cleanup()
+    fee = 1000  # 100 ppk on the token's proofs (32, 16, 8, 4)
+    assert got.json()["amount_msat"] == 60_000 - fee
+    assert again.json() == got.json()  # once: the same change again
+    assert replay.status_code == 400, replay.text  # the token paid; it does not pay twice
+    assert replay.json()["type"].endswith("cashu_token_spent")
+    assert emulator.state.counters["completions"] == 0
+    store = await open_store(f"sqlite:///{db}")
+    try:
+        async with store.read() as tx:
+            assert (await ledger.check(tx)).ok
+            received = await tx.journal_by_ref(payer_of(got.json()["task_id"]))
+            books = await ledger.balance(tx, ledger.ecash_account(mint_id(proxy_url)))
+    finally:
+        await store.close()
+    assert [j.kind for j in received] == ["ecash_received"]
+    assert books == held * 1000  # the restored proofs, all sent back as the change
