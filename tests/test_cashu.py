@@ -28,7 +28,7 @@ from service.demo.loopback import serve
 from service.ecash.wallet import EcashWallet, mint_id
 from service.emulator.faults import Fault
 from service.http.keys import SETTINGS, STORE
-from service.tasks.cashu import payer_of
+from service.tasks.cashu import payer_of, token_hash
 from service.tasks.engine import EngineConfig
 from tests.conftest import (
     HELLO,
@@ -466,6 +466,8 @@ class HoldingMint:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.armed = False
+        #: hold the swap before it reaches the mint instead (it never happens)
+        self.before = False
         self.swapped = asyncio.Event()
         self.release = asyncio.Event()
 
@@ -477,6 +479,12 @@ class HoldingMint:
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+        if self.armed and self.before and request.path == "/v1/swap":
+            self.swapped.set()
+            await self.release.wait()
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=502)
         async with httpx.AsyncClient(timeout=60) as http:
             answer = await http.request(
                 request.method, self.upstream + request.path_qs, content=body, headers=headers
@@ -563,3 +571,61 @@ async def test_killed_between_the_swap_and_its_booking_the_holder_is_refunded(
         await store.close()
     assert [j.kind for j in received] == ["ecash_received"]
     assert books == held * 1000  # the restored proofs, all sent back as the change
+
+
+async def test_a_token_its_holder_spent_after_a_crash_is_not_credited(
+    service_process: tuple[ServiceProcess, Emulator, LnbitsServer, Wallet, Path],
+    mint: Mint,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL while the swap was asked but had not reached the mint; the holder then spends
+    the token in its own wallet. The open intent finds the token spent with none of this
+    wallet's outputs: someone else's spend. Nothing is credited, and the intent is closed."""
+    server, _, _, _, db = service_process
+    holding = HoldingMint(mint.url)
+    holding.before = True
+    proxy_runner, proxy_url = await serve(holding.app())
+    server.env |= {
+        "SATROUTER_CASHU_MINTS": proxy_url,
+        "SATROUTER_CASHU_PYTHON": str(PYTHON),
+        "SATROUTER_CASHU_DIR": str(tmp_path / "cashu"),
+    }
+    wallet = AgentWallet(Mint(proxy_url, mint.folder), tmp_path / "agent-wallet")
+    asked = await asyncio.to_thread(wallet._run, "invoice", "200", "--no-check")
+    quote = re.search(r"--id (\S+)", asked)
+    assert quote, asked
+    await asyncio.to_thread(wallet._run, "invoice", "200", "--id", quote[1])
+    token = await asyncio.to_thread(wallet.token, 60)
+    await server.start()
+    holding.armed = True
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+            call = asyncio.create_task(
+                http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+            )
+
+            async def asked_to_swap() -> bool:
+                return holding.swapped.is_set()
+
+            await until(asked_to_swap, timeout=60)
+            await server.kill()
+            holding.release.set()
+            with pytest.raises(httpx.HTTPError):
+                await call
+            holding.armed = False
+            await asyncio.to_thread(wallet.receive, token)  # its holder spends it
+            await server.start()
+            got = await http.get("/v1/cashu/change", headers={"X-Cashu": token})
+        await server.kill()
+    finally:
+        await proxy_runner.cleanup()
+    assert got.status_code == 404, got.text
+    store = await open_store(f"sqlite:///{db}")
+    try:
+        async with store.read() as tx:
+            assert (await ledger.check(tx)).ok
+            assert (await tx.ledger_totals()).entries == 0
+            intent = await tx.get_value(f"cashu-intent:{token_hash(token)}")
+    finally:
+        await store.close()
+    assert intent is not None and json.loads(intent)["state"] == "spent_elsewhere"
