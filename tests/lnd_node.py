@@ -52,13 +52,23 @@ def self_signed_cert() -> tuple[bytes, bytes]:
     return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
 
-def make_invoice(payment_hash: str, amount_msat: int | None, memo: str, expiry: int) -> str:
+def make_invoice(
+    payment_hash: str,
+    amount_msat: int | None,
+    memo: str,
+    expiry: int,
+    description_hash: str | None = None,
+) -> str:
     tags = [
         bolt11.Tag(bolt11.TagChar.payment_hash, payment_hash),
-        bolt11.Tag(bolt11.TagChar.description, memo),
         bolt11.Tag(bolt11.TagChar.expire_time, expiry),
         bolt11.Tag(bolt11.TagChar.payment_secret, secrets.token_hex(32)),
     ]
+    if memo:
+        tags.insert(1, bolt11.Tag(bolt11.TagChar.description, memo))
+    else:  # an empty ``d`` field does not decode (a mint asks for one): its hash stands in
+        empty = description_hash or hashlib.sha256(b"").hexdigest()
+        tags.insert(1, bolt11.Tag(bolt11.TagChar.description_hash, empty))
     invoice = bolt11.Bolt11(
         currency="bcrt",
         date=int(time.time()),
@@ -155,12 +165,19 @@ class FakeLnd(ln_grpc.LightningServicer, router_grpc.RouterServicer):
         await self._auth(context)
         preimage = secrets.token_bytes(32)
         payment_hash = hashlib.sha256(preimage).hexdigest()
-        bolt = make_invoice(payment_hash, request.value_msat, request.memo, request.expiry)
+        expiry = request.expiry or 86_400  # LND's default when none is asked for
+        bolt = make_invoice(
+            payment_hash,
+            request.value_msat,
+            request.memo,
+            expiry,
+            bytes(request.description_hash).hex() or None,
+        )
         self.invoices[payment_hash] = _Invoice(
             preimage,
             request.value_msat,
             request.memo,
-            request.expiry,
+            expiry,
             bolt,
             add_index=len(self.invoices) + 1,
         )
@@ -210,10 +227,15 @@ class FakeLnd(ln_grpc.LightningServicer, router_grpc.RouterServicer):
         payment_hash = decoded.payment_hash
         if payment_hash in self.outgoing:  # LND pays an invoice once
             await context.abort(grpc.StatusCode.ALREADY_EXISTS, "payment is in transition")
-        payment = _Outgoing(payment_hash, int(decoded.amount_msat))
+        own = self.invoices.get(payment_hash)
+        if own is not None and not request.allow_self_payment:
+            # LND refuses to route to itself unless asked to
+            await context.abort(grpc.StatusCode.UNKNOWN, "no self-payments allowed")
+        payment = _Outgoing(payment_hash, int(decoded.amount_msat), circular=own is not None)
         self.outgoing[payment_hash] = payment
-        preimage = self.external.get(payment_hash)
-        limit_ok = request.fee_limit_msat >= self.routing_fee_msat or not self.enforce_fee_limit
+        preimage = self._payable(payment)
+        route_fee = 0 if payment.circular else self.routing_fee_msat
+        limit_ok = request.fee_limit_msat >= route_fee or not self.enforce_fee_limit
         if self.send_stream_cut == "end" or not request.no_inflight_updates:
             yield payment.message()  # IN_FLIGHT
         if self.send_stream_cut == "end":
@@ -261,14 +283,28 @@ class FakeLnd(ln_grpc.LightningServicer, router_grpc.RouterServicer):
             await payment.changed.wait()
             yield payment.message()
 
+    def _payable(self, payment: _Outgoing) -> bytes | None:
+        """The preimage a payment would get: an external payee's, or (a circular payment of
+        this node's own open invoice, for its full amount) the invoice's own."""
+        if not payment.circular:
+            return self.external.get(payment.payment_hash)
+        invoice = self.invoices[payment.payment_hash]
+        if invoice.state != ln.Invoice.OPEN or payment.value_msat < invoice.value_msat:
+            return None
+        return invoice.preimage
+
     def finish(self, payment_hash: str, *, succeed: bool) -> None:
         """End an outgoing payment (one held by ``hold_payments`` or cut off in flight)."""
         payment = self.outgoing[payment_hash]
-        preimage = self.external.get(payment_hash)
+        preimage = self._payable(payment)
         if succeed and preimage is not None:
             payment.status = ln.Payment.SUCCEEDED
             payment.preimage = preimage.hex()
-            payment.fee_msat = self.routing_fee_msat
+            # A circular payment's HTLC arrives at this node's own invoice: it settles it, and
+            # no other node took a routing fee.
+            payment.fee_msat = 0 if payment.circular else self.routing_fee_msat
+            if payment.circular:
+                self.settle(payment_hash)
         else:
             payment.status = ln.Payment.FAILED
             payment.failure_reason = ln.FAILURE_REASON_NO_ROUTE
@@ -283,6 +319,8 @@ class _Outgoing:
     preimage: str = ""
     fee_msat: int = 0
     failure_reason: int = ln.FAILURE_REASON_NONE
+    #: to one of this node's own invoices (``allow_self_payment``)
+    circular: bool = False
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     def message(self) -> ln.Payment:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from billing import ledger
 from billing.store import open_store
@@ -26,7 +28,7 @@ from service.demo.loopback import serve
 from service.ecash.wallet import EcashWallet, mint_id
 from service.emulator.faults import Fault
 from service.http.keys import SETTINGS, STORE
-from service.tasks.cashu import payer_of
+from service.tasks.cashu import payer_of, token_hash
 from service.tasks.engine import EngineConfig
 from tests.conftest import (
     HELLO,
@@ -455,3 +457,175 @@ async def test_killed_mid_call_the_token_s_holder_gets_it_all_back(
 
 async def _asked(emulator: Emulator) -> bool:
     return any(r["path"].endswith("/chat/completions") for r in emulator.state.requests)
+
+
+class HoldingMint:
+    """The mint behind a loopback proxy; once ``armed``, a swap reaches the mint, its answer
+    is held (``swapped`` set) and, on ``release``, the connection is dropped unanswered."""
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream
+        self.armed = False
+        #: hold the swap before it reaches the mint instead (it never happens)
+        self.before = False
+        self.swapped = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._forward)
+        return app
+
+    async def _forward(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        headers = {"Content-Type": request.headers.get("Content-Type", "application/json")}
+        if self.armed and self.before and request.path == "/v1/swap":
+            self.swapped.set()
+            await self.release.wait()
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=502)
+        async with httpx.AsyncClient(timeout=60) as http:
+            answer = await http.request(
+                request.method, self.upstream + request.path_qs, content=body, headers=headers
+            )
+        if self.armed and request.path == "/v1/swap":
+            self.swapped.set()  # done at the mint; the wallet has not heard
+            await self.release.wait()
+            assert request.transport is not None
+            request.transport.close()
+        return web.Response(
+            status=answer.status_code,
+            body=answer.content,
+            content_type=answer.headers.get("content-type", "application/json").split(";")[0],
+        )
+
+
+async def test_killed_between_the_swap_and_its_booking_the_holder_is_refunded(
+    service_process: tuple[ServiceProcess, Emulator, LnbitsServer, Wallet, Path],
+    mint: Mint,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL after the mint swapped the token and before satrouter booked it: the proofs
+    are gone from the agent and the wallet never stored the swap's outputs. After the restart
+    the token's intent is resolved from the wallet's record and the mint: the outputs are
+    restored, the token's worth is booked once as a refund, and the token fetches it all."""
+    server, emulator, _, _, db = service_process
+    holding = HoldingMint(mint.url)
+    proxy_runner, proxy_url = await serve(holding.app())
+    proxied = Mint(proxy_url, mint.folder)
+    server.env |= {
+        "SATROUTER_CASHU_MINTS": proxy_url,
+        "SATROUTER_CASHU_PYTHON": str(PYTHON),
+        "SATROUTER_CASHU_DIR": str(tmp_path / "cashu"),
+    }
+    wallet = AgentWallet(proxied, tmp_path / "agent-wallet")
+    # Minted without the wallet's websocket (which the proxy does not carry): ask, then mint.
+    asked = await asyncio.to_thread(wallet._run, "invoice", "200", "--no-check")
+    quote = re.search(r"--id (\S+)", asked)
+    assert quote, asked
+    await asyncio.to_thread(wallet._run, "invoice", "200", "--id", quote[1])
+    token = await asyncio.to_thread(wallet.token, 60)
+    await server.start()
+    holding.armed = True
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+            call = asyncio.create_task(
+                http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+            )
+
+            async def swapped() -> bool:
+                return holding.swapped.is_set()
+
+            await until(swapped, timeout=60)
+            await server.kill()
+            holding.release.set()
+            with pytest.raises(httpx.HTTPError):
+                await call
+            holding.armed = False
+            await server.start()
+            got = await http.get("/v1/cashu/change", headers={"X-Cashu": token})
+            again = await http.get("/v1/cashu/change", headers={"X-Cashu": token})
+            replay = await http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+        await server.kill()
+        assert got.status_code == 200, got.text
+        # the agent's wallet takes the change (through the proxy: its token names it)
+        await asyncio.to_thread(wallet.receive, got.json()["token"])
+        ecash = EcashWallet(str(PYTHON), tmp_path / "cashu", (proxy_url,))
+        held = await ecash.balance(proxy_url)
+    finally:
+        await proxy_runner.cleanup()
+    fee = 1000  # 100 ppk on the token's proofs (32, 16, 8, 4)
+    assert got.json()["amount_msat"] == 60_000 - fee
+    assert again.json() == got.json()  # once: the same change again
+    assert replay.status_code == 400, replay.text  # the token paid; it does not pay twice
+    assert replay.json()["type"].endswith("cashu_token_spent")
+    assert emulator.state.counters["completions"] == 0
+    store = await open_store(f"sqlite:///{db}")
+    try:
+        async with store.read() as tx:
+            assert (await ledger.check(tx)).ok
+            received = await tx.journal_by_ref(payer_of(got.json()["task_id"]))
+            books = await ledger.balance(tx, ledger.ecash_account(mint_id(proxy_url)))
+    finally:
+        await store.close()
+    assert [j.kind for j in received] == ["ecash_received"]
+    assert books == held * 1000  # the restored proofs, all sent back as the change
+
+
+async def test_a_token_its_holder_spent_after_a_crash_is_not_credited(
+    service_process: tuple[ServiceProcess, Emulator, LnbitsServer, Wallet, Path],
+    mint: Mint,
+    tmp_path: Path,
+) -> None:
+    """SIGKILL while the swap was asked but had not reached the mint; the holder then spends
+    the token in its own wallet. The open intent finds the token spent with none of this
+    wallet's outputs: someone else's spend. Nothing is credited, and the intent is closed."""
+    server, _, _, _, db = service_process
+    holding = HoldingMint(mint.url)
+    holding.before = True
+    proxy_runner, proxy_url = await serve(holding.app())
+    server.env |= {
+        "SATROUTER_CASHU_MINTS": proxy_url,
+        "SATROUTER_CASHU_PYTHON": str(PYTHON),
+        "SATROUTER_CASHU_DIR": str(tmp_path / "cashu"),
+    }
+    wallet = AgentWallet(Mint(proxy_url, mint.folder), tmp_path / "agent-wallet")
+    asked = await asyncio.to_thread(wallet._run, "invoice", "200", "--no-check")
+    quote = re.search(r"--id (\S+)", asked)
+    assert quote, asked
+    await asyncio.to_thread(wallet._run, "invoice", "200", "--id", quote[1])
+    token = await asyncio.to_thread(wallet.token, 60)
+    await server.start()
+    holding.armed = True
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as http:
+            call = asyncio.create_task(
+                http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+            )
+
+            async def asked_to_swap() -> bool:
+                return holding.swapped.is_set()
+
+            await until(asked_to_swap, timeout=60)
+            await server.kill()
+            holding.release.set()
+            with pytest.raises(httpx.HTTPError):
+                await call
+            holding.armed = False
+            await asyncio.to_thread(wallet.receive, token)  # its holder spends it
+            await server.start()
+            got = await http.get("/v1/cashu/change", headers={"X-Cashu": token})
+        await server.kill()
+    finally:
+        await proxy_runner.cleanup()
+    assert got.status_code == 404, got.text
+    store = await open_store(f"sqlite:///{db}")
+    try:
+        async with store.read() as tx:
+            assert (await ledger.check(tx)).ok
+            assert (await tx.ledger_totals()).entries == 0
+            intent = await tx.get_value(f"cashu-intent:{token_hash(token)}")
+    finally:
+        await store.close()
+    assert intent is not None and json.loads(intent)["state"] == "spent_elsewhere"

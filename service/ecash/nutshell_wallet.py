@@ -15,6 +15,14 @@ stdout: the result, or ``{"error": kind, "detail": ...}``. Commands:
   -> {token, fee}
 - ``melt`` {mint, bolt11}: pay an invoice from the proofs held. -> {paid, amount, fee, preimage}
 - ``balance`` {mint}: -> {amount} (the proofs held, in sat, not reserved for a token sent)
+- ``recover`` {token_hash, mints}: what became of a redeem a crash interrupted, from the
+  journal ``redeem`` writes before it asks the mint to swap (the wallet's own record of the
+  swap: the inputs' Ys and the deterministic counters of its outputs) and the mint (NUT-07
+  state of the inputs, NUT-09 restore of the outputs).
+  -> {state: none|unspent|pending|redeemed|spent_elsewhere|unclear, mint, amount, fee}
+
+A refusal says ``swapped: false`` when nothing can have been swapped (refused before the swap,
+or by the mint itself); without it the swap's outcome is unknown and ``recover`` tells.
 
 Wallet data: ``$CASHU_DIR/<sha256(mint)[:16]>``. The caller runs one command per mint at a time.
 """
@@ -42,14 +50,41 @@ def _classify(exc: Exception) -> Refused:
     text = str(exc)
     lowered = text.lower()
     if "already spent" in lowered or "(code: 11001)" in lowered:
-        return Refused("spent", "the token's proofs were already spent")
+        return Refused("spent", "the token's proofs were already spent", swapped=False)
     if "pending" in lowered and "code: 11002" in lowered:
-        return Refused("pending", "the token's proofs are pending at the mint")
-    if type(exc).__name__ in ("ConnectError", "ConnectTimeout", "ReadTimeout", "ReadError"):
+        return Refused("pending", "the token's proofs are pending at the mint", swapped=False)
+    if type(exc).__name__ in ("ConnectError", "ConnectTimeout"):
+        return Refused(
+            "mint_unreachable", f"the mint did not answer: {type(exc).__name__}", swapped=False
+        )
+    if type(exc).__name__ in ("ReadTimeout", "ReadError", "RemoteProtocolError"):
+        # the request may have reached the mint: the swap may have happened
         return Refused("mint_unreachable", f"the mint did not answer: {type(exc).__name__}")
     if text.startswith("Mint Error"):
-        return Refused("mint_refused", text[:300])
+        return Refused("mint_refused", text[:300], swapped=False)
     return Refused("wallet_error", f"{type(exc).__name__}: {text[:300]}")
+
+
+def _journal(mint: str, token_hash: str) -> str:
+    """Where ``redeem`` records a swap before asking the mint for it."""
+    name = hashlib.sha256(mint.encode()).hexdigest()[:16]
+    folder = os.path.join(os.environ["CASHU_DIR"], f"{name}-swaps")
+    os.makedirs(folder, exist_ok=True)
+    return os.path.join(folder, f"{token_hash}.json")
+
+
+def _write_durably(path: str, record: dict[str, Any]) -> None:
+    partial = path + ".part"
+    with open(partial, "w") as f:
+        json.dump(record, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(partial, path)
+    folder = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 async def _wallet(mint: str) -> Any:
@@ -73,27 +108,128 @@ async def redeem(args: dict[str, Any]) -> dict[str, Any]:
         proofs = token.proofs
         mint, unit, amount = token.mint, token.unit, token.amount
     except Exception as exc:
-        raise Refused("invalid_token", f"not a Cashu token: {type(exc).__name__}") from None
+        raise Refused(
+            "invalid_token", f"not a Cashu token: {type(exc).__name__}", swapped=False
+        ) from None
     if mint not in args["mints"]:
-        raise Refused("mint_not_allowed", f"{mint} is not a mint this service accepts", mint=mint)
+        raise Refused(
+            "mint_not_allowed",
+            f"{mint} is not a mint this service accepts",
+            mint=mint,
+            swapped=False,
+        )
     if unit != "sat":
-        raise Refused("unit_not_supported", f"the token is in {unit}; only sat is accepted")
+        raise Refused(
+            "unit_not_supported", f"the token is in {unit}; only sat is accepted", swapped=False
+        )
     if len(proofs) > int(args["max_proofs"]):
-        raise Refused("too_many_proofs", f"the token has {len(proofs)} proofs", mint=mint)
+        raise Refused(
+            "too_many_proofs", f"the token has {len(proofs)} proofs", mint=mint, swapped=False
+        )
     try:
         wallet = await _wallet(mint)
         await wallet._expand_short_keyset_ids(proofs)
         fee = wallet.get_fees_for_proofs(proofs)
     except Exception as exc:
-        raise _classify(exc) from None
+        raise _swap_not_started(_classify(exc)) from None
     if amount - fee < int(args["min_sat"]):
         detail = f"the token carries {amount} sat, {amount - fee} sat after the mint's fee"
-        raise Refused("below_price", detail, amount=amount, fee=fee, mint=mint)
+        raise Refused("below_price", detail, amount=amount, fee=fee, mint=mint, swapped=False)
+    journal = _journal(mint, hashlib.sha256(str(args["token"]).encode()).hexdigest())
+    try:
+        from cashu.wallet.crud import bump_secret_derivation
+
+        keep, send = wallet.determine_output_amounts(
+            proofs, 0, include_fees=False, keyset_id_outputs=wallet.keyset_id
+        )
+        # The swap's outputs take the next counters (NUT-13): recorded before the mint is
+        # asked, so a crash after its answer leaves them restorable (NUT-09).
+        counter = await bump_secret_derivation(
+            db=wallet.db, keyset_id=wallet.keyset_id, by=0, skip=True
+        )
+        _write_durably(
+            journal,
+            {
+                "mint": mint,
+                "ys": [p.Y for p in proofs],
+                "keyset_id": wallet.keyset_id,
+                "counter": counter,
+                "outputs": len(keep) + len(send),
+                "amount": amount,
+                "fee": fee,
+            },
+        )
+    except Exception as exc:
+        raise _swap_not_started(_classify(exc)) from None
     try:
         kept, _ = await wallet.redeem(proofs)
     except Exception as exc:
-        raise _classify(exc) from None
+        refused = _classify(exc)
+        if refused.extra.get("swapped") is False:  # the mint said no: nothing to recover
+            os.remove(journal)
+        raise refused from None
     return {"mint": mint, "amount": amount, "fee": amount - sum_proofs(kept)}
+
+
+def _swap_not_started(refused: Refused) -> Refused:
+    refused.extra["swapped"] = False
+    return refused
+
+
+def _find_journal(mints: list[str], token_hash: str) -> tuple[str, dict[str, Any]] | None:
+    for mint in mints:
+        path = _journal(str(mint), token_hash)
+        if os.path.exists(path):
+            with open(path) as f:
+                return path, json.load(f)
+    return None
+
+
+async def recover(args: dict[str, Any]) -> dict[str, Any]:
+    import httpx
+
+    journal = _find_journal(args["mints"], str(args["token_hash"]))
+    if journal is None:
+        return {"state": "none"}
+    path, record = journal
+    mint = record["mint"]
+    found = {"mint": mint, "amount": record["amount"], "fee": record["fee"]}
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            answer = await http.post(f"{mint.rstrip('/')}/v1/checkstate", json={"Ys": record["ys"]})
+            answer.raise_for_status()
+        states = {s["state"] for s in answer.json()["states"]}
+        if "PENDING" in states:
+            return {"state": "pending", **found}
+        if states == {"UNSPENT"}:
+            os.remove(path)  # never swapped: the token is still its holder's
+            return {"state": "unspent", **found}
+        wallet = await _wallet(mint)
+        start, count = int(record["counter"]), int(record["outputs"])
+        secrets, rs, paths = await wallet.generate_secrets_from_to(
+            start, start + count - 1, keyset_id=record["keyset_id"]
+        )
+        rows = await wallet.db.fetchall("SELECT secret FROM proofs")
+        rows += await wallet.db.fetchall("SELECT secret FROM proofs_used")
+        held = {row["secret"] for row in rows}
+        missing = [i for i, secret in enumerate(secrets) if secret not in held]
+        restored = 0
+        if missing:
+            pick = [secrets[i] for i in missing], [rs[i] for i in missing]
+            outputs, _ = wallet._construct_outputs(
+                [1] * len(missing), pick[0], pick[1], keyset_id=record["keyset_id"]
+            )
+            _, proofs = await wallet.restore_promises(
+                outputs, pick[0], pick[1], [paths[i] for i in missing]
+            )
+            restored = len(proofs)
+    except Exception as exc:
+        raise _classify(exc) from None
+    if restored == len(missing):
+        return {"state": "redeemed", **found}  # the swap's outputs are this wallet's
+    if len(missing) == count and restored == 0:
+        return {"state": "spent_elsewhere", **found}  # spent, but not by this wallet's swap
+    return {"state": "unclear", **found}
 
 
 async def send(args: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +279,13 @@ async def balance(args: dict[str, Any]) -> dict[str, Any]:
     return {"amount": wallet.available_balance.amount}
 
 
-COMMANDS = {"redeem": redeem, "send": send, "melt": melt, "balance": balance}
+COMMANDS = {
+    "redeem": redeem,
+    "send": send,
+    "melt": melt,
+    "balance": balance,
+    "recover": recover,
+}
 
 
 def main() -> int:

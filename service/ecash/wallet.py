@@ -41,6 +41,18 @@ class Redeemed:
 
 
 @dataclass(frozen=True, slots=True)
+class Recovered:
+    """What became of an interrupted redeem: ``state`` is ``none`` (never asked of the mint),
+    ``unspent``, ``pending``, ``redeemed`` (this wallet holds the swap's outputs),
+    ``spent_elsewhere`` or ``unclear``."""
+
+    state: str
+    mint: str | None
+    amount_sat: int
+    fee_sat: int
+
+
+@dataclass(frozen=True, slots=True)
 class Sent:
     token: str
     amount_sat: int
@@ -130,6 +142,16 @@ class EcashWallet:
             },
         )
         return Redeemed(str(result["mint"]), int(result["amount"]), int(result["fee"]))
+
+    async def recover(self, token_hash: str) -> Recovered:
+        """What became of the redeem of the token whose SHA-256 is ``token_hash``."""
+        result = await self._run("recover", {"token_hash": token_hash, "mints": list(self.mints)})
+        return Recovered(
+            str(result["state"]),
+            result.get("mint"),
+            int(result.get("amount", 0)),
+            int(result.get("fee", 0)),
+        )
 
     async def send(self, mint: str, amount_sat: int) -> Sent:
         result = await self._run("send", {"mint": mint, "amount": amount_sat})

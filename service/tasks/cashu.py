@@ -8,6 +8,12 @@ pay and the answer shows) becomes credit of a per-request payer ``cashu_<task id
 request's maximum is reserved from it as for any prepaid call, and whatever that payer is
 owed once the call is settled goes back as a fresh token: the change. The change is kept by
 task id, for the holder of the token that paid, so a lost response loses nothing.
+
+Before the wallet is asked to redeem a token, an intent (the token's hash, the task id) is
+committed; the booking closes it. One a crash left open is resolved from the wallet's own
+record of the swap and the mint (:meth:`Cashu.recover`, at start-up and when the token asks
+for its change): swapped into this wallet, it is booked as a refund to the token's holder
+(the change, fetched with the token); never swapped, it is dropped.
 """
 
 from __future__ import annotations
@@ -15,13 +21,18 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from billing import ledger
 from billing.money import Msat
 from billing.store import TaskRow
+from billing.store.contracts import KeysTx
 
 from ..ecash.wallet import EcashRefused, EcashUnknown, EcashWallet, Redeemed, mint_id
 from .context import Context
@@ -46,6 +57,15 @@ _REFUSED = {
 
 #: Refusals a retry may pass later.
 _LATER = frozenset({"cashu_mint_unavailable", "cashu_wallet_unavailable"})
+
+#: The hashes of the tokens whose redeem intent is open.
+_OPEN = "cashu-intents"
+
+log = logging.getLogger(__name__)
+
+
+def _intent_key(digest: str) -> str:
+    return f"cashu-intent:{digest}"
 
 
 def payer_of(task_id: str) -> str:
@@ -81,6 +101,8 @@ class Cashu:
         self._ctx = ctx
         self._payments = payments
         self._wallet_ = wallet
+        #: tokens this process is redeeming now: their intents are open, and not a crash's
+        self._inflight: set[str] = set()
 
     @property
     def wallet(self) -> EcashWallet:
@@ -90,52 +112,154 @@ class Cashu:
             )
         return self._wallet_
 
-    async def _redeem(self, token: str, min_sat: int, price: Msat) -> Redeemed:
+    async def _set_intent(self, tx: KeysTx, digest: str, intent: dict[str, Any]) -> None:
+        await tx.set_value(_intent_key(digest), json.dumps(intent))
+        raw = await tx.get_value(_OPEN)
+        opened = set(json.loads(raw) if raw else ())
+        opened = opened | {digest} if intent["state"] == "open" else opened - {digest}
+        await tx.set_value(_OPEN, json.dumps(sorted(opened)))
+
+    async def _intent(self, digest: str) -> dict[str, Any] | None:
+        async with self._ctx.store.read() as tx:
+            raw = await tx.get_value(_intent_key(digest))
+        return json.loads(raw) if raw else None
+
+    @asynccontextmanager
+    async def _redeeming(
+        self, token: str, min_sat: int, price: Msat, task_id: str
+    ) -> AsyncIterator[Redeemed]:
+        """Redeem ``token`` under an intent committed first; the block books it and closes
+        the intent (:meth:`_booked`). A crash anywhere leaves the intent for :meth:`recover`."""
         wallet = self.wallet
-        try:
-            async with wallet.lock(""):
-                return await wallet.redeem(token, min_sat)
-        except EcashRefused as exc:
-            kind = _REFUSED.get(exc.kind, "cashu_wallet_error")
-            extra: dict[str, object] = dict(exc.extra)
-            if exc.kind == "below_price":
-                extra |= {"price_msat": price.value, "price_sat": min_sat}
-            if exc.kind == "mint_not_allowed":
-                extra["mints"] = list(wallet.mints)
+        digest = token_hash(token)
+        await self.recover(digest)  # an earlier attempt a crash interrupted
+        earlier = await self._intent(digest)
+        if earlier is not None and earlier["state"] == "refunded":
             raise Refusal(
-                kind,
-                f"{exc.detail}" + (f"; this request needs {min_sat} sat" if min_sat else ""),
-                extra=extra,
-                retry_after=5 if kind in _LATER else None,
-                should_retry=kind in _LATER,
-            ) from None
-        except EcashUnknown as exc:
-            raise Refusal(
-                "cashu_outcome_unknown",
-                f"{exc}; the token may have been redeemed: keep it and ask the operator",
+                "cashu_token_spent",
+                "this token was redeemed for a request a restart interrupted: its value is "
+                "refunded, at GET /v1/cashu/change with this token in X-Cashu",
                 should_retry=False,
-            ) from None
+            )
+        if earlier is not None and earlier["state"] in ("open", "booked"):
+            raise Refusal(
+                "cashu_token_spent" if earlier["state"] == "booked" else "cashu_outcome_unknown",
+                "this token is being redeemed, or was: keep it and ask for its change",
+                should_retry=False,
+            )
+        self._inflight.add(digest)
+        try:
+            async with self._ctx.store.transaction() as tx:
+                intent = {"state": "open", "task_id": task_id, "at": time.time()}
+                await self._set_intent(tx, digest, intent)
+            try:
+                async with wallet.lock(""):
+                    redeemed = await wallet.redeem(token, min_sat)
+            except EcashRefused as exc:
+                if exc.extra.pop("swapped", None) is False:  # nothing redeemed: nothing to find
+                    async with self._ctx.store.transaction() as tx:
+                        await self._set_intent(tx, digest, {**intent, "state": "dropped"})
+                raise self._refusal(exc, min_sat, price) from None
+            except EcashUnknown as exc:
+                raise Refusal(
+                    "cashu_outcome_unknown",
+                    f"{exc}; the token may have been redeemed: keep it and ask for its change "
+                    "(GET /v1/cashu/change with it) in a while",
+                    should_retry=False,
+                ) from None
+            yield redeemed
+        finally:
+            self._inflight.discard(digest)
+
+    async def _booked(self, tx: KeysTx, token: str, task_id: str) -> None:
+        await self._set_intent(tx, token_hash(token), {"state": "booked", "task_id": task_id})
+
+    def _refusal(self, exc: EcashRefused, min_sat: int, price: Msat) -> Refusal:
+        kind = _REFUSED.get(exc.kind, "cashu_wallet_error")
+        extra: dict[str, object] = dict(exc.extra)
+        if exc.kind == "below_price":
+            extra |= {"price_msat": price.value, "price_sat": min_sat}
+        if exc.kind == "mint_not_allowed":
+            extra["mints"] = list(self.wallet.mints)
+        return Refusal(
+            kind,
+            f"{exc.detail}" + (f"; this request needs {min_sat} sat" if min_sat else ""),
+            extra=extra,
+            retry_after=5 if kind in _LATER else None,
+            should_retry=kind in _LATER,
+        )
+
+    async def recover(self, digest: str) -> None:
+        """Resolve the open intent of the token whose hash is ``digest`` (none, or one this
+        process is redeeming now: nothing to do). Swapped into this wallet: booked once as a
+        refund to the token's holder; never swapped (or spent by someone else): dropped;
+        not known yet: left open."""
+        wallet = self._wallet_
+        if wallet is None or not wallet.mints or digest in self._inflight:
+            return
+        async with wallet.lock(""):
+            intent = await self._intent(digest)
+            if intent is None or intent["state"] != "open":
+                return
+            try:
+                found = await wallet.recover(digest)
+            except (EcashRefused, EcashUnknown) as exc:
+                log.warning("cashu intent %s: the wallet cannot tell yet: %s", digest[:12], exc)
+                return
+            if found.state not in ("redeemed", "none", "unspent", "spent_elsewhere"):
+                log.warning("cashu intent %s stays open: %s", digest[:12], found.state)
+                return
+            store = self._ctx.store
+            async with store.transaction() as tx:
+                raw = await tx.get_value(_intent_key(digest))
+                if raw is None or json.loads(raw)["state"] != "open":
+                    return  # resolved meanwhile
+                if found.state != "redeemed" or found.mint is None:
+                    await self._set_intent(tx, digest, {**intent, "state": found.state})
+                    return
+                task_id = str(intent["task_id"])
+                amount, fee = Msat.from_sat(found.amount_sat), Msat.from_sat(found.fee_sat)
+                # The ledger's key (the token's hash) books it once, whoever gets here.
+                await ledger.post(
+                    tx,
+                    ledger.ecash_received(
+                        payer_of(task_id), mint_id(found.mint), amount, fee, key=digest
+                    ),
+                )
+                meta = {"token_hash": digest, "mint": found.mint}
+                await tx.set_value(f"cashu:{task_id}", json.dumps(meta))
+                await tx.set_value(f"cashu-paid:{digest}", task_id)
+                await self._set_intent(tx, digest, {**intent, "state": "refunded"})
+            log.warning("cashu intent %s: swapped before a crash; refunded", digest[:12])
+
+    async def recover_all(self) -> None:
+        """Resolve every open intent (at start-up: any open one is a dead process's)."""
+        async with self._ctx.store.read() as tx:
+            raw = await tx.get_value(_OPEN)
+        for digest in json.loads(raw) if raw else ():
+            await self.recover(digest)
 
     async def pay(self, token: str, priced: Priced) -> tuple[TaskRow, Paid]:
         """Redeem ``token`` for this request and reserve its maximum from it: the task, ready
         to run. Refused (nothing redeemed) unless the token covers the request's maximum."""
         total = priced.quote.total
         min_sat = -(-total.value // 1000)
-        redeemed = await self._redeem(token, min_sat, total)
         task_id = "task_" + secrets.token_hex(12)
         payer = payer_of(task_id)
-        amount, fee = Msat.from_sat(redeemed.amount_sat), Msat.from_sat(redeemed.fee_sat)
-        async with self._ctx.store.transaction() as tx:
-            await ledger.post(
-                tx,
-                ledger.ecash_received(
-                    payer, mint_id(redeemed.mint), amount, fee, key=token_hash(token)
-                ),
-            )
-            meta = {"token_hash": token_hash(token), "mint": redeemed.mint}
-            await tx.set_value(f"cashu:{task_id}", json.dumps(meta))
-            # The token is all its holder needs to find the change: no id has to survive.
-            await tx.set_value(f"cashu-paid:{token_hash(token)}", task_id)
+        async with self._redeeming(token, min_sat, total, task_id) as redeemed:
+            amount, fee = Msat.from_sat(redeemed.amount_sat), Msat.from_sat(redeemed.fee_sat)
+            async with self._ctx.store.transaction() as tx:
+                await ledger.post(
+                    tx,
+                    ledger.ecash_received(
+                        payer, mint_id(redeemed.mint), amount, fee, key=token_hash(token)
+                    ),
+                )
+                meta = {"token_hash": token_hash(token), "mint": redeemed.mint}
+                await tx.set_value(f"cashu:{task_id}", json.dumps(meta))
+                # The token is all its holder needs to find the change: no id has to survive.
+                await tx.set_value(f"cashu-paid:{token_hash(token)}", task_id)
+                await self._booked(tx, token, task_id)
         paid = Paid(task_id, redeemed.mint, amount.value, fee.value)
         extra = {
             "cashu": {"mint": redeemed.mint, "amount_msat": amount.value, "fee_msat": fee.value}
@@ -224,12 +348,15 @@ class Cashu:
             account = await tx.api_account_by_key_hash(digest)
         if account is not None:
             return account
-        redeemed = await self._redeem(token, 1, Msat(1000))
-        account = "acct_" + secrets.token_hex(10)
-        amount, fee = Msat.from_sat(redeemed.amount_sat), Msat.from_sat(redeemed.fee_sat)
-        async with self._ctx.store.transaction() as tx:
-            await tx.insert_api_account(account, digest, time.time())
-            await ledger.post(
-                tx, ledger.ecash_received(account, mint_id(redeemed.mint), amount, fee, key=digest)
-            )
+        task_id = "task_" + secrets.token_hex(12)  # the refund's, if a crash interrupts
+        async with self._redeeming(token, 1, Msat(1000), task_id) as redeemed:
+            account = "acct_" + secrets.token_hex(10)
+            amount, fee = Msat.from_sat(redeemed.amount_sat), Msat.from_sat(redeemed.fee_sat)
+            async with self._ctx.store.transaction() as tx:
+                await tx.insert_api_account(account, digest, time.time())
+                await ledger.post(
+                    tx,
+                    ledger.ecash_received(account, mint_id(redeemed.mint), amount, fee, key=digest),
+                )
+                await self._booked(tx, token, task_id)
         return account

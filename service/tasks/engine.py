@@ -11,6 +11,7 @@ through). They refuse in :class:`~.refusals.Refusal`, never in HTTP.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import secrets
@@ -37,7 +38,7 @@ from ..routing.privacy import PrivacyMode
 from ..upstream.catalog import Catalog, CatalogCache
 from ..upstream.openrouter import OpenRouterClient
 from .callbacks import CallbackSender
-from .cashu import Cashu, Change, Paid
+from .cashu import Cashu, Change, Paid, token_hash
 from .context import Context, EngineConfig, Hooks
 from .intake import Created, Intake
 from .l402 import Challenger, L402Payment
@@ -313,6 +314,8 @@ class Engine:
         """The change of the request ``token`` paid for (``task_id``, when given, must be
         that request): only the token's holder may have it. Minted now if it was not yet (a
         lost response, a stream); refused while the call runs."""
+        # A crash between the token's swap and its booking: resolved now, for its holder.
+        await self._cashu.recover(token_hash(token))
         if task_id is None:
             task_id = await self._cashu.paid_by(token)
         await self._cashu.owner(task_id, token)
@@ -417,9 +420,18 @@ class Engine:
         """Refund the running tasks whose lease expired (``starting``: as at start-up)."""
         return await self._workers.recover(starting=starting)
 
-    def running(self) -> contextlib.AbstractAsyncContextManager[None]:
-        """Recover, then run the background workers until the block exits."""
-        return self._workers.running()
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Recover, then run the background workers until the block exits (and resolve the
+        Cashu redeems a crash interrupted, meanwhile)."""
+        async with self._workers.running():
+            cashu = asyncio.create_task(self._cashu.recover_all())
+            try:
+                yield
+            finally:
+                cashu.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await cashu
 
 
 def _same_scheme(earlier: TaskRow, paid: L402Payment) -> TaskRow:
