@@ -80,6 +80,16 @@ async def test_card_is_an_a2a_agent_card(tmp_path: Path, emulator: Emulator) -> 
     assert parsed.security_schemes["l402"].api_key_security_scheme.location == "header"
 
 
+async def test_the_openapi_document_is_built_once_for_all_readers(tmp_path: Path) -> None:
+    health.openapi_body.cache_clear()
+    async with offline_service(tmp_path) as http:
+        answers = [await http.get("/openapi.json") for _ in range(3)]
+    assert {a.status_code for a in answers} == {200}
+    assert answers[0].headers["Content-Type"].startswith("application/json")
+    assert answers[0].json() == health.openapi() == answers[2].json()
+    assert health.openapi_body.cache_info().misses == 1
+
+
 async def test_card_skills_and_schemes_are_the_openapi_documents(tmp_path: Path) -> None:
     async with offline_service(tmp_path) as http:
         card = (await http.get(CARD)).json()

@@ -38,8 +38,9 @@ PAYMENTS_EXTENSION = "urn:satrouter:a2a:payments:v1"
 CACHE_SECONDS = 300
 
 DESCRIPTION = (
-    "Sells LLM work to other agents for Lightning payments: quote a task, pay by L402, a task "
-    "invoice or a prepaid API key, get the answer routed through OpenRouter and the change back."
+    "Sells LLM work to other agents for Lightning payments: quote a task, pay by L402, MPP, "
+    "x402, a task invoice, a prepaid API key or Cashu ecash, get the answer routed through "
+    "OpenRouter and the change back."
 )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import re
 from typing import Any
 
@@ -338,6 +340,13 @@ def openapi() -> dict[str, Any]:
     }
 
 
+@functools.cache
+def openapi_body() -> bytes:
+    """The document as served, built once: it changes only with the code, and building it is
+    tens of ms of pydantic schema work, too much to repeat for every anonymous reader."""
+    return json.dumps(openapi()).encode()
+
+
 @routes.get("/openapi.json")
 async def openapi_json(request: web.Request) -> web.Response:
-    return web.json_response(openapi())
+    return web.Response(body=openapi_body(), content_type="application/json")
