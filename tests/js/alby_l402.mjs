@@ -3,25 +3,9 @@
 // ADMINKEY (the paying wallet) in the environment; prints one JSON object of what it saw.
 import { fetchWithL402, parseL402 } from "@getalby/lightning-tools/402";
 
-const { SATROUTER, LNBITS, ADMINKEY } = process.env;
-const payments = [];
-// The wallet adapter: Alby's Wallet interface over LNbits' payments API.
-const wallet = {
-  async payInvoice({ invoice }) {
-    const headers = { "X-Api-Key": ADMINKEY, "Content-Type": "application/json" };
-    const paid = await fetch(`${LNBITS}/api/v1/payments`, {
-      method: "POST",
-      headers,
-      body: JSON.stringify({ out: true, bolt11: invoice }),
-    });
-    if (!paid.ok) throw new Error(`LNbits ${paid.status}: ${await paid.text()}`);
-    const { payment_hash } = await paid.json();
-    const status = await (await fetch(`${LNBITS}/api/v1/payments/${payment_hash}`, { headers })).json();
-    if (!status.paid || !status.preimage) throw new Error(`not settled: ${JSON.stringify(status)}`);
-    payments.push(payment_hash);
-    return { preimage: status.preimage };
-  },
-};
+import { payments, wallet } from "./lnbits_wallet.mjs";
+
+const { SATROUTER } = process.env;
 const request = (text, model, maxTokens) => ({
   method: "POST",
   headers: { "Content-Type": "application/json" },
