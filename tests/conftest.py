@@ -358,9 +358,12 @@ async def service_process(
     await runner.cleanup()
 
 
-async def satrouter_command(*args: str, database_url: str | None = None) -> tuple[int, str]:
+async def satrouter_command(
+    *args: str, database_url: str | None = None, settings: dict[str, str] | None = None
+) -> tuple[int, str]:
     """A ``satrouter`` command in its own process, with none of the environment's own
-    satrouter, OpenRouter, LNbits or LND settings: ``(exit code, what it printed)``."""
+    satrouter, OpenRouter, LNbits or LND settings but ``settings``: ``(exit code, what it
+    printed)``."""
     env = {
         k: v
         for k, v in os.environ.items()
@@ -368,6 +371,7 @@ async def satrouter_command(*args: str, database_url: str | None = None) -> tupl
     }
     if database_url is not None:
         env["SATROUTER_DATABASE_URL"] = database_url
+    env |= settings or {}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from tests.conftest import (
     HELLO,
     Emulator,
     ServiceProcess,
+    satrouter_command,
     service_settings,
     start_emulator,
     until,
@@ -272,11 +271,6 @@ async def _satrouter(cashu: CashuService, *args: str) -> tuple[int, str]:
     """``satrouter ARGS`` in its own process, on the service's database, wallet and mints."""
     settings = cashu.app[SETTINGS]
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SATROUTER_", "OPENROUTER_", "LNBITS_", "LND_"))
-    }
-    env |= {
         "SATROUTER_DATABASE_URL": settings.database_url,
         "SATROUTER_CASHU_MINTS": settings.cashu_mints,
         "SATROUTER_CASHU_PYTHON": settings.cashu_python,
@@ -285,18 +279,7 @@ async def _satrouter(cashu: CashuService, *args: str) -> tuple[int, str]:
         "LNBITS_INVOICE_KEY": settings.lnbits_invoice_key.get_secret_value(),
         "LNBITS_ADMIN_KEY": settings.lnbits_admin_key.get_secret_value(),
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return await satrouter_command(*args, settings=env)
 
 
 async def test_cashu_balance_shows_books_against_proofs_held(cashu: CashuService) -> None:

@@ -6,9 +6,7 @@ the melt pays satrouter's own invoice from the mint: a circular payment the node
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +27,7 @@ from service.demo.loopback import serve
 from service.ecash.wallet import EcashWallet, mint_id
 from service.http.keys import SETTINGS, STORE
 from service.tasks.engine import EngineConfig
-from tests.conftest import HELLO, service_settings, start_emulator, until
+from tests.conftest import HELLO, satrouter_command, service_settings, start_emulator, until
 
 from .lnd_node import MACAROON, FakeLnd, lnd_settings, start_node
 
@@ -123,11 +121,6 @@ async def _satrouter(melting: Melting, *args: str) -> tuple[int, str]:
     LND node."""
     settings = melting.app[SETTINGS]  # type: ignore[index]
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("SATROUTER_", "OPENROUTER_", "LNBITS_", "LND_"))
-    }
-    env |= {
         "SATROUTER_DATABASE_URL": settings.database_url,
         "SATROUTER_CASHU_MINTS": settings.cashu_mints,
         "SATROUTER_CASHU_PYTHON": settings.cashu_python,
@@ -137,18 +130,7 @@ async def _satrouter(melting: Melting, *args: str) -> tuple[int, str]:
         "LND_TLS_CERT": str(settings.lnd_tls_cert),
         "LND_MACAROON": str(settings.lnd_macaroon),
     }
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "service",
-        *args,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode()
+    return await satrouter_command(*args, settings=env)
 
 
 async def test_a_melt_lands_on_the_operator_s_lightning_node(melting: Melting) -> None:
