@@ -250,6 +250,7 @@ def create_app(
             settings.limit_accounts_per_address,
             settings.limit_writes_per_credential,
             settings.limit_payouts_per_credential,
+            settings.limit_redeems_per_address,
         ),
         networks(settings.trusted_proxies),
     )

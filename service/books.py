@@ -91,8 +91,8 @@ class BooksWatcher:
         for mint in self._ecash.mints if self._ecash is not None else ():
             assert self._ecash is not None
             try:
-                async with self._ecash.lock(""):
-                    found[mint] = (Msat.from_sat(await self._ecash.balance(mint)), None)
+                async with self._ecash.turn(mint) as at_mint:
+                    found[mint] = (Msat.from_sat(await at_mint.balance()), None)
             except (EcashRefused, EcashUnknown) as exc:
                 found[mint] = (None, str(exc) or type(exc).__name__)
         return found

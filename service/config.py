@@ -210,6 +210,7 @@ class Settings(BaseSettings):
     limit_accounts_per_address: str = _env("SATROUTER_LIMIT_ACCOUNTS_PER_ADDRESS", "30/hour")
     limit_writes_per_credential: str = _env("SATROUTER_LIMIT_WRITES_PER_CREDENTIAL", "3000/minute")
     limit_payouts_per_credential: str = _env("SATROUTER_LIMIT_PAYOUTS_PER_CREDENTIAL", "60/minute")
+    limit_redeems_per_address: str = _env("SATROUTER_LIMIT_REDEEMS_PER_ADDRESS", "30/minute")
     #: Proxies whose X-Forwarded-For is believed (comma-separated addresses or networks).
     trusted_proxies: str = _env("SATROUTER_TRUSTED_PROXIES", "")
     #: How long expired, unpaid invoices, challenges and tasks are kept before they are pruned.
@@ -234,6 +235,7 @@ class Settings(BaseSettings):
         "limit_accounts_per_address",
         "limit_writes_per_credential",
         "limit_payouts_per_credential",
+        "limit_redeems_per_address",
     )
     @classmethod
     def _a_rate(cls, value: str) -> str:

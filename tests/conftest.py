@@ -242,6 +242,7 @@ LIMITS_OFF = {
         "limit_accounts_per_address",
         "limit_writes_per_credential",
         "limit_payouts_per_credential",
+        "limit_redeems_per_address",
     )
 }
 

@@ -6,13 +6,16 @@ already, gets no work) and the books untouched."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
+import secrets
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cbor2
 import httpx
 import pytest
 from aiohttp import web
@@ -74,7 +77,11 @@ class CashuService:
             checked = await ledger.check(tx)
             books = await ledger.balance(tx, ledger.ecash_account(mint_id(self.mint.url)))
         assert checked.ok, checked.problems
-        assert books == await self.ecash.balance(self.mint.url) * 1000
+        assert books == await self.proofs_held()
+
+    async def proofs_held(self) -> int:
+        """The proofs the operator's wallet holds at the mint, in msat."""
+        return await held_msat(self.ecash, self.mint.url)
 
     def completions(self) -> int:
         return int(self.emulator.state.counters["completions"])
@@ -104,6 +111,11 @@ async def cashu(lnbits: LnbitsServer, mint: Mint, tmp_path: Path) -> AsyncIterat
         yield CashuService(http, app, emulator, mint, wallet, ecash)
     await runner.cleanup()
     await emulator_runner.cleanup()
+
+
+async def held_msat(ecash: EcashWallet, mint: str) -> int:
+    async with ecash.turn(mint) as at_mint:
+        return await at_mint.balance() * 1000
 
 
 async def _price_sat(service: CashuService) -> int:
@@ -290,7 +302,7 @@ async def test_cashu_balance_shows_books_against_proofs_held(cashu: CashuService
     assert paid.status_code == 200, paid.text
     code, out = await _satrouter(cashu, "cashu", "balance")
     assert code == 0, out
-    held = await cashu.ecash.balance(cashu.mint.url) * 1000
+    held = await cashu.proofs_held()
     assert f"{cashu.mint.url}: books {held} msat, proofs held {held} msat" in out
 
 
@@ -353,7 +365,7 @@ async def test_admin_status_holds_the_ecash_books_against_the_proofs(cashu: Cash
     status = (await cashu.http.get("/admin/status", headers=admin)).json()
     held = status["world"]["holdings"][f"ecash:{mint_id(cashu.mint.url)}"]
     assert held["matches"] is True, held
-    assert held["books"] == held["world"] == await cashu.ecash.balance(cashu.mint.url) * 1000
+    assert held["books"] == held["world"] == await cashu.proofs_held()
     assert held["books"] > 0
 
 
@@ -535,7 +547,7 @@ async def test_killed_between_the_swap_and_its_booking_the_holder_is_refunded(
         # the agent's wallet takes the change (through the proxy: its token names it)
         await asyncio.to_thread(wallet.receive, got.json()["token"])
         ecash = EcashWallet(str(PYTHON), tmp_path / "cashu", (proxy_url,))
-        held = await ecash.balance(proxy_url)
+        held = await held_msat(ecash, proxy_url) // 1000
     finally:
         await proxy_runner.cleanup()
     fee = 1000  # 100 ppk on the token's proofs (32, 16, 8, 4)
@@ -563,7 +575,7 @@ async def test_a_token_its_holder_spent_after_a_crash_is_not_credited(
 ) -> None:
     """SIGKILL while the swap was asked but had not reached the mint; the holder then spends
     the token in its own wallet. The open intent finds the token spent with none of this
-    wallet's outputs: someone else's spend. Nothing is credited, and the intent is closed."""
+    wallet's outputs: someone else's spend. Nothing is credited, and the intent is deleted."""
     server, _, _, _, db = service_process
     holding = HoldingMint(mint.url)
     holding.before = True
@@ -609,6 +621,90 @@ async def test_a_token_its_holder_spent_after_a_crash_is_not_credited(
             assert (await ledger.check(tx)).ok
             assert (await tx.ledger_totals()).entries == 0
             intent = await tx.get_value(f"cashu-intent:{token_hash(token)}")
+            still_open = json.loads(await tx.get_value("cashu-intents") or "[]")
     finally:
         await store.close()
-    assert intent is not None and json.loads(intent)["state"] == "spent_elsewhere"
+    assert intent is None and still_open == []  # it came to nothing here: nothing kept
+
+
+def forged_token(mint: Mint, keyset: str, sats: int) -> str:
+    """A token that reads as a real one of ``mint`` (its keyset, sat, enough value) but
+    whose proofs no mint signed: only the mint can tell."""
+    proofs = [
+        {"a": 1 << bit, "s": secrets.token_hex(32), "c": b"\x02" + secrets.token_bytes(32)}
+        for bit in range(sats.bit_length())
+        if sats >> bit & 1
+    ]
+    body = {"m": mint.url, "u": "sat", "t": [{"i": bytes.fromhex(keyset), "p": proofs}]}
+    return "cashuB" + base64.urlsafe_b64encode(cbor2.dumps(body)).decode().rstrip("=")
+
+
+async def test_a_flood_of_tokens_under_any_credential_is_bounded_per_address(
+    lnbits: LnbitsServer, mint: Mint, tmp_path: Path
+) -> None:
+    """Tokens sent under a new bearer value each (any string, or a Cashu token as a key)
+    were counted per credential, so each escaped every limit, and each wrote an intent kept
+    forever and started a wallet process. Now what is no token of an allowed mint is refused
+    in process (nothing written, no wallet started), redeems are counted per address, and a
+    redeem that came to nothing leaves no record."""
+    runs = tmp_path / "wallet-runs"
+    counting = tmp_path / "counting-python"
+    counting.write_text(f'#!/bin/sh\necho "$3" >> {runs}\nexec {PYTHON} "$@"\n')
+    counting.chmod(0o755)
+    emulator, emulator_runner = await start_emulator()
+    settings = service_settings(
+        tmp_path,
+        emulator,
+        lnbits,
+        lnbits.create_wallet("satrouter"),
+        cashu_mints=mint.url,
+        cashu_python=str(counting),
+        cashu_dir=tmp_path / "cashu",
+        limit_redeems_per_address="3/minute",
+    )
+    app = create_service(settings)
+    runner, url = await serve(app)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            keysets = (await http.get(f"{mint.url}/v1/keysets")).json()["keysets"]
+            keyset = next(k["id"] for k in keysets if k["unit"] == "sat" and k["active"])
+            cheap = await http.post(
+                "/v1/chat/completions",
+                json=BODY,
+                headers={"X-Cashu": forged_token(mint, keyset, 1)},
+            )
+            assert cheap.status_code == 402, cheap.text  # read in process: too little
+            price = int(cheap.json()["price_sat"])
+
+            async def post(n: int, **headers: str) -> httpx.Response:
+                headers.setdefault("Authorization", f"Bearer junk-{n}")
+                return await http.post("/v1/chat/completions", json=BODY, headers=headers)
+
+            other_mint = forged_token(Mint("http://mint.example", mint.folder), keyset, price)
+            garbage = [
+                await post(0, **{"X-Cashu": "cashuB" + secrets.token_urlsafe(40)}),
+                await post(1, **{"X-Cashu": other_mint}),
+                await post(2, Authorization=f"Bearer cashuB{secrets.token_urlsafe(40)}"),
+            ]
+            forged = [forged_token(mint, keyset, price * 2) for _ in range(5)]  # fee: ample
+            answers = [await post(n, **{"X-Cashu": t}) for n, t in enumerate(forged[:4])]
+            as_key = await post(9, Authorization=f"Bearer {forged[4]}")
+    finally:
+        await runner.cleanup()
+        await emulator_runner.cleanup()
+    assert [g.status_code for g in garbage] == [400, 400, 400], [g.text for g in garbage]
+    assert [a.status_code for a in answers[3:]] == [429]
+    assert all(a.status_code not in (200, 429, 500) for a in answers[:3]), answers
+    assert answers[0].json()["type"].endswith("cashu_token_refused"), answers[0].text
+    assert as_key.status_code == 429, as_key.text
+    redeems = runs.read_text().split().count("redeem")
+    assert redeems == 3  # the three let through, no more
+    store = await open_store(settings.database_url)
+    try:
+        async with store.read() as tx:
+            assert await ledger.balance(tx, ledger.ecash_account(mint_id(mint.url))) == 0
+            assert json.loads(await tx.get_value("cashu-intents") or "[]") == []
+            for token in forged:
+                assert await tx.get_value(f"cashu-intent:{token_hash(token)}") is None
+    finally:
+        await store.close()

@@ -28,6 +28,7 @@ from service.ecash.wallet import EcashWallet, mint_id
 from service.http.keys import SETTINGS, STORE
 from service.tasks.engine import EngineConfig
 from tests.conftest import HELLO, satrouter_command, service_settings, start_emulator, until
+from tests.test_cashu import held_msat
 
 from .lnd_node import MACAROON, FakeLnd, lnd_settings, start_node
 
@@ -182,6 +183,6 @@ async def test_a_melt_lands_on_the_operator_s_lightning_node(melting: Melting) -
     assert checked.ok, checked.problems
     assert lightning_after == invoice.value_msat == 150_000
     assert ecash_after == ecash_before - 150_000 - fees
-    assert ecash_after == await melting.ecash.balance(melting.mint.url) * 1000
+    assert ecash_after == await held_msat(melting.ecash, melting.mint.url)
     code, out = await _satrouter(melting, "cashu", "balance")
     assert code == 0, out

@@ -342,6 +342,9 @@ class KeysTx(Protocol):
     async def set_value(self, key: str, value: str) -> None:
         """Set or replace the value."""
 
+    async def delete_value(self, key: str) -> None:
+        """Remove the value (none: nothing to do)."""
+
 
 class BenchTx(Protocol):
     """Model benchmark results (``service/bench/``)."""

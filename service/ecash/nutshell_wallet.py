@@ -6,16 +6,16 @@ it out of satrouter's own environment, so satrouter calls it as a separate proce
 Usage: ``python nutshell_wallet.py COMMAND`` with a JSON object on stdin; one JSON object on
 stdout: the result, or ``{"error": kind, "detail": ...}``. Commands:
 
-- ``redeem`` {token, mints, min_sat, max_proofs}: decode; refuse a mint not in ``mints``, a unit
+- ``redeem`` {token, mint, min_sat, max_proofs}: decode; refuse a token of another mint, a unit
   other than sat, more than ``max_proofs`` proofs or, less the mint's swap fee, less than
-  ``min_sat``; else swap every
-  proof at the mint for fresh ones kept here (so a double spend fails now, before any work).
+  ``min_sat``; else swap every proof at the mint for fresh ones kept here (so a double spend
+  fails now, before any work).
   -> {mint, amount, fee}
 - ``send`` {mint, amount}: a fresh token of ``amount`` sat from the proofs held.
   -> {token, fee}
 - ``melt`` {mint, bolt11}: pay an invoice from the proofs held. -> {paid, amount, fee, preimage}
 - ``balance`` {mint}: -> {amount} (the proofs held, in sat, not reserved for a token sent)
-- ``recover`` {token_hash, mints}: what became of a redeem a crash interrupted, from the
+- ``recover`` {token_hash, mint}: what became of a redeem a crash interrupted, from the
   journal ``redeem`` writes before it asks the mint to swap (the wallet's own record of the
   swap: the inputs' Ys and the deterministic counters of its outputs) and the mint (NUT-07
   state of the inputs, NUT-09 restore of the outputs).
@@ -24,7 +24,9 @@ stdout: the result, or ``{"error": kind, "detail": ...}``. Commands:
 A refusal says ``swapped: false`` when nothing can have been swapped (refused before the swap,
 or by the mint itself); without it the swap's outcome is unknown and ``recover`` tells.
 
-Wallet data: ``$CASHU_DIR/<sha256(mint)[:16]>``. The caller runs one command per mint at a time.
+Wallet data: ``$CASHU_DIR/<sha256(mint)[:16]>``. The caller runs one command per mint at a time:
+it holds an OS lock on ``$CASHU_DIR/<sha256(mint)[:16]>.lock`` and hands this process the locked
+file, so the lock outlives a caller killed while a command runs.
 """
 
 from __future__ import annotations
@@ -111,12 +113,9 @@ async def redeem(args: dict[str, Any]) -> dict[str, Any]:
         raise Refused(
             "invalid_token", f"not a Cashu token: {type(exc).__name__}", swapped=False
         ) from None
-    if mint not in args["mints"]:
+    if mint != args["mint"]:
         raise Refused(
-            "mint_not_allowed",
-            f"{mint} is not a mint this service accepts",
-            mint=mint,
-            swapped=False,
+            "mint_not_allowed", f"{mint} is not the mint asked for", mint=mint, swapped=False
         )
     if unit != "sat":
         raise Refused(
@@ -171,27 +170,26 @@ async def redeem(args: dict[str, Any]) -> dict[str, Any]:
     return {"mint": mint, "amount": amount, "fee": amount - sum_proofs(kept)}
 
 
+def _read_journal(path: str) -> dict[str, Any] | None:
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        record: dict[str, Any] = json.load(f)
+    return record
+
+
 def _swap_not_started(refused: Refused) -> Refused:
     refused.extra["swapped"] = False
     return refused
 
 
-def _find_journal(mints: list[str], token_hash: str) -> tuple[str, dict[str, Any]] | None:
-    for mint in mints:
-        path = _journal(str(mint), token_hash)
-        if os.path.exists(path):
-            with open(path) as f:
-                return path, json.load(f)
-    return None
-
-
 async def recover(args: dict[str, Any]) -> dict[str, Any]:
     import httpx
 
-    journal = _find_journal(args["mints"], str(args["token_hash"]))
-    if journal is None:
+    path = _journal(str(args["mint"]), str(args["token_hash"]))
+    record = _read_journal(path)
+    if record is None:
         return {"state": "none"}
-    path, record = journal
     mint = record["mint"]
     found = {"mint": mint, "amount": record["amount"], "fee": record["fee"]}
     try:

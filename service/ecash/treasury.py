@@ -33,16 +33,26 @@ async def holdings(store: Store, wallet: EcashWallet) -> list[Held]:
     """Each allowed mint's ecash: the books against the proofs held."""
     held = []
     for mint in wallet.mints:
+        books, world, error = await held_at(store, wallet, mint)
+        held.append(Held(mint, books.value, None if world is None else world.value, error))
+    return held
+
+
+async def held_at(
+    store: Store, wallet: EcashWallet, mint: str
+) -> tuple[Msat, Msat | None, str | None]:
+    """The ecash the books hold at ``mint`` and the proofs the wallet holds there (None, and
+    why, when the wallet cannot tell), both read in one turn: no redeem or change falls
+    between them."""
+    try:
+        async with wallet.turn(mint) as at_mint:
+            async with store.read() as tx:
+                books = await ledger.balance(tx, ledger.ecash_account(mint_id(mint)))
+            return Msat(books), Msat.from_sat(await at_mint.balance()), None
+    except (EcashRefused, EcashUnknown) as exc:
         async with store.read() as tx:
             books = await ledger.balance(tx, ledger.ecash_account(mint_id(mint)))
-        try:
-            async with wallet.lock(""):
-                world: int | None = await wallet.balance(mint) * 1000
-            error = None
-        except (EcashRefused, EcashUnknown) as exc:
-            world, error = None, str(exc)
-        held.append(Held(mint, books, world, error))
-    return held
+        return Msat(books), None, str(exc) or type(exc).__name__
 
 
 class MeltFailed(Exception):
@@ -76,8 +86,8 @@ async def melt(
     except (LightningError, OSError) as exc:
         raise MeltFailed(f"the Lightning wallet made no invoice: {exc}") from None
     try:
-        async with wallet.lock(""):
-            melted = await wallet.melt(mint, invoice.bolt11)
+        async with wallet.turn(mint) as at_mint:
+            melted = await at_mint.melt(invoice.bolt11)
     except EcashRefused as exc:
         raise MeltFailed(f"the mint refused: {exc.detail}") from None
     except EcashUnknown as exc:

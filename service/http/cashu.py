@@ -4,7 +4,8 @@ and the mint's fee on the response, and the change kept by task id.
 - ``X-Cashu: cashuB...`` on ``/v1/chat/completions`` pays that request. The answer carries
   ``X-Cashu`` (the change, a fresh token; absent when nothing is owed), ``X-Cashu-Change-Msat``,
   ``X-Cashu-Fee-Msat`` (what the mint charged to swap the token: the operator's, shown) and
-  ``X-Satrouter-Task``.
+  ``X-Satrouter-Task``; ``X-Cashu-Change: pending`` when the change could not be minted at
+  once (the wallet busy): it waits at ``X-Cashu-Change-Url``.
 - A stream cannot carry its change in a header (the headers leave before the cost is known):
   the change of a stream, or of any response that was lost, is at ``GET /v1/cashu/change``
   (or ``/v1/cashu/change/{task id}``) with the token that paid in ``X-Cashu``: only its holder
@@ -53,7 +54,9 @@ def cashu_headers(outcome: Chat) -> dict[str, str]:
         headers["X-Cashu-Fee-Msat"] = str(outcome.cashu.fee_msat)
         headers["X-Cashu-Change-Url"] = f"/v1/cashu/change/{outcome.cashu.task_id}"
     change = outcome.cashu_change
-    if change is not None:
+    if change is not None and change.pending:
+        headers["X-Cashu-Change"] = "pending"  # fetch it at X-Cashu-Change-Url
+    elif change is not None:
         headers["X-Cashu-Change-Msat"] = str(change.amount_msat)
         if change.token:
             headers["X-Cashu"] = change.token

@@ -31,6 +31,7 @@ from aiohttp import web
 from billing.l402 import L402Error, request_digest
 from billing.store import TaskRow
 
+from ..tasks.cashu import redeem_gate
 from ..tasks.engine import Chat, Engine, L402Payment
 from ..tasks.offers import mint_gate
 from ..tasks.quotes import StoredQuote
@@ -62,10 +63,17 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     gated = kind_of(request) is Kind.L402 and LIMITER in request.app
     gate = functools.partial(request.app[LIMITER].admit_invoice, request) if gated else None
     reset = mint_gate.set(gate)
+    # Any Cashu token it redeems (X-Cashu, or Bearer cashu... opening a balance) is counted
+    # per address, whatever else the request carries.
+    limiter = request.app.get(LIMITER)
+    reset_redeems = redeem_gate.set(
+        functools.partial(limiter.admit_redeem, request) if limiter else None
+    )
     try:
         return await _answer(request, engine, chat, raw, scheme, credential, paid_form, began)
     finally:
         mint_gate.reset(reset)
+        redeem_gate.reset(reset_redeems)
 
 
 async def _answer(

@@ -47,6 +47,7 @@ class Kind(enum.Enum):
     # L402, MPP or x402: writes rows; a fresh offer it ends in is counted as INVOICE then
     L402 = "l402"
     PAYOUT = "payout"  # a withdrawal
+    REDEEM = "redeem"  # a Cashu token about to be redeemed (a write and a wallet process)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +60,7 @@ class Rates:
     accounts_per_address: str = "30/hour"
     writes_per_credential: str = "3000/minute"
     payouts_per_credential: str = "60/minute"
+    redeems_per_address: str = "30/minute"
 
 
 def kind_of(request: web.Request) -> Kind | None:
@@ -78,7 +80,9 @@ def kind_of(request: web.Request) -> Kind | None:
         # Only what the handlers take as a credential; anything else is answered like an
         # anonymous request (with an invoice) and is counted as one.
         if scheme == "BEARER":
-            return Kind.WRITE
+            return Kind.WRITE  # and a Cashu token it opens a balance with, as a redeem
+        if path == "/v1/chat/completions" and request.headers.get("X-Cashu", "").strip():
+            return None  # paid with ecash: no invoice; the redeem is counted as one
         # A paid form of a 402's offer (L402, MPP, x402) is counted as L402 is.
         paid = scheme in ("L402", "LSAT", "PAYMENT") or "PAYMENT-SIGNATURE" in request.headers
         return Kind.L402 if paid else Kind.INVOICE
@@ -136,6 +140,7 @@ class Limiter:
         per_address, total = item(rates.invoices_per_address), item(rates.invoices_total)
         accounts = item(rates.accounts_per_address)
         writes, payouts = item(rates.writes_per_credential), item(rates.payouts_per_credential)
+        redeems = item(rates.redeems_per_address)
         #: kind -> (limit, what it counts per: "address", "credential" or "all")
         self._rules: dict[Kind, list[tuple[RateLimitItem, str]]] = {
             Kind.INVOICE: [(i, w) for i, w in ((per_address, "address"), (total, "all")) if i],
@@ -145,6 +150,7 @@ class Limiter:
             # also held to the invoice rate per address, in a bucket of its own.
             Kind.L402: [(i, w) for i, w in ((writes, "credential"), (per_address, "address")) if i],
             Kind.PAYOUT: [(payouts, "credential")] if payouts else [],
+            Kind.REDEEM: [(redeems, "address")] if redeems else [],
         }
 
     def address(self, request: web.Request) -> str:
@@ -154,24 +160,26 @@ class Limiter:
         """Count ``request`` against its limits, or refuse it with a 429 problem. Every limit
         is tested before any is counted, so a refused request uses up nothing."""
         kind = kind_of(request)
-        if kind is None:
-            return
-        keyed = [
-            (item, kind.value, per, self._who(request, per)) for item, per in self._rules[kind]
-        ]
-        async with self._lock:  # tested and counted as one step: concurrent requests queue
-            await self._count(kind, keyed)
+        if kind is not None:
+            await self._admit_as(kind, request)
 
     async def admit_invoice(self, request: web.Request) -> None:
         """Count an invoice about to be minted for ``request``, which was admitted as another
         kind (a paid form ending in a fresh offer), against the invoice limits: per address
         and of all callers; a 429 problem if over."""
+        await self._admit_as(Kind.INVOICE, request)
+
+    async def admit_redeem(self, request: web.Request) -> None:
+        """Count a Cashu token about to be redeemed for ``request`` (whatever credential it
+        carries) against the redeem limit of its address; a 429 problem if over."""
+        await self._admit_as(Kind.REDEEM, request)
+
+    async def _admit_as(self, kind: Kind, request: web.Request) -> None:
         keyed = [
-            (item, Kind.INVOICE.value, per, self._who(request, per))
-            for item, per in self._rules[Kind.INVOICE]
+            (item, kind.value, per, self._who(request, per)) for item, per in self._rules[kind]
         ]
-        async with self._lock:
-            await self._count(Kind.INVOICE, keyed)
+        async with self._lock:  # tested and counted as one step: concurrent requests queue
+            await self._count(kind, keyed)
 
     async def _count(self, kind: Kind, keyed: list[tuple[RateLimitItem, str, str, str]]) -> None:
         for item, *ids in keyed:

@@ -93,6 +93,7 @@ STATUS_OF = {
     "cashu_change_pending": 503,
     "cashu_mint_unavailable": 503,
     "cashu_wallet_unavailable": 503,
+    "cashu_wallet_busy": 503,
     "cashu_outcome_unknown": 502,
     "not_found": 404,
 }

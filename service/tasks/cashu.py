@@ -9,11 +9,16 @@ request's maximum is reserved from it as for any prepaid call, and whatever that
 owed once the call is settled goes back as a fresh token: the change. The change is kept by
 task id, for the holder of the token that paid, so a lost response loses nothing.
 
-Before the wallet is asked to redeem a token, an intent (the token's hash, the task id) is
-committed; the booking closes it. One a crash left open is resolved from the wallet's own
-record of the swap and the mint (:meth:`Cashu.recover`, at start-up and when the token asks
-for its change): swapped into this wallet, it is booked as a refund to the token's holder
-(the change, fetched with the token); never swapped, it is dropped.
+A token's face (mint, unit, proofs, value) is read in process first, so a token the wallet
+would refuse costs no write and no wallet process; a redeem about to be tried is counted by
+:data:`redeem_gate` (the HTTP layer's per-address limit).
+
+Before the wallet is asked to redeem a token, an intent (the token's hash, the task id, the
+mint) is committed; the booking closes it, in the same turn of the wallet at that mint (see
+:mod:`..ecash.wallet`). One a crash left open is resolved from the wallet's own record of the
+swap and the mint (:meth:`Cashu.recover`, at start-up and when the token asks for its
+change): swapped into this wallet, it is booked as a refund to the token's holder (the
+change, fetched with the token); never swapped, it is dropped.
 """
 
 from __future__ import annotations
@@ -24,17 +29,24 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
 from billing import ledger
 from billing.money import Msat
-from billing.store import TaskRow
+from billing.store import TaskRow, Tx
 from billing.store.contracts import KeysTx
 
-from ..ecash.wallet import EcashRefused, EcashUnknown, EcashWallet, Redeemed, mint_id
+from ..ecash.wallet import (
+    EcashRefused,
+    EcashUnknown,
+    EcashWallet,
+    MintWallet,
+    Redeemed,
+    mint_id,
+)
 from .context import Context
 from .payments import Payments
 from .quotes import Priced
@@ -53,13 +65,25 @@ _REFUSED = {
     "mint_refused": "cashu_token_refused",
     "wallet_error": "cashu_wallet_error",
     "wallet_unavailable": "cashu_wallet_unavailable",
+    "wallet_busy": "cashu_wallet_busy",
 }
 
 #: Refusals a retry may pass later.
-_LATER = frozenset({"cashu_mint_unavailable", "cashu_wallet_unavailable"})
+_LATER = frozenset({"cashu_mint_unavailable", "cashu_wallet_unavailable", "cashu_wallet_busy"})
 
 #: The hashes of the tokens whose redeem intent is open.
 _OPEN = "cashu-intents"
+#: What a redeem came to when nothing was redeemed (its intent is deleted).
+_NOTHING = ("dropped", "none", "unspent", "spent_elsewhere")
+
+#: Awaited before a token is redeemed, when set: the HTTP layer sets it to count the redeem
+#: against the ecash limits of the caller's address (it raises to refuse).
+redeem_gate: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "redeem_gate", default=None
+)
+
+#: Books a redeemed token, in the transaction that closes its intent.
+Booking = Callable[[Tx, Redeemed], Awaitable[None]]
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +112,15 @@ class Paid:
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """What went back to the payer: a token (None when nothing was owed) of ``amount_msat``."""
+    """What went back to the payer: a token (None when nothing was owed, or while
+    ``pending``) of ``amount_msat``."""
 
     token: str | None
     amount_msat: int
     #: what the mint charged to mint it (the operator's)
     fee_msat: int = 0
+    #: owed, but not minted now (the wallet busy or failing): fetched later by task id
+    pending: bool = False
 
 
 class Cashu:
@@ -101,8 +128,6 @@ class Cashu:
         self._ctx = ctx
         self._payments = payments
         self._wallet_ = wallet
-        #: tokens this process is redeeming now: their intents are open, and not a crash's
-        self._inflight: set[str] = set()
 
     @property
     def wallet(self) -> EcashWallet:
@@ -113,7 +138,11 @@ class Cashu:
         return self._wallet_
 
     async def _set_intent(self, tx: KeysTx, digest: str, intent: dict[str, Any]) -> None:
-        await tx.set_value(_intent_key(digest), json.dumps(intent))
+        """Record an intent's state; one that came to nothing is deleted (it proves nothing)."""
+        if intent["state"] in _NOTHING:
+            await tx.delete_value(_intent_key(digest))
+        else:
+            await tx.set_value(_intent_key(digest), json.dumps(intent))
         raw = await tx.get_value(_OPEN)
         opened = set(json.loads(raw) if raw else ())
         opened = opened | {digest} if intent["state"] == "open" else opened - {digest}
@@ -124,15 +153,28 @@ class Cashu:
             raw = await tx.get_value(_intent_key(digest))
         return json.loads(raw) if raw else None
 
-    @asynccontextmanager
-    async def _redeeming(
-        self, token: str, min_sat: int, price: Msat, task_id: str
-    ) -> AsyncIterator[Redeemed]:
-        """Redeem ``token`` under an intent committed first; the block books it and closes
-        the intent (:meth:`_booked`). A crash anywhere leaves the intent for :meth:`recover`."""
+    async def _redeem(
+        self, token: str, min_sat: int, price: Msat, task_id: str, book: Booking
+    ) -> Redeemed:
+        """Redeem ``token`` and ``book`` it, in one turn of the wallet at its mint, under an
+        intent committed before the swap and closed by the booking: a crash anywhere leaves
+        the intent for :meth:`recover`, and no other process resolves it while this one may
+        still book it (the turn spans both)."""
         wallet = self.wallet
+        try:
+            mint = wallet.screen(token, min_sat)  # in process: nothing written, nothing started
+            if (gate := redeem_gate.get()) is not None:
+                await gate()
+            async with wallet.turn(mint) as at_mint:
+                return await self._redeem_in_turn(at_mint, token, min_sat, task_id, book)
+        except EcashRefused as exc:
+            raise self._refusal(exc, min_sat, price) from None
+
+    async def _redeem_in_turn(
+        self, at_mint: MintWallet, token: str, min_sat: int, task_id: str, book: Booking
+    ) -> Redeemed:
         digest = token_hash(token)
-        await self.recover(digest)  # an earlier attempt a crash interrupted
+        await self._recover_in_turn(at_mint, digest)  # an earlier attempt a crash interrupted
         earlier = await self._intent(digest)
         if earlier is not None and earlier["state"] == "refunded":
             raise Refusal(
@@ -147,36 +189,32 @@ class Cashu:
                 "this token is being redeemed, or was: keep it and ask for its change",
                 should_retry=False,
             )
-        self._inflight.add(digest)
+        intent = {"state": "open", "task_id": task_id, "mint": at_mint.mint, "at": time.time()}
+        async with self._ctx.store.transaction() as tx:
+            await self._set_intent(tx, digest, intent)
         try:
-            async with self._ctx.store.transaction() as tx:
-                intent = {"state": "open", "task_id": task_id, "at": time.time()}
-                await self._set_intent(tx, digest, intent)
-            try:
-                async with wallet.lock(""):
-                    redeemed = await wallet.redeem(token, min_sat)
-            except EcashRefused as exc:
-                if exc.extra.pop("swapped", None) is False:  # nothing redeemed: nothing to find
-                    async with self._ctx.store.transaction() as tx:
-                        await self._set_intent(tx, digest, {**intent, "state": "dropped"})
-                raise self._refusal(exc, min_sat, price) from None
-            except EcashUnknown as exc:
-                raise Refusal(
-                    "cashu_outcome_unknown",
-                    f"{exc}; the token may have been redeemed: keep it and ask for its change "
-                    "(GET /v1/cashu/change with it) in a while",
-                    should_retry=False,
-                ) from None
-            yield redeemed
-        finally:
-            self._inflight.discard(digest)
-
-    async def _booked(self, tx: KeysTx, token: str, task_id: str) -> None:
-        await self._set_intent(tx, token_hash(token), {"state": "booked", "task_id": task_id})
+            redeemed = await at_mint.redeem(token, min_sat)
+        except EcashRefused as exc:
+            if exc.extra.pop("swapped", None) is False:  # nothing redeemed: nothing to find
+                async with self._ctx.store.transaction() as tx:
+                    await self._set_intent(tx, digest, {**intent, "state": "dropped"})
+            raise
+        except EcashUnknown as exc:
+            raise Refusal(
+                "cashu_outcome_unknown",
+                f"{exc}; the token may have been redeemed: keep it and ask for its change "
+                "(GET /v1/cashu/change with it) in a while",
+                should_retry=False,
+            ) from None
+        async with self._ctx.store.transaction() as tx:
+            await book(tx, redeemed)
+            await self._set_intent(tx, digest, {"state": "booked", "task_id": task_id})
+        at_mint.forget(digest)  # booked: the swap's journal has served
+        return redeemed
 
     def _refusal(self, exc: EcashRefused, min_sat: int, price: Msat) -> Refusal:
         kind = _REFUSED.get(exc.kind, "cashu_wallet_error")
-        extra: dict[str, object] = dict(exc.extra)
+        extra: dict[str, object] = {k: v for k, v in exc.extra.items() if k != "swapped"}
         if exc.kind == "below_price":
             extra |= {"price_msat": price.value, "price_sat": min_sat}
         if exc.kind == "mint_not_allowed":
@@ -190,47 +228,55 @@ class Cashu:
         )
 
     async def recover(self, digest: str) -> None:
-        """Resolve the open intent of the token whose hash is ``digest`` (none, or one this
-        process is redeeming now: nothing to do). Swapped into this wallet: booked once as a
-        refund to the token's holder; never swapped (or spent by someone else): dropped;
-        not known yet: left open."""
+        """Resolve the open intent of the token whose hash is ``digest``, if any, in a turn
+        of the wallet at its mint (a busy wallet: left for later)."""
         wallet = self._wallet_
-        if wallet is None or not wallet.mints or digest in self._inflight:
+        intent = await self._intent(digest) if wallet is not None else None
+        if wallet is None or intent is None or intent["state"] != "open":
             return
-        async with wallet.lock(""):
-            intent = await self._intent(digest)
-            if intent is None or intent["state"] != "open":
+        try:
+            async with wallet.turn(str(intent.get("mint"))) as at_mint:
+                await self._recover_in_turn(at_mint, digest)
+        except EcashRefused as exc:
+            log.warning("cashu intent %s: not resolved now: %s", digest[:12], exc)
+
+    async def _recover_in_turn(self, at_mint: MintWallet, digest: str) -> None:
+        """In the mint's turn, an open intent is no live redeem's (that one would hold the
+        turn): swapped into this wallet, it is booked once as a refund to the token's holder;
+        never swapped (or spent by someone else), dropped; not known yet, left open."""
+        intent = await self._intent(digest)
+        if intent is None or intent["state"] != "open":
+            return
+        try:
+            found = await at_mint.recover(digest)
+        except (EcashRefused, EcashUnknown) as exc:
+            log.warning("cashu intent %s: the wallet cannot tell yet: %s", digest[:12], exc)
+            return
+        if found.state not in ("redeemed", *_NOTHING):
+            log.warning("cashu intent %s stays open: %s", digest[:12], found.state)
+            return
+        async with self._ctx.store.transaction() as tx:
+            raw = await tx.get_value(_intent_key(digest))
+            if raw is None or json.loads(raw)["state"] != "open":
+                return  # resolved meanwhile
+            if found.state != "redeemed":
+                await self._set_intent(tx, digest, {**intent, "state": found.state})
                 return
-            try:
-                found = await wallet.recover(digest)
-            except (EcashRefused, EcashUnknown) as exc:
-                log.warning("cashu intent %s: the wallet cannot tell yet: %s", digest[:12], exc)
-                return
-            if found.state not in ("redeemed", "none", "unspent", "spent_elsewhere"):
-                log.warning("cashu intent %s stays open: %s", digest[:12], found.state)
-                return
-            store = self._ctx.store
-            async with store.transaction() as tx:
-                raw = await tx.get_value(_intent_key(digest))
-                if raw is None or json.loads(raw)["state"] != "open":
-                    return  # resolved meanwhile
-                if found.state != "redeemed" or found.mint is None:
-                    await self._set_intent(tx, digest, {**intent, "state": found.state})
-                    return
-                task_id = str(intent["task_id"])
-                amount, fee = Msat.from_sat(found.amount_sat), Msat.from_sat(found.fee_sat)
-                # The ledger's key (the token's hash) books it once, whoever gets here.
-                await ledger.post(
-                    tx,
-                    ledger.ecash_received(
-                        payer_of(task_id), mint_id(found.mint), amount, fee, key=digest
-                    ),
-                )
-                meta = {"token_hash": digest, "mint": found.mint}
-                await tx.set_value(f"cashu:{task_id}", json.dumps(meta))
-                await tx.set_value(f"cashu-paid:{digest}", task_id)
-                await self._set_intent(tx, digest, {**intent, "state": "refunded"})
-            log.warning("cashu intent %s: swapped before a crash; refunded", digest[:12])
+            task_id = str(intent["task_id"])
+            amount, fee = Msat.from_sat(found.amount_sat), Msat.from_sat(found.fee_sat)
+            # The ledger's key (the token's hash) books it once, whoever gets here.
+            await ledger.post(
+                tx,
+                ledger.ecash_received(
+                    payer_of(task_id), mint_id(at_mint.mint), amount, fee, key=digest
+                ),
+            )
+            meta = {"token_hash": digest, "mint": at_mint.mint}
+            await tx.set_value(f"cashu:{task_id}", json.dumps(meta))
+            await tx.set_value(f"cashu-paid:{digest}", task_id)
+            await self._set_intent(tx, digest, {**intent, "state": "refunded"})
+        at_mint.forget(digest)
+        log.warning("cashu intent %s: swapped before a crash; refunded", digest[:12])
 
     async def recover_all(self) -> None:
         """Resolve every open intent (at start-up: any open one is a dead process's)."""
@@ -246,20 +292,19 @@ class Cashu:
         min_sat = -(-total.value // 1000)
         task_id = "task_" + secrets.token_hex(12)
         payer = payer_of(task_id)
-        async with self._redeeming(token, min_sat, total, task_id) as redeemed:
+        digest = token_hash(token)
+
+        async def book(tx: Tx, redeemed: Redeemed) -> None:
             amount, fee = Msat.from_sat(redeemed.amount_sat), Msat.from_sat(redeemed.fee_sat)
-            async with self._ctx.store.transaction() as tx:
-                await ledger.post(
-                    tx,
-                    ledger.ecash_received(
-                        payer, mint_id(redeemed.mint), amount, fee, key=token_hash(token)
-                    ),
-                )
-                meta = {"token_hash": token_hash(token), "mint": redeemed.mint}
-                await tx.set_value(f"cashu:{task_id}", json.dumps(meta))
-                # The token is all its holder needs to find the change: no id has to survive.
-                await tx.set_value(f"cashu-paid:{token_hash(token)}", task_id)
-                await self._booked(tx, token, task_id)
+            account = mint_id(redeemed.mint)
+            await ledger.post(tx, ledger.ecash_received(payer, account, amount, fee, key=digest))
+            meta = {"token_hash": digest, "mint": redeemed.mint}
+            await tx.set_value(f"cashu:{task_id}", json.dumps(meta))
+            # The token is all its holder needs to find the change: no id has to survive.
+            await tx.set_value(f"cashu-paid:{digest}", task_id)
+
+        redeemed = await self._redeem(token, min_sat, total, task_id, book)
+        amount, fee = Msat.from_sat(redeemed.amount_sat), Msat.from_sat(redeemed.fee_sat)
         paid = Paid(task_id, redeemed.mint, amount.value, fee.value)
         extra = {
             "cashu": {"mint": redeemed.mint, "amount_msat": amount.value, "fee_msat": fee.value}
@@ -278,50 +323,72 @@ class Cashu:
         """Pay what ``cashu_<task_id>`` is owed back as a fresh token, once; the same token
         again on later calls."""
         wallet = self.wallet
-        store = self._ctx.store
+        async with self._ctx.store.read() as tx:
+            meta_raw = await tx.get_value(f"cashu:{task_id}")
+        if meta_raw is None:
+            raise Refusal("not_found", "no Cashu payment has that task id")
+        mint = json.loads(meta_raw)["mint"]
+        try:
+            async with wallet.turn(mint) as at_mint:
+                return await self._change_in_turn(at_mint, task_id)
+        except EcashRefused as exc:  # busy: nothing was minted
+            raise Refusal(
+                "cashu_change_pending",
+                f"the change could not be minted now ({exc}); ask again for it by task id",
+                retry_after=5,
+            ) from None
+
+    async def _change_in_turn(self, at_mint: MintWallet, task_id: str) -> Change:
+        """Minted in the mint's turn, so two callers (in any process) never mint it twice."""
+        store, mint = self._ctx.store, at_mint.mint
         key = f"cashu-change:{task_id}"
-        async with wallet.lock(""):
-            async with store.read() as tx:
-                meta_raw = await tx.get_value(f"cashu:{task_id}")
-                stored = await tx.get_value(key)
-            if meta_raw is None:
-                raise Refusal("not_found", "no Cashu payment has that task id")
-            mint = json.loads(meta_raw)["mint"]
-            kept = json.loads(stored) if stored else None
-            if kept is not None and kept.get("token") is not None:
-                return Change(kept["token"], kept["amount_msat"], kept["fee_msat"])
-            if kept is None:
-                async with store.transaction() as tx:
-                    owed = await ledger.agent_balance(tx, payer_of(task_id))
-                    if owed.value == 0:
-                        return Change(None, 0)
-                    sent = Msat.from_sat(owed.value // 1000)
-                    await ledger.post(
-                        tx,
-                        ledger.ecash_change(payer_of(task_id), mint_id(mint), task_id, owed, sent),
-                    )
-                    kept = {"token": None, "amount_msat": sent.value, "fee_msat": 0}
-                    await tx.set_value(key, json.dumps(kept))
-            amount_msat = int(kept["amount_msat"])
-            if amount_msat == 0:
-                return Change(None, 0)
-            # Booked first, then minted: a crash between leaves the record pending, and the
-            # next call mints it (the proofs stay in the wallet until then).
-            try:
-                sent_token = await wallet.send(mint, amount_msat // 1000)
-            except (EcashRefused, EcashUnknown) as exc:
-                raise Refusal(
-                    "cashu_change_pending",
-                    f"the change could not be minted now ({exc}); ask again for it by task id",
-                    retry_after=5,
-                ) from None
-            fee = Msat.from_sat(sent_token.fee_sat)
-            kept = {"token": sent_token.token, "amount_msat": amount_msat, "fee_msat": fee.value}
+        async with store.read() as tx:
+            stored = await tx.get_value(key)
+        kept = json.loads(stored) if stored else None
+        if kept is not None and kept.get("token") is not None:
+            return Change(kept["token"], kept["amount_msat"], kept["fee_msat"])
+        if kept is None:
             async with store.transaction() as tx:
-                if fee.value > 0:
-                    await ledger.post(tx, ledger.ecash_fee(mint_id(mint), f"change:{task_id}", fee))
+                owed = await ledger.agent_balance(tx, payer_of(task_id))
+                if owed.value == 0:
+                    return Change(None, 0)
+                sent = Msat.from_sat(owed.value // 1000)
+                await ledger.post(
+                    tx,
+                    ledger.ecash_change(payer_of(task_id), mint_id(mint), task_id, owed, sent),
+                )
+                kept = {"token": None, "amount_msat": sent.value, "fee_msat": 0}
                 await tx.set_value(key, json.dumps(kept))
-            return Change(sent_token.token, amount_msat, fee.value)
+        amount_msat = int(kept["amount_msat"])
+        if amount_msat == 0:
+            return Change(None, 0)
+        # Booked first, then minted: a crash between leaves the record pending, and the
+        # next call mints it (the proofs stay in the wallet until then).
+        try:
+            sent_token = await at_mint.send(amount_msat // 1000)
+        except (EcashRefused, EcashUnknown) as exc:
+            raise Refusal(
+                "cashu_change_pending",
+                f"the change could not be minted now ({exc}); ask again for it by task id",
+                retry_after=5,
+            ) from None
+        fee = Msat.from_sat(sent_token.fee_sat)
+        kept = {"token": sent_token.token, "amount_msat": amount_msat, "fee_msat": fee.value}
+        async with store.transaction() as tx:
+            if fee.value > 0:
+                await ledger.post(tx, ledger.ecash_fee(mint_id(mint), f"change:{task_id}", fee))
+            await tx.set_value(key, json.dumps(kept))
+        return Change(sent_token.token, amount_msat, fee.value)
+
+    async def change_or_later(self, task_id: str) -> Change:
+        """:meth:`change`, or (it cannot be minted now) a pending change: the answer it goes
+        with was paid for and is never lost to it."""
+        try:
+            return await self.change(task_id)
+        except Refusal as refused:
+            if refused.kind != "cashu_change_pending":
+                raise
+            return Change(None, 0, pending=True)
 
     async def paid_by(self, token: str) -> str:
         """The task ``token`` paid for (refused if it paid for none)."""
@@ -348,15 +415,15 @@ class Cashu:
             account = await tx.api_account_by_key_hash(digest)
         if account is not None:
             return account
-        task_id = "task_" + secrets.token_hex(12)  # the refund's, if a crash interrupts
-        async with self._redeeming(token, 1, Msat(1000), task_id) as redeemed:
-            account = "acct_" + secrets.token_hex(10)
+        account = "acct_" + secrets.token_hex(10)
+
+        async def book(tx: Tx, redeemed: Redeemed) -> None:
             amount, fee = Msat.from_sat(redeemed.amount_sat), Msat.from_sat(redeemed.fee_sat)
-            async with self._ctx.store.transaction() as tx:
-                await tx.insert_api_account(account, digest, time.time())
-                await ledger.post(
-                    tx,
-                    ledger.ecash_received(account, mint_id(redeemed.mint), amount, fee, key=digest),
-                )
-                await self._booked(tx, token, task_id)
+            await tx.insert_api_account(account, digest, time.time())
+            await ledger.post(
+                tx, ledger.ecash_received(account, mint_id(redeemed.mint), amount, fee, key=digest)
+            )
+
+        task_id = "task_" + secrets.token_hex(12)  # the refund's, if a crash interrupts
+        await self._redeem(token, 1, Msat(1000), task_id, book)
         return account

@@ -291,7 +291,7 @@ class Engine:
                     refunded = await tx.task(task.id)
                 assert refunded is not None
                 if paid is not None:  # refunded before it streamed: the token goes back whole
-                    return shown(refunded, cashu_change=await self._cashu.change(task.id))
+                    return shown(refunded, cashu_change=await self._cashu.change_or_later(task.id))
                 return shown(refunded)
             return shown(task, events=events)
         ran = await self._runner.run(task)
@@ -299,7 +299,8 @@ class Engine:
             return shown(ran.task, answer=ran.answer)
         # Change is what the payer is owed once the call is settled: settle it now.
         settled = await self._settled(ran.task)
-        return shown(settled, answer=ran.answer, cashu_change=await self._cashu.change(task.id))
+        change = await self._cashu.change_or_later(task.id)
+        return shown(settled, answer=ran.answer, cashu_change=change)
 
     async def _settled(self, task: TaskRow) -> TaskRow:
         """``task`` reconciled now if it completed (else as it is: refunded, failed)."""

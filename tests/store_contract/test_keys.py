@@ -52,3 +52,15 @@ async def test_values_are_set_and_replaced(store: Store) -> None:
     async with store.read() as tx:
         assert await tx.get_value("lnd.settle_index") == "42"
         assert await tx.get_value("other") == ""
+
+
+async def test_a_deleted_value_is_gone_and_others_stay(store: Store) -> None:
+    async with store.transaction() as tx:
+        await tx.set_value("a", "1")
+        await tx.set_value("b", "2")
+    async with store.transaction() as tx:
+        await tx.delete_value("a")
+        await tx.delete_value("never-set")
+    async with store.read() as tx:
+        assert await tx.get_value("a") is None
+        assert await tx.get_value("b") == "2"

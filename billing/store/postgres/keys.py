@@ -41,3 +41,6 @@ class PostgresKeys(PostgresBase):
             key,
             value,
         )
+
+    async def delete_value(self, key: str) -> None:
+        await self._run("DELETE FROM kv WHERE key = $1", key)

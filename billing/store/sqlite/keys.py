@@ -36,3 +36,6 @@ class SqliteKeys(SqliteBase):
             "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
+
+    async def delete_value(self, key: str) -> None:
+        self._run("DELETE FROM kv WHERE key = ?", (key,))
