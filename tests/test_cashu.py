@@ -627,14 +627,21 @@ async def test_a_token_its_holder_spent_after_a_crash_is_not_credited(
     assert intent is None and still_open == []  # it came to nothing here: nothing kept
 
 
-def forged_token(mint: Mint, keyset: str, sats: int) -> str:
+def forged_token(
+    mint: Mint, keyset: str, sats: int, *, dleq: bool = False, odd: bool = False
+) -> str:
     """A token that reads as a real one of ``mint`` (its keyset, sat, enough value) but
-    whose proofs no mint signed: only the mint can tell."""
-    proofs = [
-        {"a": 1 << bit, "s": secrets.token_hex(32), "c": b"\x02" + secrets.token_bytes(32)}
-        for bit in range(sats.bit_length())
-        if sats >> bit & 1
+    whose proofs no mint signed: only the mint can tell (or, with a made-up DLEQ proof
+    (NUT-12), the wallet; ``odd``: an amount the keyset has no key for)."""
+    amounts = [1 << bit for bit in range(sats.bit_length()) if sats >> bit & 1]
+    if odd:
+        amounts = [sats]
+    proofs: list[dict[str, Any]] = [
+        {"a": a, "s": secrets.token_hex(32), "c": b"\x02" + secrets.token_bytes(32)}
+        for a in amounts
     ]
+    if dleq:
+        proofs[0]["d"] = {k: secrets.token_bytes(32) for k in ("e", "s", "r")}
     body = {"m": mint.url, "u": "sat", "t": [{"i": bytes.fromhex(keyset), "p": proofs}]}
     return "cashuB" + base64.urlsafe_b64encode(cbor2.dumps(body)).decode().rstrip("=")
 
@@ -660,7 +667,7 @@ async def test_a_flood_of_tokens_under_any_credential_is_bounded_per_address(
         cashu_mints=mint.url,
         cashu_python=str(counting),
         cashu_dir=tmp_path / "cashu",
-        limit_redeems_per_address="3/minute",
+        limit_redeems_per_address="3/day",  # a minute's window would flake at its boundary
     )
     app = create_service(settings)
     runner, url = await serve(app)
@@ -686,7 +693,14 @@ async def test_a_flood_of_tokens_under_any_credential_is_bounded_per_address(
                 await post(1, **{"X-Cashu": other_mint}),
                 await post(2, Authorization=f"Bearer cashuB{secrets.token_urlsafe(40)}"),
             ]
-            forged = [forged_token(mint, keyset, price * 2) for _ in range(5)]  # fee: ample
+            ample = price * 2 + 1  # the fee covered; odd, so no power of two
+            forged = [
+                forged_token(mint, keyset, ample),  # the mint refuses it
+                forged_token(mint, keyset, ample, dleq=True),  # the wallet does, after reading
+                forged_token(mint, keyset, ample, odd=True),  # no key for its amount
+                forged_token(mint, keyset, ample),
+                forged_token(mint, keyset, ample),
+            ]
             answers = [await post(n, **{"X-Cashu": t}) for n, t in enumerate(forged[:4])]
             as_key = await post(9, Authorization=f"Bearer {forged[4]}")
     finally:
@@ -696,6 +710,7 @@ async def test_a_flood_of_tokens_under_any_credential_is_bounded_per_address(
     assert [a.status_code for a in answers[3:]] == [429]
     assert all(a.status_code not in (200, 429, 500) for a in answers[:3]), answers
     assert answers[0].json()["type"].endswith("cashu_token_refused"), answers[0].text
+    assert not [p for p in (tmp_path / "cashu").glob("*-swaps/*") if p.is_file()]  # no journal
     assert as_key.status_code == 429, as_key.text
     redeems = runs.read_text().split().count("redeem")
     assert redeems == 3  # the three let through, no more
@@ -708,3 +723,25 @@ async def test_a_flood_of_tokens_under_any_credential_is_bounded_per_address(
                 assert await tx.get_value(f"cashu-intent:{token_hash(token)}") is None
     finally:
         await store.close()
+
+
+async def test_a_paid_answer_is_not_held_back_by_a_busy_wallet(cashu: CashuService) -> None:
+    """The change of a call that ran waits for the wallet's turn a few seconds at most: the
+    answer then leaves with ``X-Cashu-Change: pending``, and the change waits at its URL."""
+    price = await _price_sat(cashu)
+    token = await cashu.token(price + 10)
+    cashu.emulator.state.faults.set(BODY["model"], Fault(kind="slow", delay=2))
+    call = asyncio.create_task(
+        cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+    )
+    await until(lambda: _asked(cashu.emulator))  # redeemed, and running
+    beside = EcashWallet(str(PYTHON), cashu.ecash.data_dir, (cashu.mint.url,))  # as a process
+    async with beside.turn(cashu.mint.url):
+        answer = await call
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["X-Cashu-Change"] == "pending"
+    assert "X-Cashu" not in answer.headers
+    got = await cashu.http.get(answer.headers["X-Cashu-Change-Url"], headers={"X-Cashu": token})
+    assert got.status_code == 200, got.text
+    await asyncio.to_thread(cashu.wallet.receive, got.json()["token"])
+    await cashu.check()

@@ -78,6 +78,13 @@ def test_a_v3_token_in_either_alphabet_with_or_without_padding() -> None:
                 ]
             }
         ),  # two mints: a request is paid at one
+        # CBOR's semantic tags decode to what their types raise on
+        v4({"m": cbor2.CBORTag(5, [10**20, 3]), "u": "sat", "t": []}),
+        v4({"m": cbor2.CBORTag(4, ["a", "b"]), "u": "sat", "t": []}),
+        v4({"m": cbor2.CBORTag(4, [10**30, 1]), "u": "sat", "t": []}),
+        v4({"m": cbor2.CBORTag(35, 0), "u": "sat", "t": []}),
+        v4({"m": cbor2.CBORTag(100, 10**30), "u": "sat", "t": []}),
+        v4({"m": cbor2.CBORTag(5, [[1], [2]]), "u": "sat", "t": []}),
         "cashuB" + base64.urlsafe_b64encode(b"\x81" * 5000 + b"\x00").decode(),  # deep nesting
         "cashuA" + base64.urlsafe_b64encode(b"[" * 5000).decode(),
     ],

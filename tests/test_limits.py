@@ -24,7 +24,7 @@ from service.config import Settings
 from service.demo.lnbits import LnbitsServer
 from service.demo.loopback import serve
 from service.http.keys import SETTINGS
-from service.http.limits import client_address, networks
+from service.http.limits import client_address, counted_address, networks
 from service.tasks.engine import EngineConfig
 
 from .conftest import LIMITS_OFF, Emulator, Service, service_settings
@@ -194,6 +194,17 @@ def test_forwarded_addresses_are_believed_only_from_trusted_proxies() -> None:
     assert client_address(request("127.0.0.1", "1.2.3.4"), ()) == "127.0.0.1"
 
 
+def test_an_ipv6_caller_is_counted_by_its_64() -> None:
+    """One subscriber commonly holds a whole /64: counted per address, each of its 2^64
+    addresses had a limit of its own."""
+    assert counted_address("2001:db8:1:2:aaaa::1") == counted_address("2001:db8:1:2:bbbb::9")
+    assert counted_address("2001:db8:1:2::1") == "2001:db8:1:2::/64"
+    assert counted_address("2001:db8:1:3::1") != counted_address("2001:db8:1:2::1")
+    assert counted_address("::ffff:203.0.113.9") == "203.0.113.9"
+    assert counted_address("203.0.113.9") == "203.0.113.9"
+    assert counted_address("unknown") == "unknown"
+
+
 async def test_event_streams_per_task_are_bounded(guarded: Service) -> None:
     async with httpx.AsyncClient(base_url=guarded.url, timeout=30) as http:
         task = (await http.post("/v1/tasks", json=BODY)).json()
@@ -231,7 +242,7 @@ async def test_an_authorization_header_no_handler_takes_is_counted_as_anonymous(
     past every invoice limit."""
     wallet = lnbits.create_wallet("satrouter")
     settings = service_settings(
-        tmp_path, emulator, lnbits, wallet, limit_invoices_per_address="3/minute"
+        tmp_path, emulator, lnbits, wallet, limit_invoices_per_address="3/day"
     )
     app = create_app(settings, engine_config=EngineConfig(sweep_interval=0.1))
     runner, url = await serve(app)
@@ -262,7 +273,7 @@ async def test_mpp_and_x402_payments_are_not_held_to_the_anonymous_invoice_limit
     agent = lnbits.create_wallet("agent")
     lnbits.fund(agent, 10_000)
     settings = service_settings(
-        tmp_path, emulator, lnbits, wallet, limit_invoices_per_address="3/minute"
+        tmp_path, emulator, lnbits, wallet, limit_invoices_per_address="3/day"
     )
     app = create_app(settings, engine_config=EngineConfig(sweep_interval=0.1))
     runner, url = await serve(app)

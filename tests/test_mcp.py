@@ -156,7 +156,7 @@ async def test_hostile_bodies_are_refused_as_the_rest_api_refuses_them(tmp_path:
 
 async def test_requests_are_rate_limited_per_key(tmp_path: Path) -> None:
     ping = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
-    async with offline_service(tmp_path, limit_writes_per_credential="3/minute") as http:
+    async with offline_service(tmp_path, limit_writes_per_credential="3/day") as http:
         account = (await http.post("/v1/accounts")).json()
         headers = {
             "Authorization": f"Bearer {account['api_key']}",

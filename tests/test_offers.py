@@ -396,7 +396,7 @@ async def test_x402_naming_an_unpaid_invoice_is_held_to_the_global_invoice_limit
     invoice limit (limit_invoices_total, which protects the LNbits rate limit settlement
     needs) never applies: a flood from many addresses mints without bound, no payment needed."""
     wallet = lnbits.create_wallet("satrouter")
-    settings = service_settings(tmp_path, emulator, lnbits, wallet, limit_invoices_total="2/minute")
+    settings = service_settings(tmp_path, emulator, lnbits, wallet, limit_invoices_total="2/day")
     app = create_app(settings, engine_config=EngineConfig(sweep_interval=0.1))
     runner, url = await serve(app)
     try:
@@ -554,7 +554,7 @@ async def test_refused_mpp_credentials_are_held_to_the_global_invoice_limit(
 ) -> None:
     """A refused MPP credential gets a fresh offer; its invoice counts as an unpaid one."""
     wallet = lnbits.create_wallet("satrouter")
-    settings = service_settings(tmp_path, emulator, lnbits, wallet, limit_invoices_total="2/minute")
+    settings = service_settings(tmp_path, emulator, lnbits, wallet, limit_invoices_total="2/day")
     app = create_app(settings, engine_config=EngineConfig(sweep_interval=0.1))
     runner, url = await serve(app)
     try:

@@ -36,6 +36,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import sys
 from typing import Any
 
@@ -129,6 +130,7 @@ async def redeem(args: dict[str, Any]) -> dict[str, Any]:
         wallet = await _wallet(mint)
         await wallet._expand_short_keyset_ids(proofs)
         fee = wallet.get_fees_for_proofs(proofs)
+        wallet.verify_proofs_dleq(proofs)  # what redeem checks first: before the journal
     except Exception as exc:
         raise _swap_not_started(_classify(exc)) from None
     if amount - fee < int(args["min_sat"]):
@@ -289,6 +291,8 @@ COMMANDS = {
 def main() -> int:
     command = COMMANDS[sys.argv[1]]
     args = json.loads(sys.stdin.read())
+    # Bounded even when its caller is gone (killed, or no longer waiting): it holds the turn.
+    signal.alarm(max(1, int(args.get("timeout", 0))))
     out = sys.stdout
     try:
         with contextlib.redirect_stdout(sys.stderr):  # nutshell prints as it goes

@@ -46,13 +46,14 @@ async def held_at(
     between them."""
     try:
         async with wallet.turn(mint) as at_mint:
-            async with store.read() as tx:
-                books = await ledger.balance(tx, ledger.ecash_account(mint_id(mint)))
-            return Msat(books), Msat.from_sat(await at_mint.balance()), None
+            return await _books(store, mint), Msat.from_sat(await at_mint.balance()), None
     except (EcashRefused, EcashUnknown) as exc:
-        async with store.read() as tx:
-            books = await ledger.balance(tx, ledger.ecash_account(mint_id(mint)))
-        return Msat(books), None, str(exc) or type(exc).__name__
+        return await _books(store, mint), None, str(exc) or type(exc).__name__
+
+
+async def _books(store: Store, mint: str) -> Msat:
+    async with store.read() as tx:
+        return Msat(await ledger.balance(tx, ledger.ecash_account(mint_id(mint))))
 
 
 class MeltFailed(Exception):
@@ -78,7 +79,8 @@ async def melt(
     """Pay an invoice of the operator's own Lightning wallet with proofs held at ``mint``.
     Booked (ecash down by the amount and the mint's fee, the wallet up) only once the wallet
     itself shows the invoice settled: a mint's word that it paid is not enough."""
-    if mint not in wallet.mints:
+    if mint not in wallet.mints and (await _books(store, mint)).value <= 0:
+        # a mint taken off the allow list can still be melted while the books hold ecash there
         raise MeltFailed(f"{mint} is not an allowed mint ({', '.join(wallet.mints)})")
     amount = Msat.from_sat(amount_sat)
     try:

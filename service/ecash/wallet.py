@@ -144,33 +144,45 @@ class EcashWallet:
             raise EcashRefused("below_price", detail, {"amount": face.amount, "mint": face.mint})
         return face.mint
 
+    def journal(self, mint: str, token_hash: str) -> Path:
+        """Where the wallet journals its swap of a token (see :mod:`.nutshell_wallet`)."""
+        return self.data_dir / f"{wallet_name(mint)}-swaps" / f"{token_hash}.json"
+
+    def journaled_at(self, token_hash: str) -> str | None:
+        """The allowed mint whose wallet journaled a swap of the token, if any."""
+        return next((m for m in self.mints if self.journal(m, token_hash).exists()), None)
+
     @contextlib.asynccontextmanager
-    async def turn(self, mint: str) -> AsyncIterator[MintWallet]:
+    async def turn(self, mint: str, *, wait: float | None = None) -> AsyncIterator[MintWallet]:
         """The wallet at ``mint``, to this caller alone until the block ends (see the module's
         docstring); :class:`EcashRefused` ``wallet_busy`` if too many wait already here, or
-        another process keeps its turn past the timeout."""
-        if mint not in self.mints:  # e.g. taken off the allow list since it was used
-            raise EcashRefused("mint_not_allowed", f"{mint} is not an allowed mint now", {})
+        the turn does not come within ``wait`` seconds (default: the timeout). Any mint the
+        wallet holds proofs at, allowed or no longer: the allow list is for redeems."""
+        busy = EcashRefused("wallet_busy", "the ecash wallet is busy; try again shortly", {})
         if self._waiting[mint] >= self.max_waiting:
-            raise EcashRefused("wallet_busy", "the ecash wallet is busy; try again shortly", {})
+            raise busy
+        wait = self.timeout if wait is None else wait
+        deadline = time.monotonic() + wait
         self._waiting[mint] += 1
         try:
-            await self._turns.setdefault(mint, asyncio.Lock()).acquire()
+            async with asyncio.timeout(wait):
+                await self._turns.setdefault(mint, asyncio.Lock()).acquire()
+        except TimeoutError:
+            raise busy from None
         finally:
             self._waiting[mint] -= 1
         try:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.data_dir / f"{wallet_name(mint)}.lock", os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                await self._lock_file(fd)
+                await self._lock_file(fd, deadline)
                 yield MintWallet(self, mint, fd)
             finally:
                 os.close(fd)  # the lock goes with the last holder of the file (maybe the wallet)
         finally:
             self._turns[mint].release()
 
-    async def _lock_file(self, fd: int) -> None:
-        deadline = time.monotonic() + self.timeout
+    async def _lock_file(self, fd: int, deadline: float) -> None:
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -201,17 +213,21 @@ class EcashWallet:
             raise EcashRefused("wallet_unavailable", detail, {}) from None
         try:
             out, err = await asyncio.wait_for(
-                process.communicate(json.dumps(args).encode()), self.timeout
+                process.communicate(json.dumps({**args, "timeout": self.timeout}).encode()),
+                self.timeout,
             )
         except TimeoutError:
             process.kill()
             await process.wait()
             raise EcashUnknown(f"the ecash wallet did not answer {command} in time") from None
+        except asyncio.CancelledError:  # no one waits for it: it ends now, not at its alarm
+            process.kill()
+            raise
         result = _answer(out)
         if process.returncode != 0 or result is None:
             # What it wrote stays in the operator's log (without any token); callers learn
             # only that the outcome is unknown.
-            said = _TOKEN_TEXT.sub("cashu…", err.decode(errors="replace")[-2000:])
+            said = _TOKEN_TEXT.sub("cashu…", err.decode(errors="replace"))[-2000:]
             code = process.returncode
             log.warning("the ecash wallet failed %s (exit %s): %s", command, code, said)
             raise EcashUnknown(f"the ecash wallet failed {command}")
@@ -263,8 +279,7 @@ class MintWallet:
 
     def forget(self, token_hash: str) -> None:
         """Delete the journal of a redeem that is booked (it served only to recover one)."""
-        swaps = self._wallet.data_dir / f"{wallet_name(self.mint)}-swaps"
-        (swaps / f"{token_hash}.json").unlink(missing_ok=True)
+        self._wallet.journal(self.mint, token_hash).unlink(missing_ok=True)
 
     async def send(self, amount_sat: int) -> Sent:
         result = await self._run("send", {"amount": amount_sat})

@@ -104,6 +104,20 @@ def client_address(request: web.Request, trusted: Sequence[Network]) -> str:
     return peer
 
 
+def counted_address(address: str) -> str:
+    """What an address is counted as: an IPv4 address itself, an IPv6 address its /64 (one
+    subscriber is commonly given a whole /64, so each of its addresses is one caller)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -199,7 +213,7 @@ class Limiter:
 
     def _who(self, request: web.Request, per: str) -> str:
         if per == "address":
-            return self.address(request)
+            return counted_address(self.address(request))
         return credential_key(request) if per == "credential" else "all"
 
     def middleware(self) -> Callable[..., Awaitable[web.StreamResponse]]:

@@ -94,6 +94,7 @@ STATUS_OF = {
     "cashu_mint_unavailable": 503,
     "cashu_wallet_unavailable": 503,
     "cashu_wallet_busy": 503,
+    "cashu_refunded": 409,
     "cashu_outcome_unknown": 502,
     "not_found": 404,
 }

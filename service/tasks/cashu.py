@@ -82,6 +82,12 @@ redeem_gate: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
     "redeem_gate", default=None
 )
 
+#: How long an open intent is left alone after the mint was asked about it, in seconds.
+RECHECK = 30.0
+#: How long the change of a call that ran waits for the wallet's turn before it is left for
+#: its holder to fetch (the paid answer is not held back longer), in seconds.
+CHANGE_WAIT = 5.0
+
 #: Books a redeemed token, in the transaction that closes its intent.
 Booking = Callable[[Tx, Redeemed], Awaitable[None]]
 
@@ -194,26 +200,50 @@ class Cashu:
             await self._set_intent(tx, digest, intent)
         try:
             redeemed = await at_mint.redeem(token, min_sat)
-        except EcashRefused as exc:
-            if exc.extra.pop("swapped", None) is False:  # nothing redeemed: nothing to find
-                async with self._ctx.store.transaction() as tx:
+        except (EcashRefused, EcashUnknown) as exc:
+            if isinstance(exc, EcashRefused) and exc.extra.pop("swapped", None) is False:
+                async with self._ctx.store.transaction() as tx:  # nothing redeemed
                     await self._set_intent(tx, digest, {**intent, "state": "dropped"})
-            raise
-        except EcashUnknown as exc:
-            raise Refusal(
-                "cashu_outcome_unknown",
-                f"{exc}; the token may have been redeemed: keep it and ask for its change "
-                "(GET /v1/cashu/change with it) in a while",
-                should_retry=False,
-            ) from None
+            else:  # the swap may have happened: the mint says now, in this turn
+                await self._recover_in_turn(at_mint, digest)
+            raise await self._failed(exc, digest) from None
         async with self._ctx.store.transaction() as tx:
             await book(tx, redeemed)
             await self._set_intent(tx, digest, {"state": "booked", "task_id": task_id})
         at_mint.forget(digest)  # booked: the swap's journal has served
         return redeemed
 
+    async def _failed(self, exc: EcashRefused | EcashUnknown, digest: str) -> Exception:
+        """What a redeem that failed is answered with, once its intent is resolved (or not)."""
+        intent = await self._intent(digest)
+        if intent is None and isinstance(exc, EcashRefused):
+            return exc  # nothing redeemed: refused for the wallet's reason
+        if intent is None:
+            return Refusal(
+                "cashu_wallet_unavailable",
+                f"{exc}; nothing was redeemed: the token is still yours",
+                retry_after=5,
+            )
+        if intent["state"] == "refunded":
+            return Refusal(
+                "cashu_refunded",
+                "the token was redeemed but the request did not run: its value is refunded, at "
+                "GET /v1/cashu/change with this token in X-Cashu",
+                should_retry=False,
+            )
+        return Refusal(
+            "cashu_outcome_unknown",
+            f"{exc}; the token may have been redeemed: keep it and ask for its change "
+            "(GET /v1/cashu/change with it) in a while",
+            should_retry=False,
+        )
+
     def _refusal(self, exc: EcashRefused, min_sat: int, price: Msat) -> Refusal:
         kind = _REFUSED.get(exc.kind, "cashu_wallet_error")
+        detail = exc.detail
+        if kind == "cashu_wallet_error":  # the wallet's own words stay in the operator's log
+            log.warning("the ecash wallet refused a token: %s", exc.detail)
+            detail = "the ecash wallet could not redeem the token; it was not redeemed"
         extra: dict[str, object] = {k: v for k, v in exc.extra.items() if k != "swapped"}
         if exc.kind == "below_price":
             extra |= {"price_msat": price.value, "price_sat": min_sat}
@@ -221,7 +251,7 @@ class Cashu:
             extra["mints"] = list(self.wallet.mints)
         return Refusal(
             kind,
-            f"{exc.detail}" + (f"; this request needs {min_sat} sat" if min_sat else ""),
+            detail + (f"; this request needs {min_sat} sat" if min_sat else ""),
             extra=extra,
             retry_after=5 if kind in _LATER else None,
             should_retry=kind in _LATER,
@@ -234,8 +264,11 @@ class Cashu:
         intent = await self._intent(digest) if wallet is not None else None
         if wallet is None or intent is None or intent["state"] != "open":
             return
+        if time.time() - float(intent.get("checked_at", 0)) < RECHECK:
+            return  # the mint was asked lately: a caller cannot make the wallet ask again
+        mint = intent.get("mint") or wallet.journaled_at(digest) or wallet.mints[0]
         try:
-            async with wallet.turn(str(intent.get("mint"))) as at_mint:
+            async with wallet.turn(mint) as at_mint:
                 await self._recover_in_turn(at_mint, digest)
         except EcashRefused as exc:
             log.warning("cashu intent %s: not resolved now: %s", digest[:12], exc)
@@ -251,9 +284,11 @@ class Cashu:
             found = await at_mint.recover(digest)
         except (EcashRefused, EcashUnknown) as exc:
             log.warning("cashu intent %s: the wallet cannot tell yet: %s", digest[:12], exc)
+            await self._checked(digest, intent)
             return
         if found.state not in ("redeemed", *_NOTHING):
             log.warning("cashu intent %s stays open: %s", digest[:12], found.state)
+            await self._checked(digest, intent)
             return
         async with self._ctx.store.transaction() as tx:
             raw = await tx.get_value(_intent_key(digest))
@@ -277,6 +312,10 @@ class Cashu:
             await self._set_intent(tx, digest, {**intent, "state": "refunded"})
         at_mint.forget(digest)
         log.warning("cashu intent %s: swapped before a crash; refunded", digest[:12])
+
+    async def _checked(self, digest: str, intent: dict[str, Any]) -> None:
+        async with self._ctx.store.transaction() as tx:
+            await self._set_intent(tx, digest, {**intent, "checked_at": time.time()})
 
     async def recover_all(self) -> None:
         """Resolve every open intent (at start-up: any open one is a dead process's)."""
@@ -314,14 +353,14 @@ class Cashu:
                 payer, priced, kind="cashu", task_id=task_id, extra=extra
             )
         except Refusal as refused:  # e.g. over a budget: the token goes back whole, as change
-            change = await self.change(task_id)
+            change = await self.change_or_later(task_id)
             refused.extra |= {"cashu_change": change.token, "task_id": task_id}
             raise
         return task, paid
 
-    async def change(self, task_id: str) -> Change:
+    async def change(self, task_id: str, *, wait: float | None = None) -> Change:
         """Pay what ``cashu_<task_id>`` is owed back as a fresh token, once; the same token
-        again on later calls."""
+        again on later calls. ``wait``: for the wallet's turn (default: its timeout)."""
         wallet = self.wallet
         async with self._ctx.store.read() as tx:
             meta_raw = await tx.get_value(f"cashu:{task_id}")
@@ -329,7 +368,7 @@ class Cashu:
             raise Refusal("not_found", "no Cashu payment has that task id")
         mint = json.loads(meta_raw)["mint"]
         try:
-            async with wallet.turn(mint) as at_mint:
+            async with wallet.turn(mint, wait=wait) as at_mint:
                 return await self._change_in_turn(at_mint, task_id)
         except EcashRefused as exc:  # busy: nothing was minted
             raise Refusal(
@@ -384,7 +423,7 @@ class Cashu:
         """:meth:`change`, or (it cannot be minted now) a pending change: the answer it goes
         with was paid for and is never lost to it."""
         try:
-            return await self.change(task_id)
+            return await self.change(task_id, wait=CHANGE_WAIT)
         except Refusal as refused:
             if refused.kind != "cashu_change_pending":
                 raise
@@ -425,5 +464,14 @@ class Cashu:
             )
 
         task_id = "task_" + secrets.token_hex(12)  # the refund's, if a crash interrupts
-        await self._redeem(token, 1, Msat(1000), task_id, book)
+        try:
+            await self._redeem(token, 1, Msat(1000), task_id, book)
+        except Refusal as refused:
+            if refused.kind != "cashu_token_spent":
+                raise
+            async with self._ctx.store.read() as tx:  # opened by a request beside this one?
+                opened = await tx.api_account_by_key_hash(digest)
+            if opened is None:
+                raise
+            return opened
         return account
