@@ -29,6 +29,7 @@ from service.demo.loopback import serve
 from service.ecash.wallet import EcashWallet, mint_id
 from service.emulator.faults import Fault
 from service.http.keys import SETTINGS, STORE
+from service.tasks import redeems
 from service.tasks.cashu import payer_of, token_hash
 from service.tasks.engine import EngineConfig
 from tests.conftest import (
@@ -461,8 +462,10 @@ class HoldingMint:
     def __init__(self, upstream: str) -> None:
         self.upstream = upstream
         self.armed = False
-        #: hold the swap before it reaches the mint instead (it never happens)
+        #: hold the swap before it reaches the mint instead (it never happens ...)
         self.before = False
+        #: (... unless this is set: then it reaches the mint once released, its asker gone)
+        self.late = False
         self.swapped = asyncio.Event()
         self.release = asyncio.Event()
 
@@ -477,8 +480,12 @@ class HoldingMint:
         if self.armed and self.before and request.path == "/v1/swap":
             self.swapped.set()
             await self.release.wait()
-            assert request.transport is not None
-            request.transport.close()
+            if request.transport is not None:
+                request.transport.close()
+            if not self.late:
+                return web.Response(status=502)
+            async with httpx.AsyncClient(timeout=60) as http:
+                await http.post(self.upstream + request.path_qs, content=body, headers=headers)
             return web.Response(status=502)
         async with httpx.AsyncClient(timeout=60) as http:
             answer = await http.request(
@@ -678,7 +685,7 @@ async def test_a_flood_of_tokens_under_any_credential_is_bounded_per_address(
             cheap = await http.post(
                 "/v1/chat/completions",
                 json=BODY,
-                headers={"X-Cashu": forged_token(mint, keyset, 1)},
+                headers={"X-Cashu": forged_token(mint, keyset, 1), "Authorization": "Bearer x"},
             )
             assert cheap.status_code == 402, cheap.text  # read in process: too little
             price = int(cheap.json()["price_sat"])
@@ -703,6 +710,10 @@ async def test_a_flood_of_tokens_under_any_credential_is_bounded_per_address(
             ]
             answers = [await post(n, **{"X-Cashu": t}) for n, t in enumerate(forged[:4])]
             as_key = await post(9, Authorization=f"Bearer {forged[4]}")
+            # without a credential, any X-Cashu is a redeem at the door: past the limit too
+            anonymous = await http.post(
+                "/v1/chat/completions", json=BODY, headers={"X-Cashu": forged[4]}
+            )
     finally:
         await runner.cleanup()
         await emulator_runner.cleanup()
@@ -712,6 +723,7 @@ async def test_a_flood_of_tokens_under_any_credential_is_bounded_per_address(
     assert answers[0].json()["type"].endswith("cashu_token_refused"), answers[0].text
     assert not [p for p in (tmp_path / "cashu").glob("*-swaps/*") if p.is_file()]  # no journal
     assert as_key.status_code == 429, as_key.text
+    assert anonymous.status_code == 429, anonymous.text
     redeems = runs.read_text().split().count("redeem")
     assert redeems == 3  # the three let through, no more
     store = await open_store(settings.database_url)
@@ -743,5 +755,82 @@ async def test_a_paid_answer_is_not_held_back_by_a_busy_wallet(cashu: CashuServi
     assert "X-Cashu" not in answer.headers
     got = await cashu.http.get(answer.headers["X-Cashu-Change-Url"], headers={"X-Cashu": token})
     assert got.status_code == 200, got.text
+    async with beside.turn(cashu.mint.url):  # minted once: asking again takes no turn
+        again = await cashu.http.get("/v1/cashu/change", headers={"X-Cashu": token}, timeout=5)
+    assert again.json() == got.json()
     await asyncio.to_thread(cashu.wallet.receive, got.json()["token"])
     await cashu.check()
+
+
+async def test_journals_of_swaps_that_never_started_are_pruned(cashu: CashuService) -> None:
+    """A wallet killed after journaling a swap but before taking its outputs' counters
+    leaves a journal naming counters the next operation takes: pruned by the next command,
+    it cannot later pass that operation's outputs for the swap's. One whose counters were
+    taken stays."""
+    price = await _price_sat(cashu)
+    paid = await cashu.http.post(
+        "/v1/chat/completions", json=BODY, headers={"X-Cashu": await cashu.token(price + 5)}
+    )
+    assert paid.status_code == 200, paid.text  # the wallet's counter has moved on
+    keysets = httpx.get(f"{cashu.mint.url}/v1/keysets").json()["keysets"]
+    keyset = next(k["id"] for k in keysets if k["unit"] == "sat" and k["active"])
+    swaps = cashu.ecash.journal(cashu.mint.url, "x").parent
+    swaps.mkdir(exist_ok=True)
+    record = {"mint": cashu.mint.url, "ys": [], "keyset_id": keyset, "outputs": 1}
+    taken, unstarted = swaps / f"{'a' * 64}.json", swaps / f"{'b' * 64}.json"
+    taken.write_text(json.dumps({**record, "counter": 0, "amount": 1, "fee": 0}))
+    unstarted.write_text(json.dumps({**record, "counter": 10**6, "amount": 1, "fee": 0}))
+    await cashu.proofs_held()  # any command
+    assert taken.exists() and not unstarted.exists()
+
+
+async def test_a_swap_that_lands_after_the_wallet_gave_up_is_refunded_not_dropped(
+    lnbits: LnbitsServer, mint: Mint, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wallet gives up on a swap it sent (its timeout); the mint, asked at once, still
+    has the proofs unspent, and then carries out the swap. The token was not dropped as
+    unspent (the holder would have lost it): its intent stays open, the caller is told the
+    outcome is unknown, and once the swap has landed its worth is refunded to the holder."""
+    monkeypatch.setattr(redeems, "RECHECK", 0.5)
+    holding = HoldingMint(mint.url)
+    holding.before = holding.late = True
+    proxy_runner, proxy_url = await serve(holding.app())
+    emulator, emulator_runner = await start_emulator()
+    settings = service_settings(
+        tmp_path,
+        emulator,
+        lnbits,
+        lnbits.create_wallet("satrouter"),
+        cashu_mints=proxy_url,
+        cashu_python=str(PYTHON),
+        cashu_dir=tmp_path / "cashu",
+        cashu_timeout=6,
+    )
+    runner, url = await serve(create_service(settings))
+    wallet = AgentWallet(Mint(proxy_url, mint.folder), tmp_path / "agent-wallet")
+    asked = await asyncio.to_thread(wallet._run, "invoice", "200", "--no-check")
+    quote = re.search(r"--id (\S+)", asked)
+    assert quote, asked
+    await asyncio.to_thread(wallet._run, "invoice", "200", "--id", quote[1])
+    token = await asyncio.to_thread(wallet.token, 60)
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+            holding.armed = True
+            first = await http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
+            holding.release.set()  # the swap reaches the mint now
+
+            async def change() -> httpx.Response | None:
+                got = await http.get("/v1/cashu/change", headers={"X-Cashu": token})
+                return got if got.status_code != 502 else None
+
+            got = await until(change, timeout=30)
+    finally:
+        await runner.cleanup()
+        await emulator_runner.cleanup()
+        await proxy_runner.cleanup()
+    assert first.status_code == 502, first.text
+    assert first.json()["type"].endswith("cashu_outcome_unknown")
+    assert "Retry-After" in first.headers
+    assert got.status_code == 200, got.text
+    assert got.json()["amount_msat"] == 60_000 - 1000  # all of it, less the swap's fee
+    assert emulator.state.counters["completions"] == 0

@@ -99,6 +99,7 @@ async def _wallet(mint: str) -> Any:
     wallet = await Wallet.with_db(mint, db=os.path.join(root, name), name=name)
     await init_wallet(wallet, load_proofs=True)
     await wallet.load_mint()
+    await _prune_unstarted(wallet, mint)  # before any counter is taken
     return wallet
 
 
@@ -131,8 +132,12 @@ async def redeem(args: dict[str, Any]) -> dict[str, Any]:
         await wallet._expand_short_keyset_ids(proofs)
         fee = wallet.get_fees_for_proofs(proofs)
         wallet.verify_proofs_dleq(proofs)  # what redeem checks first: before the journal
+        unsigned = [p for p in proofs if p.amount not in _keys(wallet, p.id)]
     except Exception as exc:
         raise _swap_not_started(_classify(exc)) from None
+    if unsigned:
+        detail = f"the mint has no key for a proof of {unsigned[0].amount}"
+        raise Refused("invalid_token", detail, swapped=False)
     if amount - fee < int(args["min_sat"]):
         detail = f"the token carries {amount} sat, {amount - fee} sat after the mint's fee"
         raise Refused("below_price", detail, amount=amount, fee=fee, mint=mint, swapped=False)
@@ -172,6 +177,31 @@ async def redeem(args: dict[str, Any]) -> dict[str, Any]:
     return {"mint": mint, "amount": amount, "fee": amount - sum_proofs(kept)}
 
 
+def _keys(wallet: Any, keyset_id: str) -> Any:
+    keyset = wallet.keysets.get(keyset_id)
+    return keyset.public_keys if keyset is not None else {}
+
+
+async def _prune_unstarted(wallet: Any, mint: str) -> None:
+    """Delete the journals of swaps that never started: their outputs' counters were never
+    taken (the keyset's counter is still the journal's), so the mint cannot have been asked,
+    and the next operation takes those counters for its own outputs: a journal left naming
+    them would later pass that operation's outputs for the swap's."""
+    from cashu.wallet.crud import bump_secret_derivation
+
+    folder = os.path.dirname(_journal(mint, "x"))
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        record = _read_journal(path) if name.endswith(".json") else None
+        if record is None:
+            continue
+        now = await bump_secret_derivation(
+            db=wallet.db, keyset_id=record["keyset_id"], by=0, skip=True
+        )
+        if now <= int(record["counter"]):
+            os.remove(path)
+
+
 def _read_journal(path: str) -> dict[str, Any] | None:
     if not os.path.exists(path):
         return None
@@ -201,8 +231,7 @@ async def recover(args: dict[str, Any]) -> dict[str, Any]:
         states = {s["state"] for s in answer.json()["states"]}
         if "PENDING" in states:
             return {"state": "pending", **found}
-        if states == {"UNSPENT"}:
-            os.remove(path)  # never swapped: the token is still its holder's
+        if states == {"UNSPENT"}:  # not swapped yet (whether it may still be is the caller's call)
             return {"state": "unspent", **found}
         wallet = await _wallet(mint)
         start, count = int(record["counter"]), int(record["outputs"])

@@ -88,6 +88,11 @@ class Melted:
     preimage: str | None
 
 
+def scrubbed(text: str) -> str:
+    """``text`` (the wallet's words) without any serialized token in it, for the log."""
+    return _TOKEN_TEXT.sub("cashu…", text)
+
+
 def wallet_name(mint: str) -> str:
     """The name of the wallet's files for ``mint`` (as :mod:`.nutshell_wallet` names them)."""
     return hashlib.sha256(mint.encode()).hexdigest()[:16]
@@ -149,8 +154,12 @@ class EcashWallet:
         return self.data_dir / f"{wallet_name(mint)}-swaps" / f"{token_hash}.json"
 
     def journaled_at(self, token_hash: str) -> str | None:
-        """The allowed mint whose wallet journaled a swap of the token, if any."""
-        return next((m for m in self.mints if self.journal(m, token_hash).exists()), None)
+        """The mint (allowed or no longer) whose wallet journaled a swap of the token, if any:
+        the journal names it."""
+        for path in sorted(self.data_dir.glob(f"*-swaps/{token_hash}.json")):
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                return str(json.loads(path.read_text())["mint"])
+        return None
 
     @contextlib.asynccontextmanager
     async def turn(self, mint: str, *, wait: float | None = None) -> AsyncIterator[MintWallet]:
@@ -227,7 +236,7 @@ class EcashWallet:
         if process.returncode != 0 or result is None:
             # What it wrote stays in the operator's log (without any token); callers learn
             # only that the outcome is unknown.
-            said = _TOKEN_TEXT.sub("cashu…", err.decode(errors="replace"))[-2000:]
+            said = scrubbed(err.decode(errors="replace"))[-2000:]
             code = process.returncode
             log.warning("the ecash wallet failed %s (exit %s): %s", command, code, said)
             raise EcashUnknown(f"the ecash wallet failed {command}")
@@ -276,6 +285,14 @@ class MintWallet:
                 int(result.get("fee", 0)),
             )
         )
+
+    @property
+    def timeout(self) -> float:
+        return self._wallet.timeout
+
+    def journaled(self, token_hash: str) -> bool:
+        """Whether the wallet journaled a swap of the token here (and has not forgotten it)."""
+        return self._wallet.journal(self.mint, token_hash).exists()
 
     def forget(self, token_hash: str) -> None:
         """Delete the journal of a redeem that is booked (it served only to recover one)."""

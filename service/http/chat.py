@@ -31,11 +31,11 @@ from aiohttp import web
 from billing.l402 import L402Error, request_digest
 from billing.store import TaskRow
 
-from ..tasks.cashu import redeem_gate
 from ..tasks.engine import Chat, Engine, L402Payment
 from ..tasks.offers import mint_gate
 from ..tasks.quotes import StoredQuote
 from ..tasks.record import record_of
+from ..tasks.redeems import redeem_gate
 from ..tasks.refusals import Refusal
 from . import offers, sse
 from .auth import l402_refusal, payer_of
@@ -66,8 +66,9 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     # Any Cashu token it redeems (X-Cashu, or Bearer cashu... opening a balance) is counted
     # per address, whatever else the request carries.
     limiter = request.app.get(LIMITER)
+    counted = kind_of(request) is Kind.REDEEM  # as a redeem already, by the middleware
     reset_redeems = redeem_gate.set(
-        functools.partial(limiter.admit_redeem, request) if limiter else None
+        functools.partial(limiter.admit_redeem, request) if limiter and not counted else None
     )
     try:
         return await _answer(request, engine, chat, raw, scheme, credential, paid_form, began)

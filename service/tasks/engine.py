@@ -316,7 +316,7 @@ class Engine:
         that request): only the token's holder may have it. Minted now if it was not yet (a
         lost response, a stream); refused while the call runs."""
         # A crash between the token's swap and its booking: resolved now, for its holder.
-        await self._cashu.recover(token_hash(token))
+        await self._cashu.redeems.settled(token_hash(token))
         if task_id is None:
             task_id = await self._cashu.paid_by(token)
         await self._cashu.owner(task_id, token)
@@ -424,9 +424,9 @@ class Engine:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Recover, then run the background workers until the block exits (and resolve the
-        Cashu redeems a crash interrupted, meanwhile)."""
+        Cashu redeems a crash or a failure left open, meanwhile and every minute)."""
         async with self._workers.running():
-            cashu = asyncio.create_task(self._cashu.recover_all())
+            cashu = asyncio.create_task(self._cashu.redeems.sweep())
             try:
                 yield
             finally:
