@@ -160,7 +160,7 @@ class Redeems:
         asked about lately), in a turn of the wallet at its mint; the intent's state after
         (``gone`` when there is none)."""
         wallet = self._wallet_
-        intent = await self._intent(digest) if wallet is not None else None
+        intent = await self._intent(digest) if wallet is not None and wallet.mints else None
         if wallet is None or intent is None or intent["state"] != "open":
             return "gone" if intent is None else str(intent["state"])
         if _recheck_in(intent) > 0:
