@@ -219,7 +219,7 @@ class EcashWallet:
             )
         except OSError as exc:  # it never started: nothing happened
             detail = f"the ecash wallet cannot start ({self.python}): {exc.strerror or exc}"
-            raise EcashRefused("wallet_unavailable", detail, {}) from None
+            raise EcashRefused("wallet_unavailable", detail, {"swapped": False}) from None
         try:
             out, err = await asyncio.wait_for(
                 process.communicate(json.dumps({**args, "timeout": self.timeout}).encode()),
