@@ -192,13 +192,15 @@ async def _prune_unstarted(wallet: Any, mint: str) -> None:
     folder = os.path.dirname(_journal(mint, "x"))
     for name in sorted(os.listdir(folder)):
         path = os.path.join(folder, name)
-        record = _read_journal(path) if name.endswith(".json") else None
-        if record is None:
+        if not name.endswith(".json"):
             continue
-        now = await bump_secret_derivation(
-            db=wallet.db, keyset_id=record["keyset_id"], by=0, skip=True
-        )
-        if now <= int(record["counter"]):
+        try:
+            record = _read_journal(path) or {}
+            keyset, counter = str(record["keyset_id"]), int(record["counter"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a journal this wallet can read: left as it is, for the operator
+        now = await bump_secret_derivation(db=wallet.db, keyset_id=keyset, by=0, skip=True)
+        if now <= counter:
             os.remove(path)
 
 
@@ -225,6 +227,12 @@ async def recover(args: dict[str, Any]) -> dict[str, Any]:
     mint = record["mint"]
     found = {"mint": mint, "amount": record["amount"], "fee": record["fee"]}
     try:
+        wallet = await _wallet(mint)  # prunes the journal if its swap never started
+    except Exception as exc:
+        raise _classify(exc) from None
+    if _read_journal(path) is None:  # pruned: never asked of the mint
+        return {"state": "none"}
+    try:
         async with httpx.AsyncClient(timeout=30) as http:
             answer = await http.post(f"{mint.rstrip('/')}/v1/checkstate", json={"Ys": record["ys"]})
             answer.raise_for_status()
@@ -233,7 +241,6 @@ async def recover(args: dict[str, Any]) -> dict[str, Any]:
             return {"state": "pending", **found}
         if states == {"UNSPENT"}:  # not swapped yet (whether it may still be is the caller's call)
             return {"state": "unspent", **found}
-        wallet = await _wallet(mint)
         start, count = int(record["counter"]), int(record["outputs"])
         secrets, rs, paths = await wallet.generate_secrets_from_to(
             start, start + count - 1, keyset_id=record["keyset_id"]

@@ -77,12 +77,12 @@ def kind_of(request: web.Request) -> Kind | None:
     if path == "/v1/accounts/withdrawals":
         return Kind.PAYOUT
     if path in ("/v1/chat/completions", "/v1/tasks"):
+        if path == "/v1/chat/completions" and request.headers.get("X-Cashu", "").strip():
+            return Kind.REDEEM  # paid with ecash whatever else it carries: a redeem
         # Only what the handlers take as a credential; anything else is answered like an
         # anonymous request (with an invoice) and is counted as one.
         if scheme == "BEARER":
-            return Kind.WRITE  # and any Cashu token it redeems, as a redeem (redeem_gate)
-        if path == "/v1/chat/completions" and request.headers.get("X-Cashu", "").strip():
-            return Kind.REDEEM  # paid with ecash: no invoice, a redeem
+            return Kind.WRITE  # and a Cashu token it opens a balance with, as a redeem
         # A paid form of a 402's offer (L402, MPP, x402) is counted as L402 is.
         paid = scheme in ("L402", "LSAT", "PAYMENT") or "PAYMENT-SIGNATURE" in request.headers
         return Kind.L402 if paid else Kind.INVOICE

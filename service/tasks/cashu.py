@@ -34,11 +34,12 @@ from ..ecash.wallet import (
     Recovered,
     Redeemed,
     mint_id,
+    scrubbed,
 )
 from .context import Context
 from .payments import Payments
 from .quotes import Priced
-from .redeems import Redeems
+from .redeems import RECHECK, Redeems
 from .refusals import Refusal
 
 #: How long the change of a call that ran waits for the wallet's turn before it is left for
@@ -136,9 +137,11 @@ class Cashu:
             raise
         return task, paid
 
-    async def change(self, task_id: str, *, wait: float | None = None) -> Change:
+    async def change(self, task_id: str) -> Change:
         """Pay what ``cashu_<task_id>`` is owed back as a fresh token, once; the same token
-        again on later calls. ``wait``: for the wallet's turn (default: its timeout)."""
+        again on later calls. Refused as pending (nothing minted) when the wallet's turn does
+        not come within :data:`CHANGE_WAIT`, or minting it failed less than
+        :data:`~.redeems.RECHECK` ago: no caller makes the wallet try more often."""
         wallet = self.wallet
         async with self._ctx.store.read() as tx:
             meta_raw = await tx.get_value(f"cashu:{task_id}")
@@ -148,14 +151,10 @@ class Cashu:
         if (known := await self._change_known(task_id)) is not None:
             return known  # no turn taken: asking again costs the wallet nothing
         try:
-            async with wallet.turn(mint, wait=wait) as at_mint:
+            async with wallet.turn(mint, wait=CHANGE_WAIT) as at_mint:
                 return await self._change_in_turn(at_mint, task_id)
-        except EcashRefused as exc:  # busy: nothing was minted
-            raise Refusal(
-                "cashu_change_pending",
-                f"the change could not be minted now ({exc}); ask again for it by task id",
-                retry_after=5,
-            ) from None
+        except EcashRefused:  # busy: nothing was minted
+            raise _pending(5) from None
 
     async def _change_known(self, task_id: str) -> Change | None:
         """The change when it needs no wallet (minted already, or nothing owed), else None."""
@@ -167,6 +166,8 @@ class Cashu:
             return Change(kept["token"], kept["amount_msat"], kept["fee_msat"])
         if (kept is None and owed.value == 0) or (kept is not None and not kept["amount_msat"]):
             return Change(None, 0)
+        if kept is not None and (wait := kept.get("tried_at", 0) + RECHECK - time.time()) > 0:
+            raise _pending(wait)
         return None
 
     async def _change_in_turn(self, at_mint: MintWallet, task_id: str) -> Change:
@@ -198,11 +199,10 @@ class Cashu:
         try:
             sent_token = await at_mint.send(amount_msat // 1000)
         except (EcashRefused, EcashUnknown) as exc:
-            raise Refusal(
-                "cashu_change_pending",
-                f"the change could not be minted now ({exc}); ask again for it by task id",
-                retry_after=5,
-            ) from None
+            log.warning("the change of %s could not be minted: %s", task_id, scrubbed(str(exc)))
+            async with store.transaction() as tx:
+                await tx.set_value(key, json.dumps({**kept, "tried_at": time.time()}))
+            raise _pending(RECHECK) from None
         fee = Msat.from_sat(sent_token.fee_sat)
         kept = {"token": sent_token.token, "amount_msat": amount_msat, "fee_msat": fee.value}
         async with store.transaction() as tx:
@@ -215,7 +215,7 @@ class Cashu:
         """:meth:`change`, or (it cannot be minted now) a pending change: the answer it goes
         with was paid for and is never lost to it."""
         try:
-            return await self.change(task_id, wait=CHANGE_WAIT)
+            return await self.change(task_id)
         except Refusal as refused:
             if refused.kind != "cashu_change_pending":
                 raise
@@ -267,3 +267,11 @@ class Cashu:
                 raise
             return opened
         return account
+
+
+def _pending(retry_after: float) -> Refusal:
+    return Refusal(
+        "cashu_change_pending",
+        "the change could not be minted now; ask again for it with the token that paid",
+        retry_after=max(1, round(retry_after)),
+    )

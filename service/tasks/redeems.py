@@ -135,7 +135,7 @@ class Redeems:
             if (wait := _recheck_in(earlier)) > 0:
                 raise _unknown(wait)
             state = await self._recover_in_turn(at_mint, digest)
-        if state in ("open", "booked", "refunded"):
+        if state in ("open", "booked", "refunded", "spent_elsewhere"):
             raise _earlier(state)
         intent = {"state": "open", "task_id": task_id, "mint": at_mint.mint, "at": time.time()}
         async with self._ctx.store.transaction() as tx:
@@ -160,13 +160,13 @@ class Redeems:
         asked about lately), in a turn of the wallet at its mint; the intent's state after
         (``gone`` when there is none)."""
         wallet = self._wallet_
-        intent = await self._intent(digest) if wallet is not None and wallet.mints else None
+        intent = await self._intent(digest) if wallet is not None else None
         if wallet is None or intent is None or intent["state"] != "open":
             return "gone" if intent is None else str(intent["state"])
-        if _recheck_in(intent) > 0:
-            return "open"
         # The journal names the mint of an intent that does not (an older record).
-        mint = intent.get("mint") or wallet.journaled_at(digest) or wallet.mints[0]
+        mint = intent.get("mint") or wallet.journaled_at(digest) or next(iter(wallet.mints), None)
+        if _recheck_in(intent) > 0 or mint is None:
+            return "open"
         try:
             async with wallet.turn(str(mint)) as at_mint:
                 return await self._recover_in_turn(at_mint, digest)
@@ -179,7 +179,10 @@ class Redeems:
         async with self._ctx.store.read() as tx:
             raw = await tx.get_value(_OPEN)
         for digest in json.loads(raw) if raw else ():
-            await self.recover(digest)
+            try:
+                await self.recover(digest)
+            except Exception:  # one that fails every time must not keep the others waiting
+                log.exception("cashu intent %s: recovery failed", digest[:12])
 
     async def sweep(self, every: float = 2 * RECHECK) -> None:
         """:meth:`recover_all` now (at start-up any open intent is a dead process's or a
@@ -198,12 +201,14 @@ class Redeems:
         if await self.recover(digest) == "open":
             async with self._ctx.store.read() as tx:
                 raw = await tx.get_value(_intent_key(digest))
-            raise _unknown(max(1, _recheck_in(json.loads(raw)) if raw else RECHECK))
+            raise _unknown(max(5, _recheck_in(json.loads(raw)) if raw else RECHECK))
 
     async def _recover_in_turn(self, at_mint: MintWallet, digest: str) -> str:
         intent = await self._intent(digest)
         if intent is None or intent["state"] != "open":
             return "gone" if intent is None else str(intent["state"])
+        if _recheck_in(intent) > 0:  # asked lately (by one that held the turn before us)
+            return "open"
         if not at_mint.journaled(digest):
             found = Recovered("none", None, 0, 0)  # never asked of the mint
         else:
@@ -293,12 +298,11 @@ def _unknown(retry_after: float) -> Refusal:
 def _earlier(state: str) -> Refusal:
     if state == "open":
         return _unknown(RECHECK)
-    detail = (
-        "this token was redeemed for a request that did not run: its value is refunded, at "
-        "GET /v1/cashu/change with this token in X-Cashu"
-        if state == "refunded"
-        else "this token was redeemed here already"
-    )
+    detail = {
+        "refunded": "this token was redeemed for a request that did not run: its value is "
+        "refunded, at GET /v1/cashu/change with this token in X-Cashu",
+        "spent_elsewhere": "the token was spent elsewhere",
+    }.get(state, "this token was redeemed here already")
     return Refusal("cashu_token_spent", detail, should_retry=False)
 
 
