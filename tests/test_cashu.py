@@ -749,7 +749,7 @@ async def test_a_paid_answer_is_not_held_back_by_a_busy_wallet(cashu: CashuServi
     answer then leaves with ``X-Cashu-Change: pending``, and the change waits at its URL."""
     price = await _price_sat(cashu)
     token = await cashu.token(price + 10)
-    cashu.emulator.state.faults.set(BODY["model"], Fault(kind="slow", delay=2))
+    cashu.emulator.state.faults.set(BODY["model"], Fault(kind="slow", delay=4))
     call = asyncio.create_task(
         cashu.http.post("/v1/chat/completions", json=BODY, headers={"X-Cashu": token})
     )
@@ -812,7 +812,7 @@ async def test_a_swap_that_lands_after_the_wallet_gave_up_is_refunded_not_droppe
         cashu_mints=proxy_url,
         cashu_python=str(counting),
         cashu_dir=tmp_path / "cashu",
-        cashu_timeout=6,
+        cashu_timeout=10,  # a swap unspent is final after 20 s: ample for the late one
     )
     runner, url = await serve(create_service(settings))
     wallet = AgentWallet(Mint(proxy_url, mint.folder), tmp_path / "agent-wallet")
