@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit browser postgres js cashu proto bench-pg-driver bench-pg-store bench-notes bench-upstream bench-pipeline bench-privacy bench-scale bench-mcp eval-routing eval-privacy serve emulator clean
+.PHONY: demo test lint typecheck unit browser postgres js cashu proto bench-pg-driver bench-pg-store bench-notes bench-upstream bench-pipeline bench-privacy bench-scale bench-mcp bench-cashu eval-routing eval-privacy serve emulator clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "satrouter needs Python 3.11 or newer")'
@@ -114,3 +114,6 @@ bench-privacy: $(STAMP)
 
 bench-mcp: $(STAMP)
 	$(BIN)/python -m benchmarks.mcp --write docs/benchmarks.md
+
+bench-cashu: $(STAMP) cashu
+	$(BIN)/python -m benchmarks.cashu --write docs/benchmarks.md
