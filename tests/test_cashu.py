@@ -23,6 +23,7 @@ from aiohttp import web
 from billing import ledger
 from billing.store import open_store
 from service.app import create_app as create_service
+from service.config import Settings
 from service.demo.cashu import PYTHON, AgentWallet, Mint, running_mint
 from service.demo.lnbits import LnbitsServer, Wallet
 from service.demo.loopback import serve
@@ -91,18 +92,44 @@ class CashuService:
         return await asyncio.to_thread(self.wallet.token, sats)
 
 
-@pytest.fixture
-async def cashu(lnbits: LnbitsServer, mint: Mint, tmp_path: Path) -> AsyncIterator[CashuService]:
-    emulator, emulator_runner = await start_emulator()
-    settings = service_settings(
+def cashu_settings(
+    tmp_path: Path,
+    emulator: Emulator,
+    lnbits: LnbitsServer,
+    mint_url: str,
+    *,
+    python: Path | str = PYTHON,
+    wallet: str = "satrouter",
+    **overrides: Any,
+) -> Settings:
+    """satrouter's settings taking ecash at ``mint_url``, its wallet under ``tmp_path``."""
+    return service_settings(
         tmp_path,
         emulator,
         lnbits,
-        lnbits.create_wallet("satrouter"),
-        cashu_mints=mint.url,
-        cashu_python=str(PYTHON),
+        lnbits.create_wallet(wallet),
+        cashu_mints=mint_url,
+        cashu_python=str(python),
         cashu_dir=tmp_path / "cashu",
+        **overrides,
     )
+
+
+async def token_through(mint_url: str, mint: Mint, folder: Path, sats: int = 60) -> str:
+    """A token of ``sats`` from an agent wallet funded with 200 sat at ``mint_url`` (the mint
+    behind a proxy, which does not carry the wallet's websocket: ask, then mint)."""
+    wallet = AgentWallet(Mint(mint_url, mint.folder), folder)
+    asked = await asyncio.to_thread(wallet._run, "invoice", "200", "--no-check")
+    quote = re.search(r"--id (\S+)", asked)
+    assert quote, asked
+    await asyncio.to_thread(wallet._run, "invoice", "200", "--id", quote[1])
+    return await asyncio.to_thread(wallet.token, sats)
+
+
+@pytest.fixture
+async def cashu(lnbits: LnbitsServer, mint: Mint, tmp_path: Path) -> AsyncIterator[CashuService]:
+    emulator, emulator_runner = await start_emulator()
+    settings = cashu_settings(tmp_path, emulator, lnbits, mint.url)
     app = create_service(settings, engine_config=EngineConfig(generation_deadline=3))
     runner, url = await serve(app)
     wallet = AgentWallet(mint, tmp_path / "agent-wallet")
@@ -374,14 +401,8 @@ async def test_a_wallet_that_cannot_start_is_a_503_and_takes_nothing(
     lnbits: LnbitsServer, mint: Mint, tmp_path: Path
 ) -> None:
     emulator, emulator_runner = await start_emulator()
-    settings = service_settings(
-        tmp_path,
-        emulator,
-        lnbits,
-        lnbits.create_wallet("satrouter"),
-        cashu_mints=mint.url,
-        cashu_python=str(tmp_path / "no-such-python"),
-        cashu_dir=tmp_path / "cashu",
+    settings = cashu_settings(
+        tmp_path, emulator, lnbits, mint.url, python=tmp_path / "no-such-python"
     )
     runner, url = await serve(create_service(settings))
     wallet = AgentWallet(mint, tmp_path / "agent-wallet")
@@ -522,12 +543,7 @@ async def test_killed_between_the_swap_and_its_booking_the_holder_is_refunded(
         "SATROUTER_CASHU_DIR": str(tmp_path / "cashu"),
     }
     wallet = AgentWallet(proxied, tmp_path / "agent-wallet")
-    # Minted without the wallet's websocket (which the proxy does not carry): ask, then mint.
-    asked = await asyncio.to_thread(wallet._run, "invoice", "200", "--no-check")
-    quote = re.search(r"--id (\S+)", asked)
-    assert quote, asked
-    await asyncio.to_thread(wallet._run, "invoice", "200", "--id", quote[1])
-    token = await asyncio.to_thread(wallet.token, 60)
+    token = await token_through(proxy_url, mint, tmp_path / "agent-wallet")
     await server.start()
     holding.armed = True
     try:
@@ -593,11 +609,7 @@ async def test_a_token_its_holder_spent_after_a_crash_is_not_credited(
         "SATROUTER_CASHU_DIR": str(tmp_path / "cashu"),
     }
     wallet = AgentWallet(Mint(proxy_url, mint.folder), tmp_path / "agent-wallet")
-    asked = await asyncio.to_thread(wallet._run, "invoice", "200", "--no-check")
-    quote = re.search(r"--id (\S+)", asked)
-    assert quote, asked
-    await asyncio.to_thread(wallet._run, "invoice", "200", "--id", quote[1])
-    token = await asyncio.to_thread(wallet.token, 60)
+    token = await token_through(proxy_url, mint, tmp_path / "agent-wallet")
     await server.start()
     holding.armed = True
     try:
@@ -673,14 +685,12 @@ async def test_a_flood_of_tokens_under_any_credential_is_bounded_per_address(
     wallet started); a redeem that came to nothing leaves no record."""
     counting, runs = counting_python(tmp_path)
     emulator, emulator_runner = await start_emulator()
-    settings = service_settings(
+    settings = cashu_settings(
         tmp_path,
         emulator,
         lnbits,
-        lnbits.create_wallet("satrouter"),
-        cashu_mints=mint.url,
-        cashu_python=str(counting),
-        cashu_dir=tmp_path / "cashu",
+        mint.url,
+        python=counting,
         limit_redeems_per_address="6/day",  # a minute's window would flake at its boundary
     )
     app = create_service(settings)
@@ -804,23 +814,16 @@ async def test_a_swap_that_lands_after_the_wallet_gave_up_is_refunded_not_droppe
     holding.before = holding.late = True
     proxy_runner, proxy_url = await serve(holding.app())
     emulator, emulator_runner = await start_emulator()
-    settings = service_settings(
+    settings = cashu_settings(
         tmp_path,
         emulator,
         lnbits,
-        lnbits.create_wallet("satrouter"),
-        cashu_mints=proxy_url,
-        cashu_python=str(counting),
-        cashu_dir=tmp_path / "cashu",
+        proxy_url,
+        python=counting,
         cashu_timeout=10,  # a swap unspent is final after 20 s: ample for the late one
     )
     runner, url = await serve(create_service(settings))
-    wallet = AgentWallet(Mint(proxy_url, mint.folder), tmp_path / "agent-wallet")
-    asked = await asyncio.to_thread(wallet._run, "invoice", "200", "--no-check")
-    quote = re.search(r"--id (\S+)", asked)
-    assert quote, asked
-    await asyncio.to_thread(wallet._run, "invoice", "200", "--id", quote[1])
-    token = await asyncio.to_thread(wallet.token, 60)
+    token = await token_through(proxy_url, mint, tmp_path / "agent-wallet")
     try:
         async with httpx.AsyncClient(base_url=url, timeout=120) as http:
             holding.armed = True

@@ -27,8 +27,8 @@ from service.demo.loopback import serve
 from service.ecash.wallet import EcashWallet, mint_id
 from service.http.keys import SETTINGS, STORE
 from service.tasks.engine import EngineConfig
-from tests.conftest import HELLO, satrouter_command, service_settings, start_emulator, until
-from tests.test_cashu import held_msat
+from tests.conftest import HELLO, satrouter_command, start_emulator, until
+from tests.test_cashu import cashu_settings, held_msat
 
 from .lnd_node import MACAROON, FakeLnd, lnd_settings, start_node
 
@@ -93,16 +93,7 @@ async def melting(lnbits: LnbitsServer, tmp_path: Path) -> AsyncIterator[Melting
     mint_cm = running_mint(input_fee_ppk=0, **mint_env)
     mint = await asyncio.to_thread(mint_cm.__enter__)
     emulator, emulator_runner = await start_emulator()
-    settings = service_settings(
-        tmp_path,
-        emulator,
-        lnbits,
-        lnbits.create_wallet("unused"),
-        cashu_mints=mint.url,
-        cashu_python=str(PYTHON),
-        cashu_dir=tmp_path / "cashu",
-        **lnd,
-    )
+    settings = cashu_settings(tmp_path, emulator, lnbits, mint.url, wallet="unused", **lnd)
     app = create_service(settings, engine_config=EngineConfig(generation_deadline=3))
     runner, url = await serve(app)
     wallet = NodeAgentWallet(mint, tmp_path / "agent-wallet", node)
